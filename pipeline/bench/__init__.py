@@ -1,0 +1,49 @@
+"""Benchmarks: each target measures one stage against its ceiling, side by side in one run.
+
+A target is a function in `pipeline/bench/<name>.py` returning `result(...)`; the CLI
+(`workers/bench.py`) lists the targets in `TARGETS` and prints one JSON object each.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from typing import Any
+
+
+def result(name: str, value: float, unit: str, ceiling: float | None, details: dict[str, Any]) -> dict[str, Any]:
+    """The one shape every benchmark prints: ratio = value / ceiling (None without a ceiling)."""
+    ratio = (value / ceiling) if ceiling else None
+    return {
+        "name": name,
+        "value": round(float(value), 4),
+        "unit": unit,
+        "ceiling": None if ceiling is None else round(float(ceiling), 4),
+        "ratio": None if ratio is None else round(ratio, 4),
+        "details": {**details, "machine": machine_summary()},
+    }
+
+
+def machine_summary() -> dict[str, Any]:
+    import os
+
+    info: dict[str, Any] = {"cpu_count": os.cpu_count(), "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        pass
+    return info
+
+
+def timed(fn: Any, seconds: float, min_iters: int = 3) -> tuple[int, float]:
+    """Call `fn()` repeatedly for about `seconds`; return (iterations, elapsed seconds)."""
+    start = time.perf_counter()
+    n = 0
+    while n < min_iters or time.perf_counter() - start < seconds:
+        fn()
+        n += 1
+    return n, time.perf_counter() - start

@@ -1,0 +1,141 @@
+"""`charles bench pipeline`: sample sets/s from collector publish to trainer batch, vs raw Redis.
+
+Both figures run the stages as concurrent processes against one throwaway redis-server,
+in the same run, with the same encoded payloads, timed from a common start to the last
+item consumed:
+- ceiling: one process pipelines XADD of the encoded sets, another XREADGROUP + XACKs them;
+- value: the real path — a collector process encodes and XADDs each set, a server process
+  validates and routes it into the buffer (one MULTI per set), a trainer process draws
+  with the gated Lua script, decodes and stacks batches.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.bench import result
+from pipeline.config import Config, load_config
+from pipeline.keys import Keys
+from pipeline.local_redis import RedisServer
+from pipeline.samples import SampleSchema, SampleSet, empty_columns
+
+SET_SIZE = 22  # a v3 round over 0.1-wide bins plus endpoints
+N_SETS = 300
+
+
+def _sets(cfg: Config, n: int) -> list[SampleSet]:
+    import numpy as np
+
+    schema = SampleSchema.from_config(cfg)
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (SET_SIZE, schema.frames, schema.height, schema.width, 3), dtype=np.uint8)
+    out = []
+    for i in range(n):
+        cols = empty_columns(schema, SET_SIZE)
+        cols["frames"][:] = np.roll(base, i, axis=0)
+        cols["targets"][:] = rng.uniform(-1, 1, cols["targets"].shape)
+        out.append(SampleSet(cfg.output_names()[i % len(cfg.output_names())], "bench", f"e{i}", cols, {}))
+    return out
+
+
+def _stage(role: str, url: str, prefix: str, cfg_json: str, n: int, ready: Any, go: Any) -> None:
+    import redis
+
+    from pipeline.buffers import Buffers
+    from pipeline.samples import stack_rows
+    from pipeline.server import Server
+
+    cfg = Config.from_json(cfg_json)
+    r, keys = redis.Redis.from_url(url), Keys(prefix)
+    outputs = cfg.output_names()
+    sets = _sets(cfg, n) if role in ("raw_producer", "collector") else []
+    payloads = [(s.output, s.encode()) for s in sets] if role == "raw_producer" else []
+    server = Server(r, keys, cfg) if role == "server" else None
+    ready.wait()
+    go.wait()
+    if role == "raw_producer":
+        pipe = r.pipeline(transaction=False)
+        for i, (output, data) in enumerate(payloads):
+            pipe.xadd(keys.stream(output), {"data": data})
+            if i % 16 == 15:
+                pipe.execute()
+        pipe.execute()
+    elif role == "raw_consumer":
+        got = 0
+        while got < n:
+            resp = r.xreadgroup("raw", "c", {keys.stream(o): ">" for o in outputs}, count=16, block=1000)
+            for stream, entries in resp or []:
+                r.xack(stream, "raw", *[e[0] for e in entries])
+                got += len(entries)
+    elif role == "collector":
+        for s in sets:  # what SetPublisher does per set
+            r.xadd(keys.stream(s.output), {"data": s.encode()})
+    elif role == "server":
+        assert server is not None
+        while server.stats.routed_sets < n:
+            server.route_once(block_ms=1000, count=16)
+    elif role == "trainer":
+        buffers = Buffers(r, keys, outputs, capacity=1, start_fraction=0.0)
+        schema = SampleSchema.from_config(cfg)
+        drawn = 0
+        while drawn < n * SET_SIZE:
+            batch = buffers.draw(cfg.trainer.batch_size)
+            rows = [row for rows in (batch or {}).values() for row in rows]
+            if rows:
+                stack_rows(rows, schema)
+                drawn += len(rows)
+            else:
+                time.sleep(0.001)
+
+
+def _timed(roles: list[str], url: str, prefix: str, cfg: Config, n: int, last: str) -> float:
+    ctx = mp.get_context("spawn")
+    ready, go = ctx.Barrier(len(roles) + 1), ctx.Event()
+    procs = {role: ctx.Process(target=_stage, args=(role, url, prefix, cfg.to_json(), n, ready, go), daemon=True)
+             for role in roles}
+    for p in procs.values():
+        p.start()
+    ready.wait()
+    start = time.perf_counter()
+    go.set()
+    procs[last].join(600)
+    elapsed = time.perf_counter() - start
+    for p in procs.values():
+        p.join(60)
+        if p.exitcode != 0:
+            raise RuntimeError(f"bench stage {p.name} failed with {p.exitcode}")
+    return n / elapsed
+
+
+def run(config_path: str | None = None, seconds: float = 10.0, **_: Any) -> dict[str, Any]:
+    """Measure the real path and the raw ceiling side by side on one fresh redis-server."""
+    from pipeline.server import Server
+
+    cfg = load_config(config_path)
+    cfg.buffers.capacity = N_SETS * SET_SIZE * 2
+    cfg.buffers.stream_maxlen = N_SETS * 2
+    set_bytes = len(_sets(cfg, 1)[0].encode())
+    with tempfile.TemporaryDirectory() as tmp:
+        server = RedisServer(Path(tmp), appendonly=False)
+        server.start()
+        try:
+            r = server.client()
+            raw = Keys("bench-raw:")
+            for o in cfg.output_names():
+                r.xgroup_create(raw.stream(o), "raw", id="0", mkstream=True)
+            ceiling = _timed(["raw_producer", "raw_consumer"], server.url, raw.prefix, cfg, N_SETS, "raw_consumer")
+            real = Keys("bench-real:")
+            Server(r, real, cfg).setup()
+            value = _timed(["collector", "server", "trainer"], server.url, real.prefix, cfg, N_SETS, "trainer")
+        finally:
+            server.stop()
+    return result(
+        "pipeline", value, "sets/s", ceiling,
+        {"sets": N_SETS, "samples_per_set": SET_SIZE, "set_bytes": set_bytes,
+         "frame": f"{cfg.game.hood_width}x{cfg.game.hood_height}", "samples_per_s": round(value * SET_SIZE, 1),
+         "stages": "collector, server, trainer as concurrent processes"},
+    )

@@ -1,0 +1,152 @@
+"""`charles bench trainer`: samples/s trained with batches drawn from Redis vs the compute limit.
+
+- ceiling: the same Learner on one synthetic batch already on the device (no Redis, no
+  decoding, no host-to-device copy): what the model and optimizer can do.
+- value: the real `Trainer` loop (gated Lua draw, decode and stack in the prefetch
+  thread, copy to the device) on buffers pre-filled in a throwaway redis-server; a feeder
+  process tops them up when the run needs more than fits in memory.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.bench import result
+from pipeline.buffers import Buffers
+from pipeline.config import Config, load_config
+from pipeline.keys import Keys
+from pipeline.local_redis import RedisServer
+from pipeline.samples import SampleSchema, SampleSet, empty_columns
+
+PREFILL_BYTES_CAP = 3 * 1024**3
+POOL = 256
+
+
+def _rows(cfg: Config, n: int) -> list[bytes]:
+    rng = np.random.default_rng(0)
+    cols = empty_columns(SampleSchema.from_config(cfg), n)
+    cols["frames"][:] = rng.integers(0, 256, cols["frames"].shape, dtype=np.uint8)
+    cols["targets"][:] = rng.uniform(-1, 1, cols["targets"].shape)
+    cols["controls"][:] = rng.uniform(-1, 1, cols["controls"].shape)
+    return SampleSet("x", "bench", "e", cols, {}).rows()
+
+
+def _add(r: Any, keys: Keys, outputs: list[str], rows: list[bytes], count: int, tag: str) -> None:
+    """Put `count` rows into every output's buffer under fresh ids."""
+    buffers = Buffers(r, keys, outputs, capacity=1)
+    for start in range(0, count, POOL):
+        n = min(POOL, count - start)
+        pipe = r.pipeline(transaction=False)
+        for name in outputs:
+            ids = [f"{tag}-{start + i}" for i in range(n)]
+            buffers.add_rows_pipeline(pipe, name, ids, [rows[i % len(rows)] for i in range(n)])
+        pipe.execute()
+
+
+def _feeder(url: str, prefix: str, cfg_json: str, low_water: int, stop: Any) -> None:
+    """Separate process: keep every buffer above `low_water` (stands in for collectors + server)."""
+    import redis
+
+    cfg = Config.from_json(cfg_json)
+    r, keys = redis.Redis.from_url(url), Keys(prefix)
+    rows = _rows(cfg, POOL)
+    outputs = cfg.output_names()
+    round_ = 0
+    while not stop.is_set():
+        if min(r.scard(keys.buffer(n)) for n in outputs) < low_water:
+            _add(r, keys, outputs, rows, low_water, f"feed{round_}")
+            round_ += 1
+        else:
+            time.sleep(0.005)
+
+
+def run(config_path: str | None = None, seconds: float = 10.0, device: str | None = None, **_: Any) -> dict[str, Any]:
+    """Compute-limit samples/s and Redis-fed samples/s for the config's model, side by side."""
+    import torch
+
+    from pipeline.models import build_model
+    from pipeline.trainer import Trainer, TrainerSettings
+    from pipeline.training import Learner
+    from pipeline.weights import WeightsStore
+
+    cfg = load_config(config_path)
+    t = cfg.trainer
+    hw = (cfg.game.hood_height, cfg.game.hood_width)
+    learner = Learner(build_model(cfg.model, cfg.inputs, cfg.outputs, hw), t.learning_rate,
+                      device=device or t.device, amp=t.amp)
+    if learner.device.type == "cpu" and t.cpu_threads:
+        torch.set_num_threads(t.cpu_threads)  # as the trainer process does
+    rows = _rows(cfg, POOL)
+    from pipeline.samples import stack_rows
+
+    synthetic = learner.prepare(stack_rows(rows[: t.batch_size], SampleSchema.from_config(cfg)))
+
+    def sync() -> None:
+        if learner.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(5):
+        learner.step_tensors(synthetic, with_metrics=False)
+    sync()
+    start, n = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        learner.step_tensors(synthetic, with_metrics=False)
+        n += 1
+        if n % 10 == 0:
+            sync()
+    sync()
+    ceiling = n * t.batch_size / (time.perf_counter() - start)
+
+    outputs = cfg.output_names()
+    per_output = max(int(ceiling * seconds * 1.5 / len(outputs)), 2000)
+    row_bytes = len(rows[0])
+    prefill = min(per_output, PREFILL_BYTES_CAP // (row_bytes * len(outputs)))
+    with tempfile.TemporaryDirectory() as tmp:
+        server = RedisServer(Path(tmp), appendonly=False)
+        server.start()
+        ctx = mp.get_context("spawn")
+        feeder_stop = ctx.Event()
+        feeder = None
+        try:
+            r, keys = server.client(), Keys("bench-trainer:")
+            _add(r, keys, outputs, rows, prefill, "pre")
+            if prefill < per_output:
+                feeder = ctx.Process(target=_feeder, args=(server.url, keys.prefix, cfg.to_json(), prefill // 2, feeder_stop),
+                                     daemon=True)
+                feeder.start()
+            trainer = Trainer(
+                r, keys, learner, Buffers(r, keys, outputs, capacity=t.batch_size, start_fraction=0.0),
+                SampleSchema.from_config(cfg),
+                TrainerSettings(cfg.run.name, t.batch_size, 10**9, 10**9, 10**9, max(2, t.prefetch), Path(tmp)),
+                WeightsStore(r, keys),
+            )
+            stop = threading.Event()
+            thread = threading.Thread(target=trainer.run, args=(stop,), daemon=True)
+            before = learner.batches
+            t0 = time.perf_counter()
+            thread.start()
+            time.sleep(seconds)
+            stop.set()
+            thread.join(30)
+            sync()
+            value = (learner.batches - before) * t.batch_size / (time.perf_counter() - t0)
+        finally:
+            feeder_stop.set()
+            if feeder is not None:
+                feeder.join(10)
+            server.stop()
+    return result(
+        "trainer", value, "samples/s", ceiling,
+        {"config": config_path or "configs/default.toml", "device": str(learner.device),
+         "gpu": torch.cuda.get_device_name(0) if learner.device.type == "cuda" else None,
+         "batch_size": t.batch_size, "frame": f"{cfg.game.hood_width}x{cfg.game.hood_height}",
+         "amp_bf16": learner.amp, "row_bytes": row_bytes, "prefilled_per_output": prefill,
+         "feeder_process": feeder is not None},
+    )

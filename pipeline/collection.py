@@ -1,0 +1,266 @@
+"""Collection episodes: the NPC drives, every tick becomes a labelled sample, balanced sets go out.
+
+`run_episode` is the rq job (queue `collect`, JSON serializer); the work itself is in
+`EpisodeRunner`, which tests and benchmarks use without rq. Sample sets are published
+by `SetPublisher`, which holds a bounded backlog while Redis is unreachable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import redis
+import structlog
+
+from pipeline.balancing import rows_to_columns
+from pipeline.config import Config
+from pipeline.context import ContextBuilder
+from pipeline.errors import ConfigError
+from pipeline.games.base import Environment, Game, Observation, load_game
+from pipeline.keys import Keys
+from pipeline.redis_conn import CONNECTION_ERRORS, Backoff
+from pipeline.samples import ContextSpec, SampleSet
+
+log = structlog.get_logger(__name__)
+
+
+class SetPublisher:
+    """XADD sample sets to their output's stream; keep a bounded backlog while Redis is away."""
+
+    def __init__(self, r: redis.Redis, keys: Keys, stream_maxlen: int, max_backlog: int) -> None:
+        self.r = r
+        self.keys = keys
+        self.safety_maxlen = stream_maxlen * 2  # the server bounds the unread backlog; this is a net
+        self.backlog: deque[tuple[str, bytes]] = deque()
+        self.max_backlog = max_backlog
+        self.published = 0
+        self.dropped = 0
+        self.backoff = Backoff()
+        self._retry_at = 0.0
+        self._lock = threading.Lock()  # the episode and the heartbeat thread both flush
+
+    def publish(self, sample_set: SampleSet) -> None:
+        data = sample_set.encode()
+        with self._lock:
+            if len(self.backlog) >= self.max_backlog:
+                self.backlog.popleft()
+                self.dropped += 1
+            self.backlog.append((sample_set.output, data))
+        self.flush()
+
+    def flush(self, force: bool = False) -> bool:
+        """Send the backlog in order; on a connection error keep it and retry later (`force`: now)."""
+        with self._lock:
+            return self._flush(force)
+
+    def _flush(self, force: bool) -> bool:
+        if not self.backlog or (time.monotonic() < self._retry_at and not force):
+            return not self.backlog
+        try:
+            while self.backlog:
+                output, data = self.backlog[0]
+                self.r.xadd(self.keys.stream(output), {"data": data}, maxlen=self.safety_maxlen, approximate=True)
+                self.backlog.popleft()
+                self.published += 1
+            self.backoff.reset()
+            return True
+        except CONNECTION_ERRORS as exc:
+            delay = self.backoff.next_delay()
+            self._retry_at = time.monotonic() + delay
+            log.warning("publish_deferred", backlog=len(self.backlog), dropped=self.dropped, error=str(exc),
+                        retry_in_s=round(delay, 2))
+            return False
+
+
+@dataclass
+class EpisodeSummary:
+    episode: str
+    ticks: int = 0
+    samples: int = 0
+    sets: dict[str, int] = field(default_factory=dict)
+    km: float = 0.0
+    collisions: int = 0
+    wall_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def _label(obs: Observation) -> np.ndarray:
+    """The expert's command for this tick: while the NPC is deliberately perturbed, the
+    applied controls are the mistake and `info["expert"]` the correction we want learned."""
+    expert = obs.info.get("expert")
+    if expert is not None:
+        return np.clip(np.asarray(expert, dtype=np.float32), -1.0, 1.0)
+    return obs.controls.as_array()
+
+
+class EpisodeRunner:
+    """Runs episodes on one game: the NPC drives, samples are labelled, balanced and published."""
+
+    def __init__(
+        self,
+        game: Game,
+        context: ContextSpec,
+        make_balancer: Callable[[], Any],
+        publish: Callable[[SampleSet], None],
+        collector_id: str,
+        sample_every: int = 1,
+    ) -> None:
+        self.game = game
+        self.context = context
+        self.make_balancer = make_balancer
+        self.publish = publish
+        self.collector_id = collector_id
+        self.sample_every = sample_every
+
+    def run(self, env: Environment, episode_s: float, episode: str, stop: threading.Event | None = None,
+            on_tick: Callable[[EpisodeSummary], None] | None = None) -> EpisodeSummary:
+        """Drive one episode of `episode_s` game seconds and publish every completed set."""
+        start = time.monotonic()
+        summary = EpisodeSummary(episode=episode)
+        builder = ContextBuilder(self.context)
+        balancer = self.make_balancer()
+        env_dict = env.to_dict()
+        lag = 1 + self.context.label_shift
+        obs = self.game.reset(env)
+        builder.push(obs)
+        ticks = int(episode_s * self.game.fps)
+        for tick in range(ticks):
+            if stop is not None and stop.is_set():
+                break
+            obs = self.game.step(None)
+            if obs.info.get("respawned"):
+                builder.reset()
+            builder.push(obs)
+            summary.ticks += 1
+            if tick % self.sample_every == 0 and builder.ready(lag):
+                row = builder.context(lag)
+                row["targets"] = _label(obs)
+                summary.samples += 1
+                for output, rows in balancer.add(row):
+                    self._send(output, rows, episode, env_dict, summary)
+            if on_tick is not None and tick % 300 == 0:
+                on_tick(summary)
+        for output, rows in balancer.flush():
+            self._send(output, rows, episode, env_dict, summary)
+        summary.km = obs.odometer / 1000
+        summary.collisions = obs.collisions
+        summary.wall_s = round(time.monotonic() - start, 3)
+        return summary
+
+    def _send(self, output: str, rows: list[dict[str, np.ndarray]], episode: str, env: dict[str, Any],
+              summary: EpisodeSummary) -> None:
+        if not rows:
+            return
+        self.publish(SampleSet(output, self.collector_id, episode, rows_to_columns(rows), env))
+        summary.sets[output] = summary.sets.get(output, 0) + 1
+
+
+def game_options(cfg: Config, realtime: bool) -> dict[str, Any]:
+    """Keyword arguments for the configured backend.
+
+    `[game.options]` comes from the shared config; CHARLES_GAME_OPTIONS (JSON) on this
+    machine is merged on top, for per-machine settings such as a window title or a port.
+    Real backends also get the `[control]` section (dead zones, keyboard or gamepad).
+    """
+    g = cfg.game
+    local = os.environ.get("CHARLES_GAME_OPTIONS", "")
+    try:
+        overrides = json.loads(local) if local else {}
+    except ValueError:
+        raise ConfigError(f"CHARLES_GAME_OPTIONS is not valid JSON: {local[:200]!r}") from None
+    if not isinstance(overrides, dict):
+        raise ConfigError("CHARLES_GAME_OPTIONS must be a JSON object of game options")
+    options: dict[str, Any] = {
+        "hood_size": (g.hood_width, g.hood_height),
+        "cinematic_size": (g.cinematic_width, g.cinematic_height),
+        "fps": g.fps,
+        "realtime": realtime,
+        **g.options,
+        **overrides,
+    }
+    if g.backend in ("gta5", "screen"):
+        options.setdefault("control", cfg.control.model_dump())
+    return options
+
+
+class CollectorState:
+    """Per-process state the rq job reuses between episodes (game, config) and reports."""
+
+    def __init__(self) -> None:
+        self.game: Game | None = None
+        self.game_key: str | None = None
+        self.state = "idle"
+        self.episode: str | None = None
+        self.episodes_done = 0
+        self.samples = 0
+        self.publisher: SetPublisher | None = None
+        self.redis: redis.Redis | None = None  # the collector's own client; None = the rq job's
+        self.collector_id = "collector"
+        self.keys = Keys()
+        self.lock = threading.Lock()
+
+    def game_for(self, cfg: Config) -> Game:
+        key = cfg.game.model_dump_json()
+        if self.game is None or self.game_key != key:
+            if self.game is not None:
+                self.game.close()
+            self.game = load_game(cfg.game.backend, **game_options(cfg, realtime=False))
+            self.game_key = key
+        return self.game
+
+
+STATE = CollectorState()
+
+
+def run_episode(spec: dict[str, Any]) -> dict[str, Any]:
+    """rq job: one collection episode with the environment the server chose."""
+    from rq import get_current_job
+
+    from pipeline.balancing import make_balancer
+    from pipeline.bins import build_binnings
+    from pipeline.server import fetch_config
+
+    job = get_current_job()
+    r = STATE.redis if STATE.redis is not None else (job.connection if job is not None else None)
+    if r is None:
+        raise RuntimeError("run_episode must run inside an rq worker")
+    fetched = fetch_config(r, STATE.keys)
+    if fetched is None:
+        raise RuntimeError("no active config in Redis; is the server running?")
+    cfg, _version = fetched
+    env = Environment.from_dict(spec["environment"])
+    binnings = build_binnings(cfg.outputs)
+    if STATE.publisher is None or STATE.publisher.r is not r:
+        STATE.publisher = SetPublisher(r, STATE.keys, cfg.buffers.stream_maxlen, cfg.collection.max_backlog_sets)
+    runner = EpisodeRunner(
+        game=STATE.game_for(cfg),
+        context=ContextSpec.from_inputs(cfg.inputs, cfg.game.fps),
+        make_balancer=lambda: make_balancer(cfg.balancing, binnings),
+        publish=STATE.publisher.publish,
+        collector_id=STATE.collector_id,
+        sample_every=cfg.balancing.sample_every,
+    )
+    STATE.state, STATE.episode = "collecting", spec["episode"]
+    try:
+        summary = runner.run(env, float(spec["episode_s"]), spec["episode"])
+        # the episode is done when its sets are acknowledged: wait out an outage here (the job
+        # timeout bounds it), so rq can record the result instead of losing the job with Redis
+        backoff = Backoff()
+        while not STATE.publisher.flush(force=True):
+            time.sleep(backoff.next_delay())
+    finally:
+        STATE.state, STATE.episode = "idle", None
+    STATE.episodes_done += 1
+    STATE.samples += summary.samples
+    log.info("episode_done", **summary.as_dict(), backlog=len(STATE.publisher.backlog))
+    return summary.as_dict()

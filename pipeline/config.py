@@ -1,0 +1,342 @@
+"""The one typed config schema of Charles, loaded from TOML and checked once at start.
+
+Every section is a pydantic model with `extra="forbid"`, so a misspelt key stops the
+process before it touches Redis. `load_config` reports every problem at once, each with
+the file, the dotted key and what is allowed. Library classes never take the whole
+config: the workers unpack the sections they need.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipeline.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "default.toml"
+
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+#: Image sides: anything larger is a typo that would allocate gigabytes per frame.
+Pixels = Annotated[int, Field(gt=0, le=4096)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+#: The controls every game backend understands, in this order in every control vector.
+CONTROL_NAMES: tuple[str, ...] = ("acceleration_braking", "steering")
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys are errors, values are checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class RunConfig(Section):
+    """Names and folders of this run."""
+
+    name: str = Field("charles_small_cnn", min_length=1, max_length=64, pattern=r"^[\w.-]+$")
+    log_dir: str = "runs"
+    checkpoint_dir: str = "checkpoints"
+
+
+class GameConfig(Section):
+    """Which game backend drives, and how fast its clock runs."""
+
+    backend: str = Field("sim", description="sim | gta5 | screen | 'package.module:Class'")
+    fps: Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False)] = 30.0
+    hood_width: Pixels = 160
+    hood_height: Pixels = 120
+    cinematic_width: Pixels = 640
+    cinematic_height: Pixels = 360
+    options: dict[str, Any] = Field(default_factory=dict, description="passed to the backend")
+
+
+class CollectionConfig(Section):
+    """What the server varies between collection episodes (one rq job = one episode)."""
+
+    episode_s: PositiveFloat = Field(60.0, le=86400, description="game seconds per episode")
+    map_seeds: tuple[int, int] = Field((1, 1000), description="inclusive range of map seeds")
+    held_out_seeds: list[int] = Field(default_factory=lambda: [9001, 9002, 9003, 9004, 9005])
+    weathers: list[Literal["clear", "overcast", "rain", "fog"]] = Field(
+        default_factory=lambda: ["clear", "overcast", "rain", "fog"]
+    )
+    time_of_day: tuple[float, float] = Field((6.0, 22.0), description="hours, sampled uniformly")
+    night_fraction: Fraction = Field(0.15, description="share of episodes at night")
+    cars: list[str] = Field(default_factory=lambda: ["sedan", "sports", "truck"])
+    traffic_density: tuple[float, float] = (0.0, 1.0)
+    jobs_ahead: int = Field(1, ge=0, description="queued jobs beyond one per live collector")
+    job_timeout_s: PositiveFloat = Field(900.0, le=86400)
+    max_backlog_sets: PositiveInt = Field(200, le=1_000_000, description="sets a collector holds while Redis is away")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> CollectionConfig:
+        if self.map_seeds[0] > self.map_seeds[1]:
+            raise ValueError("map_seeds must be [low, high] with low <= high")
+        overlap = [s for s in self.held_out_seeds if self.map_seeds[0] <= s <= self.map_seeds[1]]
+        if overlap:
+            raise ValueError(f"held_out_seeds {overlap} fall inside map_seeds; they must not")
+        if not 0 <= self.time_of_day[0] <= self.time_of_day[1] <= 24:
+            raise ValueError("time_of_day must be [start, end] hours within 0..24")
+        return self
+
+
+OutputType = Literal["regression", "classification", "discrete_delta", "keys"]
+
+
+class OutputConfig(Section):
+    """One model output: its type decides target encoding, head, loss, metric, decoding, bins."""
+
+    name: str = Field(..., pattern=r"^[a-z][a-z0-9_]*$")
+    type: OutputType = "regression"
+    control: Literal["acceleration_braking", "steering", "both"] = Field(
+        "acceleration_braking", description="the game control this output drives ('both' for keys)"
+    )
+    range: tuple[float, float] = (-1.0, 1.0)
+    bins: list[float] = Field(
+        default_factory=list,
+        description="balancing bin edges inside range; empty = derived from the type",
+    )
+    classes: PositiveInt = Field(21, description="classification: number of classes over range")
+    deltas: list[float] = Field(
+        default_factory=lambda: [-0.3, -0.1, -0.03, 0.0, 0.03, 0.1, 0.3],
+        description="discrete_delta: the changes applied to the current control value",
+    )
+    keys: list[str] = Field(
+        default_factory=lambda: ["w", "a", "s", "d"], description="keys: the independent keys"
+    )
+    key_threshold: Fraction = 0.5
+    loss_weight: NonNegativeFloat = 1.0
+
+    @model_validator(mode="after")
+    def _check(self) -> OutputConfig:
+        lo, hi = self.range
+        if not lo < hi:
+            raise ValueError(f"range must be [low, high] with low < high, got {list(self.range)}")
+        if any(not lo <= b <= hi for b in self.bins):
+            raise ValueError(f"bins must lie inside range {list(self.range)}")
+        if self.bins != sorted(self.bins):
+            raise ValueError("bins must be sorted ascending")
+        if self.type == "keys" and self.control != "both":
+            raise ValueError("type 'keys' drives both controls: set control = 'both'")
+        if self.type != "keys" and self.control == "both":
+            raise ValueError("control = 'both' is only for type 'keys'")
+        return self
+
+
+class InputsConfig(Section):
+    """What the model sees; the collector and the player build exactly this context."""
+
+    image: bool = True
+    speed: bool = True
+    purpose: bool = True
+    controls: bool = Field(False, description="current control values (discrete_delta needs it)")
+    stacked_frames: PositiveInt = Field(1, le=64, description="frames concatenated on channels")
+    stacked_stride_s: PositiveFloat = 0.1
+    history_length: int = Field(0, ge=0, le=10_000, description="last N controls/speed/purpose vectors")
+    history_stride_s: PositiveFloat = 0.1
+    history_encoder: Literal["mlp", "lstm"] = "mlp"
+    sequence_length: PositiveInt = Field(1, le=64, description="frames through backbone + LSTM")
+    sequence_stride_s: PositiveFloat = 0.25
+    label_shift_s: NonNegativeFloat = Field(
+        0.0, description="targets taken this far ahead to cover inference latency"
+    )
+
+
+class ModelConfig(Section):
+    """Backbone and head; larger backbones come from timm (extra `timm`)."""
+
+    backbone: str = Field("small_cnn", description="small_cnn | xception | inception_resnet_v2 | regnet | vit")
+    width: PositiveInt = Field(32, description="small_cnn: channels of the first stage")
+    pretrained: str = Field("", description="local file with backbone weights; never downloaded")
+    frozen: bool = False
+    dual_backbone: bool = False
+    dense: PositiveInt = 1024
+    head: list[PositiveInt] = Field(default_factory=lambda: [256, 64, 16])
+    lstm_hidden: PositiveInt = 128
+    dropout: Fraction = 0.0
+
+
+class BalancingConfig(Section):
+    """How collectors balance samples into sample sets (v3 = one output at a time)."""
+
+    version: Literal["v1", "v3", "v4"] = "v3"
+    samples_per_bin: PositiveInt = 1
+    round_timeout_s: PositiveFloat = Field(
+        20.0, description="game seconds before a round is sent with the bins it has"
+    )
+    min_bins_filled: Fraction = Field(0.5, description="share of bins a timed-out round needs")
+    sample_every: PositiveInt = Field(1, description="consider every k-th frame as a candidate")
+
+
+class BuffersConfig(Section):
+    """Per-output buffers in Redis: the training pool."""
+
+    capacity: PositiveInt = Field(2000, le=10_000_000, description="samples per output buffer")
+    start_fraction: Fraction = Field(0.9, description="train only while every buffer is this full")
+    stream_maxlen: PositiveInt = Field(
+        100, le=10_000_000, description="unread sample sets per stream; beyond this the oldest are dropped (counted)"
+    )
+    stream_keep: int = Field(
+        20, ge=0, le=10_000_000, description="routed sets left in each stream for other readers (recorder, samplers)"
+    )
+    max_message_mb: PositiveFloat = Field(64.0, le=512, description="Redis refuses bulk strings over 512 MB")
+
+
+class TrainerConfig(Section):
+    """Continuous training from the buffers."""
+
+    batch_size: PositiveInt = Field(32, le=65_536)
+    learning_rate: PositiveFloat = Field(1e-3, le=10)
+    weight_decay: NonNegativeFloat = 0.0
+    publish_every: PositiveInt = Field(50, description="batches between weight publications")
+    checkpoint_every: PositiveInt = 200
+    log_every: PositiveInt = 10
+    convcam_every: PositiveInt = 500
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    amp: bool = Field(True, description="mixed precision on CUDA")
+    prefetch: int = Field(2, ge=0, description="batches drawn ahead while the model trains")
+    keep_versions: PositiveInt = Field(5, description="published versions kept for evaluation")
+    cpu_threads: int = Field(
+        1, ge=0, le=256,
+        description="torch threads when training on a CPU (0 = torch's default); collectors and "
+        "players share the cores, and a spinning 2-thread pool on a busy 2-core machine was 3x slower",
+    )
+
+
+class ControlConfig(Section):
+    """Controller translation: predictions -> controller values past the dead zones."""
+
+    output: Literal["gamepad", "keyboard"] = "gamepad"
+    stick_deadzone: Fraction = 7849 / 32767
+    trigger_deadzone: Fraction = 30 / 255
+    steering_gain: PositiveFloat = 1.0
+    keyboard_threshold: Fraction = 0.5
+
+
+class UnstuckConfig(Section):
+    """Stuck detection (displacement, not odometer) and the Unstuck respawn."""
+
+    min_displacement_m: PositiveFloat = 2.0
+    window_s: PositiveFloat = 4.0
+    grace_s: NonNegativeFloat = Field(2.0, description="no check right after a respawn")
+    max_drive_s: PositiveFloat = Field(
+        90.0, description="with weights pending this long, respawn anyway so they are swapped in"
+    )
+
+
+class PlayerConfig(Section):
+    """The driving loop."""
+
+    pps: PositiveFloat = Field(30.0, le=1000, description="predictions per second to aim for")
+    realtime: bool = Field(True, description="pace the game clock to the wall clock")
+    follow: Literal["latest", "best"] = "latest"
+    device: str = "cpu"
+    live_view_fps: NonNegativeFloat = Field(10.0, description="JPEGs/s for the dashboard")
+    jpeg_quality: Annotated[int, Field(ge=10, le=100)] = 80
+    map_seeds: tuple[int, int] = Field((1, 1000), description="seeds the player drives on")
+
+
+class EvaluatorConfig(Section):
+    """Closed-loop scoring of published versions on held-out seeds."""
+
+    episode_s: PositiveFloat = 60.0
+    environments: list[str] = Field(default_factory=lambda: ["day", "night", "rain", "traffic"])
+    episodes_per_environment: PositiveInt = 1
+
+
+class DashboardConfig(Section):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(gt=0, lt=65536)] = 8000
+
+
+class Config(Section):
+    """A whole run: every section with its defaults; `configs/default.toml` sets them explicitly."""
+
+    run: RunConfig = Field(default_factory=RunConfig)
+    game: GameConfig = Field(default_factory=GameConfig)
+    collection: CollectionConfig = Field(default_factory=CollectionConfig)
+    outputs: list[OutputConfig] = Field(
+        default_factory=lambda: [
+            OutputConfig(name="acceleration_braking", control="acceleration_braking"),
+            OutputConfig(name="steering", control="steering"),
+        ],
+        min_length=1,
+    )
+    inputs: InputsConfig = Field(default_factory=InputsConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    balancing: BalancingConfig = Field(default_factory=BalancingConfig)
+    buffers: BuffersConfig = Field(default_factory=BuffersConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    control: ControlConfig = Field(default_factory=ControlConfig)
+    unstuck: UnstuckConfig = Field(default_factory=UnstuckConfig)
+    player: PlayerConfig = Field(default_factory=PlayerConfig)
+    evaluator: EvaluatorConfig = Field(default_factory=EvaluatorConfig)
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        names = [o.name for o in self.outputs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"output names must be unique, got {names}")
+        if any(o.type == "discrete_delta" for o in self.outputs) and not self.inputs.controls:
+            raise ValueError("a discrete_delta output needs inputs.controls = true")
+        return self
+
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.outputs]
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "<redis>") -> Config:
+        try:
+            return cls.model_validate(json.loads(text))
+        except (ValidationError, json.JSONDecodeError) as exc:
+            raise ConfigError(_format_errors(source, exc)) from None
+
+
+def _format_errors(source: str, exc: Exception) -> str:
+    if not isinstance(exc, ValidationError):
+        return f"{source}: {exc}"
+    lines = [f"{source}: {exc.error_count()} invalid setting(s):"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "<top level>"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see configs/default.toml for every key)"
+        lines.append(f"  - {key}: {msg} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read and validate a TOML config; `overrides` (nested dicts) are merged on top."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(str(path), exc)) from None
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out

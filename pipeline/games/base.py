@@ -1,0 +1,134 @@
+"""The game protocol every backend implements: the built-in simulator, GTA5, any screen.
+
+Collectors, players and the evaluator only talk to a `Game`. The clock is the game's:
+one `step` advances it by exactly 1/fps seconds (the simulator in `fast` mode does
+that as fast as the CPU allows; a real game is paced by its own frame rate).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from pipeline.errors import ConfigError
+
+#: Short names for the backends that ship with Charles.
+BUILTIN_BACKENDS: dict[str, str] = {
+    "sim": "pipeline.games.sim:SimGame",
+    "gta5": "pipeline.games.gta5:GTA5Game",
+    "screen": "pipeline.games.screen:ScreenGame",
+}
+
+
+@dataclass(frozen=True)
+class Controls:
+    """What drives the car: combined acceleration/braking and steering, both in [-1, 1].
+
+    acceleration_braking > 0 accelerates, < 0 brakes (and reverses once stopped).
+    steering > 0 turns right, < 0 turns left.
+    """
+
+    acceleration_braking: float = 0.0
+    steering: float = 0.0
+
+    def as_array(self) -> np.ndarray:
+        return np.array([self.acceleration_braking, self.steering], dtype=np.float32)
+
+    @classmethod
+    def from_array(cls, values: np.ndarray | list[float]) -> Controls:
+        return cls(float(np.clip(values[0], -1, 1)), float(np.clip(values[1], -1, 1)))
+
+
+@dataclass(frozen=True)
+class Environment:
+    """One episode's world, chosen by the server for a collection job (or by the evaluator)."""
+
+    map_seed: int = 1
+    weather: str = "clear"  # clear | overcast | rain | fog
+    time_of_day: float = 12.0  # hours, 0..24
+    car: str = "sedan"
+    traffic_density: float = 0.5  # 0..1
+    spawn: int | None = None  # spawn point index; None = random from the episode seed
+    episode_seed: int = 0  # randomness of traffic, perturbations, spawn
+    npc_style: str = "normal"  # NPC driving style: calm | normal | aggressive
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Environment:
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown environment keys {sorted(unknown)}")
+        return cls(**data)
+
+
+@dataclass
+class Observation:
+    """What the game reports after a step; `frame` is the hood camera, the model's input."""
+
+    frame: np.ndarray  # uint8 H x W x 3, RGB
+    speed: float  # m/s along the heading (negative in reverse); 0.0 where unknown
+    purpose: np.ndarray  # float32 [distance m, direction rad (+ = target to the left)]
+    controls: Controls  # the controls applied during this step (the NPC's when it drives)
+    game_time: float  # seconds on the game clock
+    position: tuple[float, float] | None = None  # world metres; None where the game can't tell
+    heading: float = 0.0  # radians
+    odometer: float = 0.0  # metres driven this episode
+    collision: bool = False  # a collision happened during this step
+    collisions: int = 0  # collisions this episode
+    lane_offset: float | None = None  # metres from the lane centre, where known
+    targets_reached: int = 0  # Purpose targets reached this episode
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Game(Protocol):
+    """A driving game as Charles sees it."""
+
+    fps: float
+
+    def reset(self, env: Environment) -> Observation:
+        """Set up an episode with this environment (map, weather, time, car, traffic, spawn)."""
+        ...
+
+    def step(self, controls: Controls | None = None) -> Observation:
+        """Advance one tick; `None` lets the NPC autopilot drive (collectors)."""
+        ...
+
+    def respawn(self) -> Observation:
+        """The Unstuck teleport: fade out, move to a random road spot, fade in."""
+        ...
+
+    def cinematic(self) -> np.ndarray:
+        """The 3rd-person chase camera for viewers (uint8 H x W x 3, RGB)."""
+        ...
+
+    def close(self) -> None:
+        """Release windows, sockets and gamepads."""
+        ...
+
+
+def load_game(backend: str, **options: Any) -> Game:
+    """Build a backend from a short name (`sim`, `gta5`, `screen`) or `package.module:Class`."""
+    target = BUILTIN_BACKENDS.get(backend, backend)
+    if ":" not in target:
+        raise ConfigError(
+            f"game.backend: {backend!r} is neither a built-in ({sorted(BUILTIN_BACKENDS)}) "
+            "nor a 'package.module:Class' path"
+        )
+    module_name, _, class_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"game.backend: cannot import {module_name!r}: {exc}") from None
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise ConfigError(f"game.backend: {module_name!r} has no {class_name!r}")
+    game = cls(**options)
+    if not isinstance(game, Game):
+        raise ConfigError(f"game.backend: {target} does not implement the Game protocol")
+    return game

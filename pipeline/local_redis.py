@@ -1,0 +1,82 @@
+"""A throwaway `redis-server` on a free loopback port with a password, for tests and benchmarks."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+PASSWORD = "test-password-not-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """Starts, stops (gracefully or with SIGKILL) and restarts one redis-server process."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, appendonly: bool = True) -> None:
+        if shutil.which("redis-server") is None:
+            raise RuntimeError("redis-server is not installed (Debian: apt-get install redis-server)")
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.appendonly = appendonly
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{PASSWORD}@127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            "redis-server",
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--requirepass", PASSWORD,
+            "--dir", str(self.data_dir),
+            "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "everysec",
+            "--logfile", str(self.data_dir / "redis.log"),
+        ]
+        self.proc = subprocess.Popen(args)
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                client.ping()
+                return
+            except (redis.exceptions.ConnectionError, redis.exceptions.BusyLoadingError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc is None:
+            return
+        if kill:
+            self.proc.kill()
+        else:
+            try:
+                redis.Redis.from_url(self.url).shutdown(save=False)
+            except redis.exceptions.ConnectionError:
+                pass
+        self.proc.wait(timeout=15)
+        self.proc = None
+
+    def restart(self, kill: bool = False, down_s: float = 0.0) -> None:
+        """Stop (SHUTDOWN, or SIGKILL with `kill`), stay down `down_s`, start again on the same port and data dir."""
+        self.stop(kill=kill)
+        time.sleep(down_s)
+        self.start()
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)

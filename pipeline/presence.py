@@ -1,0 +1,111 @@
+"""Who is connected: heartbeat keys with a TTL, and status hashes the consoles read."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from typing import Any
+
+import redis
+
+from pipeline.keys import Keys
+
+HEARTBEAT_TTL_S = 15
+
+
+def new_worker_id(role: str) -> str:
+    """A readable id that stays unique across machines: role-host-pid-random."""
+    host = socket.gethostname().split(".")[0][:20]
+    return f"{role}-{host}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+
+
+class Presence:
+    """Heartbeat and status of one worker; every call may raise a Redis connection error."""
+
+    def __init__(self, r: redis.Redis, keys: Keys, role: str, worker_id: str, ttl_s: int = HEARTBEAT_TTL_S) -> None:
+        self.r = r
+        self.keys = keys
+        self.role = role
+        self.worker_id = worker_id
+        self.ttl_s = ttl_s
+        self.started = time.time()
+
+    @property
+    def status_key(self) -> str:
+        return self.keys.status(self.role, self.worker_id)
+
+    def beat(self, **status: Any) -> None:
+        """Refresh presence and write status fields (values JSON-encoded where not scalar)."""
+        fields = {k: _scalar(v) for k, v in status.items()}
+        fields.update(id=self.worker_id, heartbeat=time.time(), started=self.started)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.set(self.keys.presence(self.role, self.worker_id), json.dumps({"at": time.time()}), ex=self.ttl_s)
+        pipe.hset(self.status_key, mapping=fields)
+        pipe.expire(self.status_key, self.ttl_s * 4)
+        pipe.execute()
+
+    def leave(self) -> None:
+        self.r.delete(self.keys.presence(self.role, self.worker_id), self.status_key)
+
+
+def _scalar(value: Any) -> str | int | float:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int | float | str):
+        return value
+    return json.dumps(value)
+
+
+def live_workers(r: redis.Redis, keys: Keys, role: str) -> list[str]:
+    """Ids of workers of a role whose heartbeat has not expired."""
+    prefix = keys.presence(role, "")
+    return sorted(k.decode()[len(prefix):] for k in r.scan_iter(match=keys.presence_pattern(role), count=500))
+
+
+def read_statuses(r: redis.Redis, keys: Keys, role: str) -> list[dict[str, str]]:
+    """Status hashes of the live workers of a role, decoded to str."""
+    out = []
+    for worker_id in live_workers(r, keys, role):
+        raw = r.hgetall(keys.status(role, worker_id))
+        if raw:
+            out.append({k.decode(): v.decode(errors="replace") for k, v in raw.items()})
+    return out
+
+
+class BackgroundReporter:
+    """Writes a loop's latest status from a thread, so a slow or absent Redis never stalls the loop."""
+
+    def __init__(self, presence: Presence, period_s: float = 0.5) -> None:
+        import threading
+
+        self.presence = presence
+        self.period_s = period_s
+        self._latest: dict[str, Any] | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="status-reporter", daemon=True)
+        self._thread.start()
+
+    def update(self, **status: Any) -> None:
+        with self._lock:
+            self._latest = status
+
+    def _run(self) -> None:
+        from pipeline.redis_conn import CONNECTION_ERRORS
+
+        while not self._stop.wait(self.period_s):
+            with self._lock:
+                status = self._latest
+            if status is None:
+                continue
+            try:
+                self.presence.beat(**status)
+            except CONNECTION_ERRORS:
+                pass  # the next beat retries; presence expires while Redis is away
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)

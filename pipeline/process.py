@@ -1,0 +1,50 @@
+"""What every long-running process needs: signals, waiting for Redis and for the config."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from types import FrameType
+
+import redis
+import structlog
+
+from pipeline.config import Config
+from pipeline.keys import Keys
+from pipeline.redis_conn import retry_forever
+
+log = structlog.get_logger(__name__)
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    """First SIGTERM/SIGINT: finish the current step and exit cleanly. Second: exit now."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if stop.is_set():
+            log.warning("forced_exit", signal=signum)
+            os._exit(130)
+        log.info("stopping", signal=signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def wait_for_config(r: redis.Redis, keys: Keys, stop: threading.Event, poll_s: float = 1.0) -> tuple[Config, int] | None:
+    """Acquire the active config from Redis, waiting (with backoff) for Redis and the server."""
+    from pipeline.server import fetch_config
+
+    announced = False
+    while not stop.is_set():
+        fetched = retry_forever(lambda: fetch_config(r, keys), "config", stop)
+        if fetched is not None:
+            log.info("config_acquired", version=fetched[1], run=fetched[0].run.name)
+            return fetched
+        if stop.is_set():
+            return None
+        if not announced:
+            log.info("waiting_for_config", hint="start `charles server --config FILE`")
+            announced = True
+        stop.wait(poll_s)
+    return None

@@ -1,0 +1,52 @@
+"""rq jobs a worker will run: only the functions it names, never whatever a queue entry asks for.
+
+rq imports and calls the function named in a job hash (and its callbacks). The JSON
+serializer keeps pickle out, but whoever can write an rq job could still name
+`os.system`; a worker built with `job_class=guarded_job_class(...)` fails such a job
+(visibly, in rq's failed registry) instead of running it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from rq.job import Job
+
+from pipeline.errors import CharlesError
+
+log = structlog.get_logger(__name__)
+
+
+class JobRefused(CharlesError):
+    """An rq job names a function this worker does not run."""
+
+
+def guarded_job_class(*allowed: str) -> type[Job]:
+    """A Job class that runs only the dotted function names in `allowed`, and no callbacks."""
+    names = frozenset(allowed)
+
+    class GuardedJob(Job):
+        @property
+        def func(self) -> Any:
+            if self.func_name not in names or self.instance is not None:
+                raise JobRefused(f"job {self.id} names {self.func_name!r}; this worker runs only {sorted(names)}")
+            return super().func
+
+        def _no_callback(self, kind: str, name: str | None) -> None:
+            if name:
+                log.warning("job_callback_ignored", job=self.id, kind=kind, callback=name)
+
+        @property
+        def success_callback(self) -> None:
+            self._no_callback("success", self._success_callback_name)
+
+        @property
+        def failure_callback(self) -> None:
+            self._no_callback("failure", self._failure_callback_name)
+
+        @property
+        def stopped_callback(self) -> None:
+            self._no_callback("stopped", self._stopped_callback_name)
+
+    return GuardedJob

@@ -1,0 +1,278 @@
+"""The sample and sample-set schema: what a collector sends and what the trainer draws.
+
+A sample set is columnar: every field is one array whose first axis is the sample
+index, so one message carries a whole balancing round. The server splits it into
+single samples (rows) for the buffers; the trainer stacks rows back into a batch.
+
+Fields (n = samples, F = context frames, N = history length):
+    frames     uint8   [n, F, H, W, 3]  hood frames, oldest first, the last is "now"
+    speed      float32 [n]              metres per second
+    purpose    float32 [n, 2]           distance (m) and direction (rad, + = left) to the target
+    controls   float32 [n, 2]           controls in effect before this frame's action
+    targets    float32 [n, 2]           the expert's controls (label-shifted), in [-1, 1]
+    history    float32 [n, N, 5]        past HISTORY_FEATURES, oldest first, excluding "now"
+    game_time  float64 [n]              seconds on the game clock
+Control vectors follow `pipeline.config.CONTROL_NAMES`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipeline import codec
+from pipeline.config import CONTROL_NAMES, Config, InputsConfig
+from pipeline.errors import CodecError, SampleError
+
+FORMAT_VERSION = 1
+HISTORY_FEATURES: tuple[str, ...] = (
+    "acceleration_braking",
+    "steering",
+    "speed",
+    "purpose_distance",
+    "purpose_direction",
+)
+FIELDS: tuple[str, ...] = ("frames", "speed", "purpose", "controls", "targets", "history", "game_time")
+_DTYPES = {
+    "frames": np.uint8,
+    "speed": np.float32,
+    "purpose": np.float32,
+    "controls": np.float32,
+    "targets": np.float32,
+    "history": np.float32,
+    "game_time": np.float64,
+}
+MAX_SPEED_MPS = 150.0
+MAX_NAME_LEN = 128
+
+
+@dataclass(frozen=True)
+class ContextSpec:
+    """Which past frames and vectors a sample carries, in game ticks; shared by collector and player."""
+
+    fps: float
+    frames: int
+    frame_stride_s: float
+    history: int
+    history_stride_s: float
+    label_shift_s: float
+
+    @classmethod
+    def from_inputs(cls, inputs: InputsConfig, fps: float) -> ContextSpec:
+        if inputs.sequence_length > 1 and inputs.stacked_frames > 1:
+            raise SampleError("inputs: use stacked_frames or sequence_length, not both")
+        if inputs.sequence_length > 1:
+            frames, stride = inputs.sequence_length, inputs.sequence_stride_s
+        else:
+            frames, stride = inputs.stacked_frames, inputs.stacked_stride_s
+        return cls(
+            fps=fps,
+            frames=frames,
+            frame_stride_s=stride,
+            history=inputs.history_length,
+            history_stride_s=inputs.history_stride_s,
+            label_shift_s=inputs.label_shift_s,
+        )
+
+    def ticks(self, seconds: float) -> int:
+        """Game ticks closest to `seconds` (at least 1 for a positive duration)."""
+        return max(1, round(seconds * self.fps)) if seconds > 0 else 0
+
+    @property
+    def frame_stride(self) -> int:
+        return self.ticks(self.frame_stride_s)
+
+    @property
+    def history_stride(self) -> int:
+        return self.ticks(self.history_stride_s)
+
+    @property
+    def label_shift(self) -> int:
+        return self.ticks(self.label_shift_s)
+
+    @property
+    def lookback(self) -> int:
+        """Ticks of past observations needed to build one sample."""
+        return max((self.frames - 1) * self.frame_stride, self.history * self.history_stride)
+
+
+@dataclass(frozen=True)
+class SampleSchema:
+    """The shapes a sample must have under the active config; everything else is rejected."""
+
+    height: int
+    width: int
+    frames: int
+    history: int
+    controls: int = len(CONTROL_NAMES)
+    max_samples: int = 4096
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> SampleSchema:
+        ctx = ContextSpec.from_inputs(cfg.inputs, cfg.game.fps)
+        return cls(cfg.game.hood_height, cfg.game.hood_width, ctx.frames, ctx.history)
+
+    def row_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {
+            "frames": (self.frames, self.height, self.width, 3),
+            "speed": (),
+            "purpose": (2,),
+            "controls": (self.controls,),
+            "targets": (self.controls,),
+            "history": (self.history, len(HISTORY_FEATURES)),
+            "game_time": (),
+        }
+
+    def validate_columns(self, columns: Any) -> int:
+        """Check every field's dtype, shape and values; return the number of samples."""
+        if not isinstance(columns, dict):
+            raise SampleError("columns must be a map of field -> array")
+        unknown = set(columns) - set(FIELDS)
+        missing = set(FIELDS) - set(columns)
+        if unknown or missing:
+            raise SampleError(f"fields wrong: missing {sorted(missing)}, unknown {sorted(unknown)}")
+        n = None
+        for name, row_shape in self.row_shapes().items():
+            arr = columns[name]
+            if not isinstance(arr, np.ndarray):
+                raise SampleError(f"{name}: expected an array, got {type(arr).__name__}")
+            if arr.dtype != _DTYPES[name]:
+                raise SampleError(f"{name}: dtype {arr.dtype}, expected {np.dtype(_DTYPES[name])}")
+            if arr.ndim != 1 + len(row_shape) or tuple(arr.shape[1:]) != row_shape:
+                raise SampleError(f"{name}: shape {list(arr.shape)}, expected [n, *{list(row_shape)}]")
+            if n is None:
+                n = arr.shape[0]
+            elif arr.shape[0] != n:
+                raise SampleError(f"{name}: {arr.shape[0]} samples, other fields have {n}")
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                raise SampleError(f"{name}: contains NaN or infinity")
+        assert n is not None
+        if not 1 <= n <= self.max_samples:
+            raise SampleError(f"a set must hold 1..{self.max_samples} samples, got {n}")
+        for name in ("controls", "targets"):
+            if np.abs(columns[name]).max() > 1.0 + 1e-6:
+                raise SampleError(f"{name}: values outside [-1, 1]")
+        if np.abs(columns["speed"]).max() > MAX_SPEED_MPS:
+            raise SampleError(f"speed: values beyond {MAX_SPEED_MPS} m/s")
+        return int(n)
+
+
+@dataclass
+class SampleSet:
+    """One balancing round for one output, as sent by a collector."""
+
+    output: str
+    collector: str
+    episode: str
+    columns: dict[str, np.ndarray]
+    environment: dict[str, Any]
+    #: unique per set: a set sent twice (a reply lost in a partition) lands on the same sample ids
+    set_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def __len__(self) -> int:
+        return int(self.columns["speed"].shape[0])
+
+    def encode(self) -> bytes:
+        return codec.encode(
+            {
+                "v": FORMAT_VERSION,
+                "set_id": self.set_id,
+                "output": self.output,
+                "collector": self.collector,
+                "episode": self.episode,
+                "environment": self.environment,
+                "columns": self.columns,
+            }
+        )
+
+    def rows(self) -> list[bytes]:
+        """Each sample encoded on its own, as stored in a buffer (see `encode_row`)."""
+        return [
+            encode_row({k: np.asarray(v[i]) for k, v in self.columns.items()}, self.episode) for i in range(len(self))
+        ]
+
+
+#: Buffer rows: magic, header length (uint32 LE), msgpack header (every field but the
+#: frames, plus the frames' shape), then the raw uint8 frames. The trainer maps the
+#: frames straight out of the bytes Redis returned (no msgpack copy of 57 KB per sample).
+ROW_MAGIC = b"CR1"
+_ROW_PREFIX = len(ROW_MAGIC) + 4
+
+
+def encode_row(row: dict[str, np.ndarray], episode: str) -> bytes:
+    frames = np.ascontiguousarray(row["frames"], dtype=np.uint8)
+    header = codec.encode(
+        {"v": FORMAT_VERSION, "episode": episode, "frames_shape": list(frames.shape),
+         **{k: v for k, v in row.items() if k != "frames"}}
+    )
+    return b"".join((ROW_MAGIC, len(header).to_bytes(4, "little"), header, frames.tobytes()))
+
+
+def decode_row(blob: bytes) -> dict[str, Any]:
+    """One buffer row back into fields; the frames are a read-only view of `blob`."""
+    if len(blob) < _ROW_PREFIX or blob[: len(ROW_MAGIC)] != ROW_MAGIC:
+        raise CodecError("buffer row of an unknown format")
+    size = int.from_bytes(blob[len(ROW_MAGIC) : _ROW_PREFIX], "little")
+    header = codec.decode(blob[_ROW_PREFIX : _ROW_PREFIX + size])
+    if not isinstance(header, dict) or header.get("v") != FORMAT_VERSION:
+        raise CodecError("buffer row of an unknown format version")
+    shape = header.pop("frames_shape", None)
+    offset = _ROW_PREFIX + size
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise CodecError("buffer row without a valid frames shape")
+    if len(blob) - offset != int(np.prod(shape)):
+        raise CodecError(f"buffer row frames hold {len(blob) - offset} bytes, shape {shape} needs {int(np.prod(shape))}")
+    header["frames"] = np.frombuffer(blob, dtype=np.uint8, offset=offset).reshape(shape)
+    return header
+
+
+def decode_sample_set(
+    data: bytes, schema: SampleSchema, outputs: list[str], max_bytes: int = codec.DEFAULT_MAX_BYTES
+) -> SampleSet:
+    """Decode and validate one stream entry; raise CodecError/SampleError with the reason."""
+    msg = codec.decode(data, max_bytes=max_bytes)
+    if not isinstance(msg, dict) or msg.get("v") != FORMAT_VERSION:
+        raise SampleError(f"not a sample set of format version {FORMAT_VERSION}")
+    output = msg.get("output")
+    if output not in outputs:
+        raise SampleError(f"unknown output {output!r}; this run has {outputs}")
+    for key in ("set_id", "collector", "episode"):
+        value = msg.get(key)
+        # copied into every buffer row: a long one would multiply Redis memory by the set size
+        if not isinstance(value, str) or not 0 < len(value) <= MAX_NAME_LEN:
+            raise SampleError(f"{key} must be a string of 1..{MAX_NAME_LEN} characters")
+    env = msg.get("environment")
+    if not isinstance(env, dict):
+        raise SampleError("environment must be a map")
+    schema.validate_columns(msg.get("columns"))
+    return SampleSet(output, msg["collector"], msg["episode"], msg["columns"], env, msg["set_id"])
+
+
+Allocator = Callable[[tuple[int, ...], np.dtype], np.ndarray]
+
+
+def stack_rows(blobs: list[bytes], schema: SampleSchema, alloc: Allocator | None = None) -> dict[str, np.ndarray]:
+    """Decode buffer rows and stack them into batch columns, checked against the schema.
+
+    `alloc(shape, dtype)` may provide the frames array (e.g. pinned memory for a GPU), so
+    the frames are copied once, from Redis' bytes straight into it.
+    """
+    rows = [decode_row(blob) for blob in blobs]
+    columns = {name: np.stack([r[name] for r in rows]) for name in FIELDS if name != "frames"}
+    frames = [r["frames"] for r in rows]
+    if alloc is not None and frames and all(f.shape == frames[0].shape for f in frames):
+        out = alloc((len(frames), *frames[0].shape), np.dtype(np.uint8))
+        columns["frames"] = np.stack(frames, out=out)
+    else:
+        columns["frames"] = np.stack(frames)
+    schema.validate_columns(columns)
+    return columns
+
+
+def empty_columns(schema: SampleSchema, n: int) -> dict[str, np.ndarray]:
+    """Zero-filled columns of the right shapes, for synthetic batches and tests."""
+    return {name: np.zeros((n, *shape), dtype=_DTYPES[name]) for name, shape in schema.row_shapes().items()}

@@ -1,0 +1,323 @@
+"""The server: publishes the config, routes sample sets into buffers, supplies collection jobs.
+
+Routing is at-least-once from the stream and exactly-once into the buffer: every entry
+is validated, then its rows, the XACK and the counters go in one MULTI. A bad entry is
+dead-lettered with its reason and acknowledged, never retried forever. Entries left
+pending by a crashed server are reclaimed (its own on start, others' with XAUTOCLAIM).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+import structlog
+from rq import Queue
+from rq.registry import StartedJobRegistry
+from rq.serializers import JSONSerializer
+
+from pipeline.buffers import Buffers
+from pipeline.config import CollectionConfig, Config
+from pipeline.errors import CodecError, SampleError
+from pipeline.games.base import Environment
+from pipeline.keys import COLLECT_QUEUE, SERVER_GROUP, Keys
+from pipeline.presence import live_workers
+from pipeline.samples import SampleSchema, decode_sample_set
+
+log = structlog.get_logger(__name__)
+DEADLETTER_MAXLEN = 1000
+RECLAIM_IDLE_MS = 60_000
+COLLECT_JOB = "pipeline.collection.run_episode"
+
+
+def publish_config(r: redis.Redis, keys: Keys, config: Config) -> int:
+    """Store the active config; its version goes up only when the config changes."""
+    text = config.to_json()
+    sha = hashlib.sha256(text.encode()).hexdigest()
+    current = r.hget(keys.config, "sha256")
+    if current is not None and current.decode() == sha:
+        return int(r.hget(keys.config, "version") or 0)
+    version = int(r.hincrby(keys.config, "version", 1))
+    r.hset(keys.config, mapping={"json": text, "sha256": sha, "updated": time.time()})
+    return version
+
+
+def fetch_config(r: redis.Redis, keys: Keys) -> tuple[Config, int] | None:
+    """The active config and its version, or None before a server has published one."""
+    raw = r.hmget(keys.config, ["json", "version"])
+    if raw[0] is None:
+        return None
+    return Config.from_json(raw[0].decode(), source=keys.config), int(raw[1] or 0)
+
+
+def sample_environment(cfg: CollectionConfig, rng: random.Random) -> Environment:
+    """A random training environment; held-out seeds can never come out of here."""
+    seed = rng.randint(*cfg.map_seeds)
+    while seed in cfg.held_out_seeds:  # defensive: the schema already forbids the overlap
+        seed = rng.randint(*cfg.map_seeds)
+    if rng.random() < cfg.night_fraction:
+        hour = rng.choice([rng.uniform(0.0, 5.0), rng.uniform(21.0, 24.0)])
+    else:
+        hour = rng.uniform(*cfg.time_of_day)
+    return Environment(
+        map_seed=seed,
+        weather=rng.choice(cfg.weathers),
+        time_of_day=round(hour, 2),
+        car=rng.choice(cfg.cars),
+        traffic_density=round(rng.uniform(*cfg.traffic_density), 3),
+        spawn=None,
+        episode_seed=rng.randrange(2**31),
+        npc_style=rng.choice(["calm", "normal", "normal", "aggressive"]),
+    )
+
+
+@dataclass
+class RouteStats:
+    routed_sets: int = 0
+    routed_samples: int = 0
+    rejected: int = 0
+    dropped: int = 0
+    last_rates: dict[str, float] = field(default_factory=dict)
+
+
+class Server:
+    """One server process's work, step by step; `workers/server.py` runs the loop."""
+
+    def __init__(self, r: redis.Redis, keys: Keys, config: Config, consumer: str = "server-1", seed: int | None = None) -> None:
+        self.r = r
+        self.keys = keys
+        self.config = config
+        self.consumer = consumer
+        self.outputs = config.output_names()
+        self.schema = SampleSchema.from_config(config)
+        self.max_bytes = int(config.buffers.max_message_mb * 1024 * 1024)
+        self.buffers = Buffers(r, keys, self.outputs, config.buffers.capacity, config.buffers.start_fraction)
+        self.queue = Queue(keys.queue(COLLECT_QUEUE), connection=r, serializer=JSONSerializer)
+        self.rng = random.Random(seed)
+        self.stats = RouteStats()
+        self._own_pending_done = False
+        self._last_reclaim = 0.0
+        self._set_size: dict[str, float] = {}
+
+    # -- setup ----------------------------------------------------------------------
+    def setup(self) -> int:
+        """Publish the config and create the consumer groups (idempotent)."""
+        version = publish_config(self.r, self.keys, self.config)
+        for name in self.outputs:
+            try:
+                self.r.xgroup_create(self.keys.stream(name), SERVER_GROUP, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+        self._own_pending_done = False
+        return version
+
+    # -- routing ----------------------------------------------------------------------
+    def route_once(self, block_ms: int = 500, count: int = 16) -> int:
+        """Read and route one round of entries; returns the number of entries handled."""
+        handled = 0
+        if not self._own_pending_done:
+            handled += self._route_own_pending()
+            self._own_pending_done = True
+        if time.monotonic() - self._last_reclaim > RECLAIM_IDLE_MS / 2000:
+            handled += self._reclaim_abandoned()
+            self._last_reclaim = time.monotonic()
+        fills = self.buffers.fills()
+        capacity = self.config.buffers.capacity
+        open_outputs = [n for n in self.outputs if fills[n] < capacity]
+        self._discard_overflow(fills)
+        if not open_outputs:
+            time.sleep(block_ms / 1000)
+            return handled
+        # read no more sets than fit, so a buffer overshoots its capacity by one set at most
+        room = min(math.ceil((capacity - fills[n]) / self._set_size.get(n, capacity)) for n in open_outputs)
+        streams = {self.keys.stream(n): ">" for n in open_outputs}
+        resp = self.r.xreadgroup(SERVER_GROUP, self.consumer, streams, count=max(1, min(count, room)), block=block_ms)
+        for stream, entries in resp or []:
+            output = self._output_of(stream)
+            for entry_id, fields in entries:
+                self.handle_entry(output, entry_id, fields)
+                handled += 1
+        return handled
+
+    def _output_of(self, stream: bytes | str) -> str:
+        name = stream.decode() if isinstance(stream, bytes) else stream
+        return name[len(self.keys.stream("")):]
+
+    def _route_own_pending(self) -> int:
+        """Entries this consumer read but never acknowledged before a crash."""
+        handled = 0
+        for name in self.outputs:
+            while True:
+                resp = self.r.xreadgroup(SERVER_GROUP, self.consumer, {self.keys.stream(name): "0"}, count=64)
+                entries = resp[0][1] if resp else []
+                entries = [(i, f) for i, f in entries if f]
+                if not entries:
+                    break
+                for entry_id, fields in entries:
+                    self.handle_entry(name, entry_id, fields)
+                    handled += 1
+        if handled:
+            log.info("reclaimed_own_pending", entries=handled)
+        return handled
+
+    def _reclaim_abandoned(self) -> int:
+        """Entries pending for another (dead) server consumer longer than RECLAIM_IDLE_MS."""
+        handled = 0
+        for name in self.outputs:
+            stream = self.keys.stream(name)
+            _next, claimed, *_ = self.r.xautoclaim(stream, SERVER_GROUP, self.consumer, RECLAIM_IDLE_MS, "0-0", count=64)
+            for entry_id, fields in claimed:
+                if fields:
+                    self.handle_entry(name, entry_id, fields)
+                else:  # trimmed away while pending: nothing to route
+                    self.r.xack(stream, SERVER_GROUP, entry_id)
+                handled += 1
+        if handled:
+            log.info("reclaimed_abandoned", entries=handled)
+        return handled
+
+    def handle_entry(self, output: str, entry_id: bytes | str, fields: dict[bytes, bytes]) -> bool:
+        """Validate one entry and route it, or dead-letter it; either way it is acknowledged."""
+        entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        stream = self.keys.stream(output)
+        try:
+            data = fields.get(b"data")
+            if data is None:
+                raise SampleError("entry has no 'data' field")
+            sample_set = decode_sample_set(data, self.schema, self.outputs, self.max_bytes)
+            if sample_set.output != output:
+                raise SampleError(f"set for output {sample_set.output!r} arrived on the {output!r} stream")
+        except (CodecError, SampleError) as exc:
+            self.dead_letter(stream, entry, str(exc), fields)
+            return False
+        rows = sample_set.rows()
+        # ids from the set, not the entry: a set published twice cannot duplicate its samples
+        ids = [f"{sample_set.set_id}:{i}" for i in range(len(rows))]
+        pipe = self.r.pipeline(transaction=True)
+        self.buffers.add_rows_pipeline(pipe, output, ids, rows)
+        pipe.xack(stream, SERVER_GROUP, entry)
+        pipe.hincrby(self.keys.counters, f"sets_routed:{output}", 1)
+        pipe.hincrby(self.keys.counters, f"samples_routed:{output}", len(rows))
+        pipe.execute()
+        self.stats.routed_sets += 1
+        self.stats.routed_samples += len(rows)
+        self._set_size[output] = 0.8 * self._set_size.get(output, len(rows)) + 0.2 * len(rows)
+        return True
+
+    def dead_letter(self, stream: str, entry: str, reason: str, fields: dict[bytes, bytes]) -> None:
+        """Keep a bounded record of a rejected entry, then acknowledge it."""
+        collector = "?"
+        log.warning("entry_rejected", stream=stream, entry=entry, reason=reason)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.xadd(
+            self.keys.deadletter,
+            {"stream": stream, "entry": entry, "reason": reason[:500], "collector": collector,
+             "bytes": sum(len(v) for v in fields.values()), "at": time.time()},
+            maxlen=DEADLETTER_MAXLEN,
+            approximate=True,
+        )
+        pipe.xack(stream, SERVER_GROUP, entry)
+        pipe.hincrby(self.keys.counters, "deadlettered", 1)
+        pipe.execute()
+        self.stats.rejected += 1
+
+    def stream_lag(self, output: str) -> int:
+        """Entries in an output's stream that the server group has not read yet."""
+        stream = self.keys.stream(output)
+        for group in self.r.xinfo_groups(stream):
+            if group["name"] in (SERVER_GROUP, SERVER_GROUP.encode()):
+                lag = group.get("lag")
+                if lag is not None:
+                    return int(lag)
+                last = group["last-delivered-id"]
+                last = last.decode() if isinstance(last, bytes) else last
+                return len(self.r.xrange(stream, min=f"({last}", max="+", count=100_000))
+        return 0
+
+    def _discard_overflow(self, fills: dict[str, int]) -> None:
+        """Bound memory when a full buffer stops reading: drop the oldest unread sets, counted."""
+        limit = self.config.buffers.stream_maxlen
+        for name in self.outputs:
+            if fills[name] < self.config.buffers.capacity:
+                continue
+            excess = self.stream_lag(name) - limit
+            if excess <= 0:
+                continue
+            stream = self.keys.stream(name)
+            resp = self.r.xreadgroup(SERVER_GROUP, self.consumer, {stream: ">"}, count=excess)
+            ids = [i for i, _ in (resp[0][1] if resp else [])]
+            if ids:
+                pipe = self.r.pipeline(transaction=True)
+                pipe.xack(stream, SERVER_GROUP, *ids)
+                pipe.hincrby(self.keys.counters, f"sets_dropped:{name}", len(ids))
+                pipe.execute()
+                self.stats.dropped += len(ids)
+                log.info("stream_overflow_dropped", output=name, sets=len(ids))
+
+    def trim_streams(self) -> None:
+        """Delete routed sets beyond `stream_keep`: streams are transport, buffers are the pool."""
+        keep = self.config.buffers.stream_keep
+        for name in self.outputs:
+            self.r.xtrim(self.keys.stream(name), maxlen=self.stream_lag(name) + keep, approximate=True)
+
+    # -- collection jobs ----------------------------------------------------------------
+    def wants_data(self) -> bool:
+        """True while some buffer is below capacity and its stream is not already backed up."""
+        fills = self.buffers.fills()
+        half = self.config.buffers.stream_maxlen // 2
+        return any(fills[n] < self.config.buffers.capacity and self.stream_lag(n) < half for n in self.outputs)
+
+    def supply_jobs(self) -> int:
+        """Keep one queued episode per live collector (plus `jobs_ahead`); returns jobs added."""
+        started = StartedJobRegistry(queue=self.queue).count  # also fails jobs of dead collectors (rq cleanup)
+        if not self.wants_data():
+            return 0
+        collectors = live_workers(self.r, self.keys, "collector")
+        target = len(collectors) + self.config.collection.jobs_ahead if collectors else 1
+        waiting = self.queue.count
+        added = 0
+        while waiting + started + added < target:
+            self.enqueue_episode()
+            added += 1
+        return added
+
+    def enqueue_episode(self, env: Environment | None = None) -> str:
+        cfg = self.config.collection
+        spec: dict[str, Any] = {
+            "episode": uuid.uuid4().hex[:12],
+            "environment": (env or sample_environment(cfg, self.rng)).to_dict(),
+            "episode_s": cfg.episode_s,
+        }
+        job = self.queue.enqueue_call(
+            COLLECT_JOB,
+            args=(spec,),
+            job_id=self.keys.job_id(COLLECT_QUEUE, spec["episode"]),  # collectors' ACL covers only these
+            timeout=int(cfg.job_timeout_s),
+            result_ttl=600,
+            failure_ttl=24 * 3600,
+            description=f"episode {spec['episode']} seed {spec['environment']['map_seed']}",
+        )
+        return job.id
+
+    # -- status -------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        fills = self.buffers.fills()
+        counters = {k.decode(): int(v) for k, v in self.r.hgetall(self.keys.counters).items()}
+        return {
+            "buffers": json.dumps({n: {"fill": fills[n], "capacity": self.config.buffers.capacity} for n in self.outputs}),
+            "routed_sets": self.stats.routed_sets,
+            "routed_samples": self.stats.routed_samples,
+            "rejected": self.stats.rejected,
+            "dropped": self.stats.dropped,
+            "deadlettered": counters.get("deadlettered", 0),
+            "queue": self.queue.count,
+            "config_version": int(self.r.hget(self.keys.config, "version") or 0),
+        }

@@ -1,0 +1,161 @@
+"""The learning step and checkpoints, apart from where batches come from (Redis or files).
+
+Checkpoints are three files written atomically: `model.safetensors`, `optimizer.safetensors`
+and `trainer.json` (batch counter, last published version, optimizer settings). No pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from pipeline.errors import WeightsError
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Learner:
+    """Model + optimizer + one `step(columns)`; used by the live trainer and offline training."""
+
+    def __init__(self, model: torch.nn.Module, learning_rate: float, weight_decay: float = 0.0,
+                 device: str | torch.device = "auto", amp: bool = True, grad_clip: float = 10.0,
+                 wrap: Any = None) -> None:
+        self.device = device if isinstance(device, torch.device) else pick_device(device)
+        self.module = model.to(self.device)  # the plain model: heads, weights, checkpoints
+        if self.device.type == "cuda":
+            self.module = self.module.to(memory_format=torch.channels_last)
+        #: what forward/backward run through: the module itself, or a DDP wrapper around it
+        self.model = wrap(self.module) if wrap is not None else self.module
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
+        self.amp = amp and self.device.type == "cuda"
+        self.grad_clip = grad_clip
+        self.batches = 0
+        self.last_version = 0
+        self._local = threading.local()
+
+    @property
+    def learning_rate(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    @property
+    def host_alloc(self) -> Any:
+        """On CUDA, an allocator of pinned host arrays for batches (copied to the GPU asynchronously)."""
+        if self.device.type != "cuda":
+            return None
+
+        def alloc(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+            if dtype != np.uint8:
+                raise ValueError(f"pinned batches hold frames (uint8), not {dtype}")
+            return torch.empty(shape, dtype=torch.uint8, pin_memory=True).numpy()
+
+        return alloc
+
+    def prepare(self, columns: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        """Columns -> tensors on the training device; safe to call from a prefetch thread.
+
+        On CUDA the copy runs on a side stream from pinned memory and is waited for here,
+        so the batch is ready when the training step takes it.
+        """
+        from pipeline.models import batch_to_tensors
+
+        if self.device.type != "cuda":
+            return batch_to_tensors(columns, self.device)
+        stream = getattr(self._local, "stream", None)
+        if stream is None:  # one copy stream per prefetch thread
+            stream = self._local.stream = torch.cuda.Stream(self.device)
+        with torch.cuda.stream(stream):
+            batch = batch_to_tensors(columns, self.device, pin_memory=True)
+        stream.synchronize()
+        return batch
+
+    def step(self, columns: dict[str, np.ndarray], with_metrics: bool = True) -> dict[str, float]:
+        """One optimisation step on numpy columns (see `step_tensors`)."""
+        return self.step_tensors(self.prepare(columns), with_metrics)
+
+    def step_tensors(self, batch: dict[str, torch.Tensor], with_metrics: bool = True) -> dict[str, float]:
+        """One optimisation step; with_metrics=False skips every host sync (returns {})."""
+        from pipeline.models import compute_loss
+
+        self.model.train()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            logits = self.model(batch)
+            total, per_output, metrics = compute_loss(self.module, logits, batch, with_metrics=with_metrics)
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.grad_clip)
+        self.optimizer.step()
+        self.batches += 1
+        if not with_metrics:
+            return {}
+        out = {"loss": float(total.detach()), "grad_norm": float(grad_norm), "learning_rate": self.learning_rate}
+        out.update({f"{name}/loss": float(v.detach()) for name, v in per_output.items()})
+        out.update({k: float(v) for k, v in metrics.items()})
+        return out
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """Tensors to publish: the model's state dict on the CPU."""
+        return {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
+
+    # -- checkpoints ------------------------------------------------------------------
+    def save_checkpoint(self, folder: Path, extra: dict[str, Any] | None = None) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        opt = self.optimizer.state_dict()
+        tensors: dict[str, torch.Tensor] = {}
+        scalars: dict[str, dict[str, Any]] = {}
+        for pid, state in opt["state"].items():
+            for name, value in state.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"{pid}.{name}"] = value.detach().cpu().contiguous()
+                else:
+                    scalars.setdefault(str(pid), {})[name] = value
+        meta = {
+            "batches": self.batches,
+            "last_version": self.last_version,
+            "param_groups": opt["param_groups"],
+            "state_scalars": scalars,
+            **(extra or {}),
+        }
+        _atomic(folder / "model.safetensors", lambda p: save_file(self.weights(), p))
+        _atomic(folder / "optimizer.safetensors", lambda p: save_file(tensors, p))
+        _atomic(folder / "trainer.json", lambda p: Path(p).write_text(json.dumps(meta, indent=1)))
+
+    def load_checkpoint(self, folder: Path) -> dict[str, Any]:
+        """Restore model, optimizer and counters; raise WeightsError if the files don't fit."""
+        try:
+            meta = json.loads((folder / "trainer.json").read_text())
+            self.module.load_state_dict(load_file(folder / "model.safetensors", device=str(self.device)))
+            flat = load_file(folder / "optimizer.safetensors", device=str(self.device))
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise WeightsError(f"{folder}: checkpoint cannot be loaded: {exc}") from None
+        state: dict[int, dict[str, Any]] = {}
+        for key, value in flat.items():
+            pid, _, name = key.partition(".")
+            state.setdefault(int(pid), {})[name] = value
+        for pid, values in meta.get("state_scalars", {}).items():
+            state.setdefault(int(pid), {}).update(values)
+        self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        self.batches = int(meta["batches"])
+        self.last_version = int(meta["last_version"])
+        return meta
+
+
+def _atomic(path: Path, write: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(str(tmp))
+    os.replace(tmp, path)
+
+
+def checkpoint_exists(folder: Path) -> bool:
+    return (folder / "trainer.json").is_file()

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The two GPU runs of issue 7, each one self-contained command on the H100 machine (bare image
+# with python3 + torch; the missing wheels, redis-server and its libraries travel in .gpu_eval/):
+#
+#   scripts/gpu_h100.sh curve     # (b) learning curve: configs/h100.toml from nothing, live pipeline,
+#                                 #     11 collectors, trainer on cuda, 2 evaluators, 7 minutes
+#   scripts/gpu_h100.sh default   # the shipped default model: offline NPC data on 14 cores, Learner
+#                                 #     on cuda, snapshots scored closed-loop, the best one kept
+#
+# Results go to $OUT/<mode>.tar.gz (one file: the device tool returns at most 8).
+set -euo pipefail
+MODE="${1:?usage: gpu_h100.sh curve|default}"
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu_eval/whl/*.whl
+export PYTHONPATH="$ROOT:/tmp/site" PATH="$ROOT/.gpu_eval/bin:$PATH" PYTHON=python3
+python3 -c 'import torch, pipeline.evaluator, rq, honcho; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
+RES="/tmp/results/$MODE"
+mkdir -p "$RES"
+case "$MODE" in
+  curve)
+    CONFIG=configs/h100.toml MINUTES="${MINUTES:-7}" CONCURRENCY="collector=11,evaluator=2" COLLECTORS=11 \
+      ROLES="redis server trainer collector evaluator" WORK=/tmp/lc_h100 PNG="$RES/learning_curve_h100.png" \
+      LABEL="configs/h100.toml, H100 + 16 cores, 11 collectors" scripts/learning_curve_run.sh
+    cp /tmp/lc_h100/{evaluation.json,summary.json,status.json,honcho.log,evaluator-final.log} "$RES/"
+    cp -r /tmp/lc_h100/runs "$RES/" || true
+    ;;
+  default)
+    python3 scripts/train_default.py all --data /tmp/offline --workers 14 --collect-minutes "${COLLECT_MIN:-2.5}" \
+      --sample-every 3 --minutes "${TRAIN_MIN:-3}" --device cuda --batch-size 256 --lr 0.002 \
+      --snapshot-every 1000 --eval-workers 6 --eval-episodes 1 --out "$RES/charles_small_cnn.safetensors" \
+      2>&1 | grep -v '"debug"' | tee "$RES/train.log"
+    if [ "${FINAL_EVAL:-0}" = 1 ]; then  # ~3 more minutes: 8 episodes each for the model, NPC, baseline
+      python3 -m pipeline.cli evaluate --weights "$RES/charles_small_cnn.safetensors" --episodes 2 --json \
+        > "$RES/evaluate_episodes2.json" || true
+    fi
+    rm -rf "$RES/charles_small_cnn.snapshots"
+    ;;
+  *) echo "unknown mode $MODE" >&2; exit 2 ;;
+esac
+mkdir -p "${OUT:-/tmp/out}"
+tar -C /tmp/results -czf "${OUT:-/tmp/out}/$MODE.tar.gz" "$MODE"
+ls -la "${OUT:-/tmp/out}"

@@ -1,0 +1,37 @@
+"""Small builders of valid samples and sample sets for tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.config import Config, load_config
+from pipeline.samples import SampleSchema, SampleSet, empty_columns
+
+
+def tiny_config(**overrides: object) -> Config:
+    """The default config at a tiny scale: 32x24 frames, small buffers and batches."""
+    base: dict[str, object] = {
+        "game": {"hood_width": 32, "hood_height": 24},
+        "buffers": {"capacity": 20, "stream_maxlen": 50},
+        "trainer": {"batch_size": 8, "publish_every": 2, "checkpoint_every": 4, "log_every": 1},
+    }
+    for key, value in overrides.items():
+        base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value  # type: ignore[dict-item]
+    return load_config(overrides=base)
+
+
+def columns(schema: SampleSchema, n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    cols = empty_columns(schema, n)
+    cols["frames"][:] = rng.integers(0, 255, cols["frames"].shape, dtype=np.uint8)
+    cols["speed"][:] = rng.uniform(0, 20, n)
+    cols["purpose"][:] = rng.uniform(-1, 1, (n, 2))
+    cols["controls"][:] = rng.uniform(-1, 1, (n, 2))
+    cols["targets"][:] = rng.uniform(-1, 1, (n, 2))
+    cols["game_time"][:] = np.arange(n) / 30
+    return cols
+
+
+def sample_set(cfg: Config, output: str, n: int, seed: int = 0) -> SampleSet:
+    schema = SampleSchema.from_config(cfg)
+    return SampleSet(output, "collector-test", f"ep{seed}", columns(schema, n, seed), {"map_seed": 1})

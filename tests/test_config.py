@@ -1,0 +1,54 @@
+"""The config schema rejects typos and bad values with the file, the key and what is allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import CONFIG_DIR, Config, load_config
+from pipeline.errors import ConfigError
+
+
+def test_default_config_loads() -> None:
+    cfg = load_config()
+    assert cfg.game.backend == "sim"
+    assert [o.name for o in cfg.outputs] == ["acceleration_braking", "steering"]
+    assert all(o.type == "regression" and tuple(o.range) == (-1.0, 1.0) for o in cfg.outputs)
+    assert cfg.balancing.version == "v3"
+    assert cfg.buffers.start_fraction == 0.9
+
+
+def test_all_errors_reported_at_once(tmp_path: Path) -> None:
+    text = (CONFIG_DIR / "default.toml").read_text()
+    text = text.replace("batch_size = 32", "batch_sise = 32").replace("capacity = 1000", "capacity = -5")
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert str(path) in msg and "2 invalid" in msg
+    assert "trainer.batch_sise: unknown key" in msg
+    assert "buffers.capacity" in msg and "greater than 0" in msg
+
+
+def test_held_out_seeds_must_not_overlap_training_seeds() -> None:
+    with pytest.raises(ConfigError, match="held_out_seeds"):
+        load_config(overrides={"collection": {"map_seeds": [1, 10000]}})
+
+
+def test_discrete_delta_needs_controls_input() -> None:
+    with pytest.raises(ConfigError, match="inputs.controls"):
+        load_config(overrides={"outputs": [{"name": "steering", "type": "discrete_delta", "control": "steering"}]})
+
+
+def test_json_round_trip() -> None:
+    cfg = load_config()
+    assert Config.from_json(cfg.to_json()) == cfg
+
+
+def test_not_toml(tmp_path: Path) -> None:
+    path = tmp_path / "x.toml"
+    path.write_text("[run\nname=")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(path)

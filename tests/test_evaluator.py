@@ -1,0 +1,275 @@
+"""Evaluator: closed-loop driving through the player's loop, held-out seeds only, weights refused,
+the `best` pointer and players that follow it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import threading
+
+import numpy as np
+import pytest
+import redis
+import torch
+from click.testing import CliRunner
+
+from pipeline.errors import ConfigError, WeightsError
+from pipeline.evaluator import (
+    BASELINE,
+    NPC,
+    EvalSettings,
+    Evaluator,
+    build_model_from,
+    compare,
+    read_weights_file,
+    summarize,
+)
+from pipeline.games.base import Controls, Environment, Observation
+from pipeline.keys import Keys
+from pipeline.models import build_model
+from pipeline.player import WeightsWatcher
+from pipeline.scoreboard import best_version, move_best, record_scores
+from pipeline.server import Server, sample_environment
+from pipeline.status import snapshot
+from pipeline.weights import WeightsStore, to_blob
+from tests.factories import tiny_config
+
+WALL_M = 30.0
+LANE_M = 0.25
+
+
+class LineGame:
+    """A straight road with a wall at 30 m; 8 m/s at full throttle; the NPC drives flat out.
+
+    fps = 8 keeps every game time exact in binary, so the Stuck detector fires on a known tick.
+    """
+
+    fps = 8.0
+
+    def __init__(self) -> None:
+        self.envs: list[Environment] = []
+        self.controls_seen: list[Controls | None] = []
+
+    def _obs(self, controls: Controls, collision: bool = False) -> Observation:
+        return Observation(frame=np.zeros((24, 32, 3), np.uint8), speed=0.0,
+                           purpose=np.array([100.0 - self.x, 0.0], np.float32), controls=controls,
+                           game_time=self.t, position=(self.x, 0.0), odometer=self.odo, collision=collision,
+                           collisions=self.collisions, lane_offset=LANE_M, info={"target": (100.0, 0.0)})
+
+    def reset(self, env: Environment) -> Observation:
+        self.envs.append(env)
+        self.x = self.odo = self.t = 0.0
+        self.collisions = 0
+        return self._obs(Controls())
+
+    def step(self, controls: Controls | None = None) -> Observation:
+        self.controls_seen.append(controls)
+        throttle = 1.0 if controls is None else controls.acceleration_braking
+        nx = min(self.x + 8.0 * throttle / self.fps, WALL_M)
+        collision = self.x < WALL_M <= nx
+        self.collisions += int(collision)
+        self.odo += nx - self.x
+        self.x = nx
+        self.t += 1 / self.fps
+        return self._obs(Controls(throttle, 0.0), collision)
+
+    def respawn(self) -> Observation:
+        self.x = 0.0
+        self.t += 0.5
+        return self._obs(Controls())
+
+    def cinematic(self) -> np.ndarray:
+        return np.zeros((4, 4, 3), np.uint8)
+
+    def close(self) -> None:
+        pass
+
+
+def line_settings(**evaluator: object) -> EvalSettings:
+    cfg = tiny_config(game={"fps": 8.0}, collection={"held_out_seeds": [9001, 9002, 9003]},
+                      evaluator={"episode_s": 10.0, "environments": ["day", "night"], **evaluator},
+                      unstuck={"min_displacement_m": 1.0, "window_s": 1.0, "grace_s": 0.0})
+    return EvalSettings.from_config(cfg)
+
+
+def test_npc_and_baseline_driven_by_the_player_loop_exact() -> None:
+    game = LineGame()
+    ev = Evaluator(game, line_settings())
+    npc = summarize(ev.run(NPC))
+    assert all(c is None for c in game.controls_seen)  # the NPC drives: step(None)
+    m = npc["metrics"]
+    # per episode (80 steps): wall at step 30, Stuck 1 s later (step 38), respawn, wall at step 68,
+    # respawn at step 76, then 4 m: 64 m, 2 crashes each followed by its Unstuck = 2 incidents
+    assert m["episodes"] == 2 and m["steps"] == 160 and m["duration_s"] == 20.0
+    assert m["distance_m"] == 128.0 and m["collisions"] == 4 and m["unstucks"] == 4 and m["incidents"] == 4
+    assert m["mean_distance_between_incidents_m"] == pytest.approx(128.0 / 6)
+    assert m["mean_abs_lane_offset_m"] == LANE_M and m["progress_m"] == pytest.approx(128.0)
+    game.controls_seen.clear()
+    base = compare(summarize(ev.run(BASELINE)), npc)
+    assert {c.acceleration_braking for c in game.controls_seen} == {0.5}
+    b = base["metrics"]
+    # half throttle: wall at step 60; the window is within 1 m of the wall from step 59 (29.5 m),
+    # so Unstuck after step 67, then 13 x 0.5 m: 36.5 m and one incident per episode
+    assert b["distance_m"] == 73.0 and b["incidents"] == 2 and b["unstucks"] == 2
+    assert base["ratio_to_npc"] == pytest.approx((73.0 / 4) / (128.0 / 6))
+    assert base["environments"]["day"]["ratio_to_npc"] == pytest.approx((36.5 / 2) / (64.0 / 3))
+
+
+def test_evaluator_drives_only_held_out_seeds() -> None:
+    settings = line_settings(episodes_per_environment=4, environments=["day", "night", "rain", "traffic"])
+    plan = settings.plan()
+    assert len(plan) == 16 and {p.env.map_seed for p in plan} == {9001, 9002, 9003}
+    game = LineGame()
+    Evaluator(game, EvalSettings(**{**settings.__dict__, "episode_s": 0.5})).run(BASELINE)
+    assert [e.map_seed for e in game.envs] == [p.env.map_seed for p in plan]
+    assert {e.map_seed for e in game.envs} <= set(settings.held_out_seeds)
+    night = [p.env for p in plan if p.name == "night"][0]
+    rain = [p.env for p in plan if p.name == "rain"][0]
+    assert night.time_of_day >= 21 and rain.weather == "rain"
+    assert [p.env for p in settings.plan()] == [p.env for p in plan]  # reproducible
+    with pytest.raises(ConfigError, match="evaluator.environments"):
+        line_settings(environments=["day", "mars"])
+
+
+def test_held_out_seeds_never_reach_collection_jobs(r: redis.Redis, keys: Keys) -> None:
+    cfg = tiny_config(collection={"map_seeds": [9000, 9010], "held_out_seeds": [8999, 9011]})
+    server = Server(r, keys, cfg, seed=3)
+    server.setup()
+    for _ in range(200):
+        server.enqueue_episode()
+    seeds = {job.args[0]["environment"]["map_seed"] for job in server.queue.jobs}
+    assert seeds <= set(range(9000, 9011)) and not seeds & {8999, 9011}
+    rng = random.Random(1)
+    assert not {sample_environment(cfg.collection, rng).map_seed for _ in range(500)} & {8999, 9011}
+    with pytest.raises(ConfigError, match="held_out_seeds"):
+        tiny_config(collection={"map_seeds": [1, 100], "held_out_seeds": [50]})
+
+
+def _model_blob(seed: int = 0) -> tuple[bytes, dict[str, torch.Tensor]]:
+    cfg = tiny_config(model={"width": 8, "dense": 32, "head": [16]})
+    torch.manual_seed(seed)
+    model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width))
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return to_blob(state, {"model": cfg.run.name, "batches": "5"}), state
+
+
+def test_corrupt_and_forged_weights_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cfg = tiny_config(model={"width": 8, "dense": 32, "head": [16]})
+    blob, state = _model_blob()
+    good = tmp_path / "good.safetensors"
+    good.write_bytes(blob)
+    tensors, meta = read_weights_file(good, hashlib.sha256(blob).hexdigest())
+    assert meta["model"] == cfg.run.name and build_model_from(cfg, tensors) is not None
+    cases = {
+        "pickle.pt": b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00}\x94\x8c\x01w\x94K\x01s.",
+        "truncated.safetensors": blob[:-100],
+        "forged_header.safetensors": (10**12).to_bytes(8, "little") + blob[8:],
+        "empty.safetensors": b"",
+    }
+    for name, data in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(WeightsError, match="safetensors"):
+            read_weights_file(path)
+    with pytest.raises(WeightsError, match="sha256"):
+        read_weights_file(good, "0" * 64)
+    other = to_blob({"backbone.weight": torch.zeros(3)})
+    (tmp_path / "other.safetensors").write_bytes(other)
+    with pytest.raises(WeightsError, match="do not fit"):
+        build_model_from(cfg, read_weights_file(tmp_path / "other.safetensors")[0])
+    state["trunk.0.weight"] = state["trunk.0.weight"][:, :-1]  # right names, wrong shape
+    (tmp_path / "shape.safetensors").write_bytes(to_blob(state))
+    with pytest.raises(WeightsError, match="do not fit"):
+        build_model_from(cfg, read_weights_file(tmp_path / "shape.safetensors")[0])
+    from workers.evaluate import cli
+
+    result = CliRunner().invoke(cli, ["--weights", str(tmp_path / "pickle.pt"), "--json"])
+    assert result.exit_code != 0 and "only safetensors" in result.output
+
+
+def _record(version: int, ratio: float | None) -> dict[str, object]:
+    return {"version": version, "batches": version * 50, "ratio_to_npc": ratio,
+            "metrics": {"incidents_per_km": 1.0, "mean_distance_between_incidents_m": 100.0}}
+
+
+def test_best_pointer_moves_only_to_better_and_players_follow_it(r: redis.Redis, keys: Keys) -> None:
+    store = WeightsStore(r, keys, keep_versions=2)
+    blobs = {}
+    infos = {}
+    for v in range(1, 4):
+        blob, state = _model_blob(seed=v)
+        infos[v] = store.publish(state, "charles_small_cnn", batches=50 * v)
+        blobs[v] = r.hget(keys.weights_version_blob(v), "blob")
+    pubsub = r.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(keys.weights_channel)
+    assert move_best(r, keys, infos[2], blobs[2], _record(2, 0.6))
+    assert not move_best(r, keys, infos[3], blobs[3], _record(3, 0.5))  # worse: stays on 2
+    assert not move_best(r, keys, infos[3], blobs[3], _record(3, 0.6))  # equal is not better
+    assert not move_best(r, keys, infos[1], blobs[1], _record(1, None))
+    assert best_version(r, keys) == 2
+    note = None
+    for _ in range(50):
+        note = pubsub.get_message(timeout=0.1) or note
+        if note:
+            break
+    assert note is not None and json.loads(note["data"]) == {**json.loads(infos[2].notification()), "best": True}
+    # v2 falls out of the kept versions; the best pointer keeps its own copy
+    for _ in range(3):
+        store.publish(_model_blob(seed=9)[1], "charles_small_cnn", batches=500)
+    assert r.exists(keys.weights_version_blob(2)) == 0
+    info, tensors = store.fetch(2)
+    assert info.version == 2 and info.sha256 == infos[2].sha256
+    best_info, _ = store.fetch_best()  # type: ignore[misc]
+    assert best_info.version == 2
+    # a player that follows `best` prepares v2, one that follows `latest` the newest
+    cfg = tiny_config(model={"width": 8, "dense": 32, "head": [16]})
+
+    def build(t: dict[str, torch.Tensor]) -> torch.nn.Module:
+        return build_model_from(cfg, t)
+
+    stop = threading.Event()
+    best = WeightsWatcher(r, keys, build, "charles_small_cnn", "best", stop)
+    assert best.prepare_latest() and best.take().info.version == 2  # type: ignore[union-attr]
+    latest = WeightsWatcher(r, keys, build, "charles_small_cnn", "latest", stop)
+    assert latest.prepare_latest() and latest.take().info.version == 6  # type: ignore[union-attr]
+    # a better version moves the pointer; followers of best pick it up
+    assert move_best(r, keys, infos[3], blobs[3], _record(3, 0.9))
+    assert best.prepare_latest() and best.take().info.version == 3  # type: ignore[union-attr]
+    # a version of another model replaces the pointer (scores of different models do not compare)
+    assert move_best(r, keys, store.publish(_model_blob()[1], "other", 1), blobs[1], _record(7, 0.1))
+
+
+def test_status_shows_evaluation(r: redis.Redis, keys: Keys) -> None:
+    record_scores(r, keys, 4, _record(4, 0.7))
+    blob, state = _model_blob()
+    info = WeightsStore(r, keys).publish(state, "charles_small_cnn", 4)
+    move_best(r, keys, info, r.hget(keys.weights_latest, "blob"), _record(info.version, 0.7))
+    evaluation = snapshot(r, keys)["evaluation"]
+    assert evaluation["versions"]["4"]["ratio_to_npc"] == 0.7
+    assert evaluation["best"] == info.version
+
+
+def test_evaluate_command_scores_a_file(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from workers.evaluate import cli
+
+    config = tmp_path / "tiny.toml"
+    config.write_text(
+        '[game]\nhood_width = 32\nhood_height = 24\ncinematic_width = 32\ncinematic_height = 18\n'
+        '[model]\nwidth = 8\ndense = 32\nhead = [16]\n'
+        '[evaluator]\nepisode_s = 1.0\nenvironments = ["day", "rain"]\n'
+    )
+    blob, _ = _model_blob()
+    weights = tmp_path / "m.safetensors"
+    weights.write_bytes(blob)
+    monkeypatch.chdir(tmp_path)  # the reference cache goes to ./var/evaluation
+    args = ["--weights", str(weights), "--config", str(config), "--seconds", "1", "--json"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output.strip().splitlines()[-1])
+    assert record["plan"]["environments"] == ["day", "rain"] and record["metrics"]["episodes"] == 2
+    assert record["metrics"]["duration_s"] == 2.0 and "ratio_to_npc" in record and record["batches"] == 5
+    assert set(record["plan"]["held_out_seeds"]) == {9001, 9002, 9003, 9004, 9005}
+    assert list((tmp_path / "var" / "evaluation").glob("reference-*.json"))
+    bad = CliRunner().invoke(cli, [*args[:2], "--config", str(config), "--sha256", "0" * 64])
+    assert bad.exit_code != 0 and "sha256" in bad.output

@@ -1,0 +1,111 @@
+"""`charles evaluator` as a real rq worker process: jobs queued at publication are scored,
+superseded ones skipped, scores and the best pointer written, TensorBoard logged."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+import torch
+from rq.registry import FailedJobRegistry
+
+from pipeline.keys import EVALUATE_QUEUE, Keys
+from pipeline.local_redis import RedisServer
+from pipeline.models import build_model
+from pipeline.scoreboard import (
+    best_version,
+    enqueue_evaluation,
+    evaluation_queue,
+    job_id,
+    read_scores,
+)
+from pipeline.server import publish_config
+from pipeline.trainer import Trainer, TrainerSettings
+from pipeline.training import Learner
+from pipeline.weights import WeightsStore
+from tests.factories import tiny_config
+from tests.processes import Roles
+
+pytestmark = pytest.mark.slow
+
+
+def _config():  # type: ignore[no-untyped-def]
+    return tiny_config(
+        run={"name": "eval_tiny"},
+        game={"cinematic_width": 32, "cinematic_height": 18},
+        model={"width": 8, "dense": 32, "head": [16]},
+        evaluator={"episode_s": 2.0, "environments": ["day", "traffic"]},
+    )
+
+
+def test_trainer_queues_every_publication(r: redis.Redis, keys: Keys, tmp_path: Path) -> None:
+    cfg = _config()
+    model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width))
+    trainer = Trainer(r, keys, Learner(model, 1e-3, device="cpu"), None,  # type: ignore[arg-type]
+                      None, TrainerSettings(cfg.run.name, 8, 1, 100, 100, 1, tmp_path),  # type: ignore[arg-type]
+                      WeightsStore(r, keys), on_publish=lambda info: enqueue_evaluation(r, keys, info))
+    assert trainer.publish() == 1 and trainer.publish() == 2
+    assert evaluation_queue(r, keys).get_job_ids() == [job_id(keys, 1), job_id(keys, 2)]
+
+
+def test_evaluator_worker_round_trip(redis_server: RedisServer, tmp_path: Path) -> None:
+    prefix = f"eval-{uuid.uuid4().hex[:8]}:"
+    keys, r = Keys(prefix), redis_server.client()
+    cfg = _config()
+    publish_config(r, keys, cfg)
+    store = WeightsStore(r, keys)
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width))
+        enqueue_evaluation(r, keys, store.publish(model.state_dict(), cfg.run.name, batches=10 * seed))
+    forged = evaluation_queue(r, keys).enqueue_call("os.getcwd", job_id=keys.job_id(EVALUATE_QUEUE, "forged"))
+    roles = Roles(redis_server.url, prefix, tmp_path)
+    try:
+        proc = roles.start("evaluator", "evaluator", "--burst", "--nice", "0")
+        assert proc.wait(240) == 0, roles.log("evaluator")[-3000:]
+    finally:
+        roles.stop_all()
+    log = roles.log("evaluator")
+    scores = read_scores(r, keys)
+    # v1 was superseded by v2 (still waiting when v1's job started); v2 is scored
+    assert set(scores) == {2}, log[-3000:]
+    rec = scores[2]
+    assert rec["batches"] == 20 and rec["ratio_to_npc"] is not None and rec["ratio_to_npc"] >= 0
+    assert set(rec["environments"]) == {"day", "traffic"} and rec["metrics"]["episodes"] == 2
+    assert rec["metrics"]["duration_s"] == pytest.approx(4.0)
+    assert rec["npc"]["distance_m"] > 0 and "ratio_to_npc" in rec["baseline"]
+    assert best_version(r, keys) == 2
+    assert json.loads(r.hget(keys.weights_best, "scores"))["version"] == 2
+    assert r.hlen(keys.evaluation_reference) == 1  # NPC and baseline driven once, cached
+    assert log.count("evaluation_skipped") == 1 and "superseded by v2" in log
+    assert list((tmp_path / "runs" / "eval_tiny").glob("events.out.tfevents.*"))
+    assert r.llen(f"rq:queue:{keys.queue(EVALUATE_QUEUE)}") == 0
+    assert forged.id in FailedJobRegistry(queue=evaluation_queue(r, keys)).get_job_ids()  # never run
+
+
+def test_tampered_or_foreign_weights_are_not_scored(r: redis.Redis, keys: Keys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import types
+
+    import rq
+
+    from pipeline import evaluation_jobs
+
+    cfg = _config()
+    publish_config(r, keys, cfg)
+    monkeypatch.setattr(rq, "get_current_job", lambda: types.SimpleNamespace(connection=r))
+    monkeypatch.setattr(evaluation_jobs.STATE, "keys", keys)
+    store = WeightsStore(r, keys)
+    model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width))
+    info = store.publish(model.state_dict(), cfg.run.name, batches=10)
+    r.hset(keys.weights_version_blob(info.version), "blob", b"\x80\x04forged")
+    out = evaluation_jobs.evaluate_version({"version": info.version, "sha256": info.sha256})
+    assert "sha256" in out["skipped"]
+    other = store.publish(model.state_dict(), "another_model", batches=20)
+    out = evaluation_jobs.evaluate_version({"version": other.version, "sha256": other.sha256})
+    assert "another_model" in out["skipped"]
+    gone = evaluation_jobs.evaluate_version({"version": 99, "sha256": "0" * 64})
+    assert "no weights" in gone["skipped"]
+    assert read_scores(r, keys) == {} and best_version(r, keys) is None

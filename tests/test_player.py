@@ -1,0 +1,122 @@
+"""Player: new weights are prepared in the background and swapped in only at an Unstuck."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import redis
+import torch
+
+from pipeline.context import ContextBuilder
+from pipeline.games.base import Controls, Environment, Observation
+from pipeline.keys import Keys
+from pipeline.player import Player, WeightsWatcher
+from pipeline.samples import ContextSpec
+from pipeline.unstuck import StuckDetector
+from pipeline.weights import WeightsStore
+
+
+class WallGame:
+    """A one-dimensional road with a wall at 30 m: driving forward always ends stuck."""
+
+    fps = 30.0
+
+    def __init__(self) -> None:
+        self.x = 0.0
+        self.t = 0.0
+        self.respawns = 0
+
+    def _obs(self, controls: Controls) -> Observation:
+        return Observation(frame=np.zeros((4, 4, 3), np.uint8), speed=0.0, purpose=np.zeros(2, np.float32),
+                           controls=controls, game_time=self.t, position=(self.x, 0.0))
+
+    def reset(self, env: Environment) -> Observation:
+        self.x, self.t = 0.0, 0.0
+        return self._obs(Controls())
+
+    def step(self, controls: Controls | None = None) -> Observation:
+        controls = controls or Controls()
+        self.t += 1 / self.fps
+        self.x = min(30.0, self.x + 10.0 * controls.acceleration_braking / self.fps)
+        return self._obs(controls)
+
+    def respawn(self) -> Observation:
+        self.respawns += 1
+        self.x = 0.0
+        return self._obs(Controls())
+
+    def cinematic(self) -> np.ndarray:
+        return np.zeros((4, 4, 3), np.uint8)
+
+    def close(self) -> None:
+        pass
+
+
+class Throttle(torch.nn.Module):
+    """A 'model' whose only weight is the throttle it applies, so a swap is visible."""
+
+    def __init__(self, value: float = 1.0) -> None:
+        super().__init__()
+        self.throttle = torch.nn.Parameter(torch.tensor([value]))
+
+
+def predict(model: torch.nn.Module, _ctx: dict[str, np.ndarray]) -> tuple[dict[str, list[float]], Controls]:
+    value = float(model.throttle.detach())
+    return {"acceleration_braking": [value]}, Controls(value, 0.0)
+
+
+def build(tensors: dict[str, torch.Tensor]) -> torch.nn.Module:
+    model = Throttle()
+    model.load_state_dict(tensors)
+    return model
+
+
+def make_player(r: redis.Redis, keys: Keys, stop: threading.Event) -> tuple[Player, WallGame, WeightsWatcher]:
+    game = WallGame()
+    watcher = WeightsWatcher(r, keys, build, "m", "latest", stop)
+    player = Player(game, Throttle(1.0), ContextBuilder(ContextSpec(30.0, 1, 0.1, 0, 0.1, 0.0)),
+                    StuckDetector(min_displacement_m=1.0, window_s=1.0, grace_s=0.0), predict, watcher,
+                    realtime=False, max_drive_s=3600)
+    return player, game, watcher
+
+
+def test_swaps_only_at_unstuck(r: redis.Redis, keys: Keys) -> None:
+    stop = threading.Event()
+    player, game, watcher = make_player(r, keys, stop)
+    watcher.start()
+    store = WeightsStore(r, keys)
+    env = Environment()
+    # drive 1 s (the wall is 3 s away at full throttle): no stuck yet
+    stats = player.run(env, threading.Event(), max_steps=30)
+    assert stats.unstucks == 0
+    store.publish({"throttle": torch.tensor([0.5])}, "m", batches=1)
+    deadline = time.monotonic() + 10
+    while watcher.pending_version != 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert watcher.pending_version == 1  # prepared in the background...
+    assert player.version == 0 and float(player.model.throttle) == 1.0  # ...but not swapped mid-drive
+    # keep driving: the car reaches the wall, gets stuck, Unstuck swaps the weights in
+    stats = player.run(env, threading.Event(), max_steps=300)
+    stop.set()
+    assert stats.unstucks >= 1 and game.respawns >= 1
+    assert player.version == 1 and float(player.model.throttle) == 0.5
+    assert player.events[0]["swapped_to"] == 1
+
+
+def test_late_player_picks_up_latest_at_unstuck_without_notification(r: redis.Redis, keys: Keys) -> None:
+    stop = threading.Event()
+    player, game, watcher = make_player(r, keys, stop)  # watcher thread never started: missed every message
+    WeightsStore(r, keys).publish({"throttle": torch.tensor([0.7])}, "m", batches=1)
+    stats = player.run(Environment(), threading.Event(), max_steps=400)
+    assert stats.unstucks >= 1 and player.version == 1
+    assert abs(float(player.model.throttle) - 0.7) < 1e-6
+
+
+def test_weights_of_another_model_refused(r: redis.Redis, keys: Keys) -> None:
+    stop = threading.Event()
+    player, game, watcher = make_player(r, keys, stop)
+    WeightsStore(r, keys).publish({"throttle": torch.tensor([0.7])}, "other-model", batches=1)
+    player.run(Environment(), threading.Event(), max_steps=400)
+    assert player.version == 0 and watcher.rejected == 1

@@ -1,0 +1,142 @@
+"""Fault 2 and bad input over the wire, against a running `charles server` process.
+
+Proves: a server killed (SIGKILL) with entries read but not routed reclaims them on
+restart (its own pending at start, a dead consumer's with XAUTOCLAIM): nothing lost,
+nothing duplicated in a buffer. And every kind of bad entry injected with XADD gets a
+dead-letter entry with a clear reason while the process keeps running, good data keeps
+flowing and pickle never runs in the server.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import redis
+
+from pipeline.config import load_config
+from pipeline.keys import SERVER_GROUP, Keys
+from pipeline.local_redis import RedisServer
+from tests.factories import sample_set
+from tests.faults import (
+    RELIABILITY_CONFIG,
+    FaultRoles,
+    bad_entries,
+    unique_prefix,
+    wait_for,
+    write_config,
+)
+
+pytestmark = pytest.mark.slow
+OUTPUT = "steering"
+
+
+def _all_routed(r: redis.Redis, keys: Keys, outputs: list[str]) -> bool:
+    for name in outputs:
+        stream = keys.stream(name)
+        if not r.exists(stream):
+            continue
+        if r.xpending(stream, SERVER_GROUP)["pending"]:
+            return False
+        group = next(g for g in r.xinfo_groups(stream) if g["name"] in (SERVER_GROUP, SERVER_GROUP.encode()))
+        if group["lag"]:
+            return False
+    return True
+
+
+def test_server_killed_with_pending_entries_reclaims_them(redis_server: RedisServer, tmp_path: Path) -> None:
+    keys = Keys(unique_prefix("server-kill"))
+    r = redis_server.client()
+    cfg = load_config(RELIABILITY_CONFIG, overrides={"buffers": {"capacity": 100_000, "stream_maxlen": 100_000}})
+    config = write_config(tmp_path / "big_buffers.toml", cfg)
+    roles = FaultRoles(redis_server.url, keys.prefix, tmp_path)
+    stream = keys.stream(OUTPUT)
+    rng = random.Random(9)
+    added: dict[str, int] = {}
+
+    def inject(n: int) -> None:
+        pipe = r.pipeline(transaction=False)
+        sets = [sample_set(cfg, OUTPUT, rng.randint(1, 4), seed=rng.randrange(1000)) for _ in range(n)]
+        for s in sets:
+            pipe.xadd(stream, {"data": s.encode()})
+        pipe.execute()
+        for s in sets:  # sample ids are `{set_id}:{row}`
+            added[s.set_id] = len(s)
+
+    pending_at_kill = []
+    try:
+        roles.start("server", "server", "--config", str(config))
+        wait_for(lambda: r.exists(keys.config) and r.exists(stream), 30, "the server to set up", roles)
+        for _ in range(4):  # kill it mid-routing, at random moments
+            before = r.scard(keys.buffer(OUTPUT))
+            inject(300)
+            wait_for(lambda b=before: r.scard(keys.buffer(OUTPUT)) > b, 30, "routing to start", roles, poll=0.005)
+            time.sleep(rng.uniform(0.0, 0.05))
+            roles.kill("server")
+            pending_at_kill.append(r.xpending(stream, SERVER_GROUP)["pending"])
+            roles.start("server", "server", "--config", str(config))
+        # and certainly: entries this consumer read before dying, and a dead consumer's, idle 2 min
+        roles.kill("server")
+        inject(20)
+        r.xreadgroup(SERVER_GROUP, "server-1", {stream: ">"}, count=5)
+        stale = [e for e, _ in r.xreadgroup(SERVER_GROUP, "server-9", {stream: ">"}, count=5)[0][1]]
+        r.xclaim(stream, SERVER_GROUP, "server-9", 0, stale, idle=120_000)
+        assert r.xpending(stream, SERVER_GROUP)["pending"] >= 10
+        roles.start("server", "server", "--config", str(config))
+        wait_for(lambda: _all_routed(r, keys, cfg.output_names()), 60, "every entry to be routed", roles)
+        assert roles.alive("server")
+        assert roles.events("server", "reclaimed_own_pending") and roles.events("server", "reclaimed_abandoned")
+        assert roles.stop("server") == 0
+    finally:
+        roles.stop_all()
+    per_entry = Counter(i.decode().rsplit(":", 1)[0] for i in r.smembers(keys.buffer(OUTPUT)))
+    assert set(per_entry) == set(added), "an entry was lost" if set(added) - set(per_entry) else "unknown entries"
+    assert per_entry == Counter(added), "a set reached the buffer partly or twice"
+    assert r.hlen(keys.buffer_data(OUTPUT)) == sum(added.values())  # no orphan payloads
+    assert int(r.hget(keys.counters, f"sets_routed:{OUTPUT}")) == len(added)  # counted exactly once
+    assert r.xlen(keys.deadletter) == 0
+    print(f"FIGURES {len(added)} sets, pending at the 4 random kills: {pending_at_kill}")
+
+
+def test_bad_entries_dead_lettered_while_server_keeps_running(redis_server: RedisServer, tmp_path: Path) -> None:
+    keys = Keys(unique_prefix("bad-input"))
+    r = redis_server.client()
+    cfg = load_config(RELIABILITY_CONFIG, overrides={"buffers": {"capacity": 10_000, "max_message_mb": 0.1}})
+    config = write_config(tmp_path / "small_messages.toml", cfg)
+    marker = tmp_path / "pickle-ran"
+    bad = bad_entries(cfg, OUTPUT, marker)
+    roles = FaultRoles(redis_server.url, keys.prefix, tmp_path)
+    stream = keys.stream(OUTPUT)
+    try:
+        roles.start("server", "server", "--config", str(config))
+        wait_for(lambda: r.exists(stream), 30, "the server to set up", roles)
+        good_rows = 0
+        expected: dict[str, str] = {}
+        for i, (reason, fields) in enumerate(bad):
+            expected[r.xadd(stream, fields).decode()] = reason
+            good = sample_set(cfg, OUTPUT, 2, seed=i)
+            r.xadd(stream, {"data": good.encode()})
+            good_rows += len(good)
+        wait_for(lambda: r.xlen(keys.deadletter) >= len(bad) and r.scard(keys.buffer(OUTPUT)) >= good_rows,
+                 60, "every entry to be handled", roles)
+        letters = {f[b"entry"].decode(): f for _, f in r.xrange(keys.deadletter)}
+        assert set(letters) == set(expected)
+        for entry, reason in expected.items():
+            got = letters[entry][b"reason"].decode()
+            assert reason in got, f"entry {entry}: expected a reason with {reason!r}, got {got!r}"
+            assert letters[entry][b"stream"].decode() == stream
+        assert r.scard(keys.buffer(OUTPUT)) == good_rows  # good data flowed around the bad
+        # still alive and routing
+        late = sample_set(cfg, OUTPUT, 3, seed=99)
+        r.xadd(stream, {"data": late.encode()})
+        wait_for(lambda: r.sismember(keys.buffer(OUTPUT), f"{late.set_id}:2"), 30, "a late good set to be routed", roles)
+        assert r.xpending(stream, SERVER_GROUP)["pending"] == 0
+        assert int(r.hget(keys.counters, "deadlettered")) == len(bad)
+        assert roles.alive("server") and roles.stop("server") == 0
+    finally:
+        roles.stop_all()
+    assert not marker.exists(), "pickle ran inside the server"
+    assert len(roles.events("server", "entry_rejected")) == len(bad)  # each said so in the log too

@@ -1,0 +1,171 @@
+"""Server routing: valid sets reach the buffer exactly once, bad ones are dead-lettered."""
+
+from __future__ import annotations
+
+import random
+
+import msgpack
+import msgpack_numpy
+import numpy as np
+import redis
+
+from pipeline.keys import SERVER_GROUP, Keys
+from pipeline.server import Server, fetch_config, sample_environment
+from tests.factories import sample_set, tiny_config
+
+
+def make_server(r: redis.Redis, keys: Keys, consumer: str = "server-1", **cfg: object) -> Server:
+    server = Server(r, keys, tiny_config(**cfg), consumer=consumer, seed=1)
+    server.setup()
+    return server
+
+
+def test_config_published_and_versioned(r: redis.Redis, keys: Keys) -> None:
+    server = make_server(r, keys)
+    cfg, version = fetch_config(r, keys)
+    assert cfg == server.config and version == 1
+    server.setup()  # same config: same version
+    assert fetch_config(r, keys)[1] == 1
+    make_server(r, keys, buffers={"capacity": 30})
+    assert fetch_config(r, keys)[1] == 2
+
+
+def test_valid_set_routed_and_acked(r: redis.Redis, keys: Keys) -> None:
+    server = make_server(r, keys)
+    s = sample_set(server.config, "steering", 5)
+    r.xadd(keys.stream("steering"), {"data": s.encode()})
+    assert server.route_once(block_ms=10) == 1
+    assert r.scard(keys.buffer("steering")) == 5
+    assert r.xpending(keys.stream("steering"), SERVER_GROUP)["pending"] == 0
+    assert r.hget(keys.counters, "samples_routed:steering") == b"5"
+
+
+def _bad_entries(server: Server) -> list[dict[str, bytes]]:
+    cfg = server.config
+    good = sample_set(cfg, "steering", 3)
+    nan = sample_set(cfg, "steering", 3)
+    nan.columns["targets"][0, 0] = np.nan
+    wrong_shape = sample_set(cfg, "steering", 3)
+    wrong_shape.columns["frames"] = np.zeros((3, 1, 10, 10, 3), np.uint8)
+    wrong_dtype = sample_set(cfg, "steering", 3)
+    wrong_dtype.columns["speed"] = wrong_dtype.columns["speed"].astype(np.float64)
+    unknown = sample_set(cfg, "steering", 3)
+    unknown.output = "flying"
+    other_stream = sample_set(cfg, "acceleration_braking", 3)
+    obj = msgpack.packb({"v": 1, "columns": {"x": np.array([1, "a"], dtype=object)}}, default=msgpack_numpy.encode)
+    return [
+        {b"data": nan.encode()},
+        {b"data": wrong_shape.encode()},
+        {b"data": wrong_dtype.encode()},
+        {b"data": unknown.encode()},
+        {b"data": other_stream.encode()},
+        {b"data": obj},
+        {b"data": good.encode()[:-20]},
+        {b"other": b"x"},
+    ]
+
+
+def test_bad_entries_dead_lettered_and_server_keeps_going(r: redis.Redis, keys: Keys) -> None:
+    server = make_server(r, keys)
+    bad = _bad_entries(server)
+    for fields in bad:
+        r.xadd(keys.stream("steering"), fields)
+    r.xadd(keys.stream("steering"), {"data": sample_set(server.config, "steering", 4).encode()})
+    handled = 0
+    while handled < len(bad) + 1:
+        handled += server.route_once(block_ms=10)
+    assert r.scard(keys.buffer("steering")) == 4
+    assert r.xlen(keys.deadletter) == len(bad)
+    reasons = [e[1][b"reason"].decode() for e in r.xrange(keys.deadletter)]
+    assert any("NaN" in x for x in reasons) and any("not allowed" in x for x in reasons)
+    assert any("unknown output" in x for x in reasons) and any("arrived on" in x for x in reasons)
+    assert r.xpending(keys.stream("steering"), SERVER_GROUP)["pending"] == 0
+
+
+def test_crash_before_ack_reclaimed_once(r: redis.Redis, keys: Keys) -> None:
+    server = make_server(r, keys)
+    for seed in range(3):
+        r.xadd(keys.stream("steering"), {"data": sample_set(server.config, "steering", 2, seed).encode()})
+    # a server reads the entries and dies before routing them
+    r.xreadgroup(SERVER_GROUP, "server-1", {keys.stream("steering"): ">"}, count=10)
+    assert r.xpending(keys.stream("steering"), SERVER_GROUP)["pending"] == 3
+    restarted = make_server(r, keys)
+    restarted.route_once(block_ms=10)
+    assert r.scard(keys.buffer("steering")) == 6
+    assert r.xpending(keys.stream("steering"), SERVER_GROUP)["pending"] == 0
+    # routing an entry twice cannot duplicate its samples
+    entry_id, fields = r.xrange(keys.stream("steering"))[0]
+    restarted.handle_entry("steering", entry_id, fields)
+    assert r.scard(keys.buffer("steering")) == 6
+
+
+def test_other_consumers_pending_claimed(r: redis.Redis, keys: Keys) -> None:
+    server = make_server(r, keys, consumer="server-2")
+    r.xadd(keys.stream("steering"), {"data": sample_set(server.config, "steering", 2).encode()})
+    r.xreadgroup(SERVER_GROUP, "dead-server", {keys.stream("steering"): ">"}, count=10)
+    import pipeline.server as mod
+
+    old = mod.RECLAIM_IDLE_MS
+    mod.RECLAIM_IDLE_MS = 0
+    try:
+        server.route_once(block_ms=10)
+    finally:
+        mod.RECLAIM_IDLE_MS = old
+    assert r.scard(keys.buffer("steering")) == 2
+
+
+def test_full_buffer_stops_reading_and_drops_overflow_counted(r: redis.Redis, keys: Keys) -> None:
+    server = make_server(r, keys, buffers={"capacity": 4, "stream_maxlen": 3})
+    for seed in range(10):
+        r.xadd(keys.stream("steering"), {"data": sample_set(server.config, "steering", 2, seed).encode()})
+    for _ in range(5):
+        server.route_once(block_ms=10)
+    assert 4 <= r.scard(keys.buffer("steering")) <= 5  # stops once full (at most one set over)
+    dropped = int(r.hget(keys.counters, "sets_dropped:steering") or 0)
+    routed = int(r.hget(keys.counters, "sets_routed:steering"))
+    assert server.stream_lag("steering") == 3  # the unread backlog is bounded
+    assert routed + dropped + 3 == 10  # every set is accounted for
+
+
+def test_jobs_supplied_only_while_data_wanted(r: redis.Redis, keys: Keys) -> None:
+    server = make_server(r, keys, buffers={"capacity": 2})
+    assert server.supply_jobs() == 1  # nobody connected yet: one job waits for the first collector
+    assert server.supply_jobs() == 0
+    job = server.queue.jobs[0]
+    assert job.func_name == "pipeline.collection.run_episode"
+    assert job.args[0]["environment"]["map_seed"] not in server.config.collection.held_out_seeds
+    server.queue.empty()
+    for output in server.outputs:
+        r.xadd(keys.stream(output), {"data": sample_set(server.config, output, 2).encode()})
+    server.route_once(block_ms=10)
+    server.route_once(block_ms=10)
+    assert server.supply_jobs() == 0  # every buffer is full
+
+
+def test_held_out_seeds_never_sampled() -> None:
+    cfg = tiny_config(collection={"map_seeds": [1, 20], "held_out_seeds": [9001]}).collection
+    rng = random.Random(0)
+    seeds = {sample_environment(cfg, rng).map_seed for _ in range(2000)}
+    assert seeds <= set(range(1, 21)) and 9001 not in seeds
+
+
+def test_routed_sets_trimmed_to_keep(r: redis.Redis, keys: Keys) -> None:
+    server = make_server(r, keys, buffers={"capacity": 1000, "stream_keep": 2})
+    for seed in range(30):
+        r.xadd(keys.stream("steering"), {"data": sample_set(server.config, "steering", 2, seed).encode()})
+    while server.route_once(block_ms=10):
+        pass
+    server.trim_streams()
+    # approximate trimming frees whole stream nodes: far fewer than 30 are left, unread ones never go
+    assert r.xlen(keys.stream("steering")) < 30
+    assert r.scard(keys.buffer("steering")) == 60
+
+
+def test_set_published_twice_lands_once(r: redis.Redis, keys: Keys) -> None:
+    server = make_server(r, keys)
+    s = sample_set(server.config, "steering", 3)
+    r.xadd(keys.stream("steering"), {"data": s.encode()})
+    r.xadd(keys.stream("steering"), {"data": s.encode()})  # resent after a lost acknowledgement
+    while server.route_once(block_ms=10):
+        pass
+    assert r.scard(keys.buffer("steering")) == 3

@@ -1,0 +1,95 @@
+"""Trainer: waits for full buffers, trains on random non-repeating batches, publishes, resumes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import redis
+import torch
+
+from pipeline.buffers import Buffers
+from pipeline.keys import Keys
+from pipeline.models import build_model
+from pipeline.samples import SampleSchema
+from pipeline.server import Server
+from pipeline.trainer import Trainer, TrainerSettings
+from pipeline.training import Learner, checkpoint_exists
+from pipeline.weights import WeightsStore
+from tests.factories import sample_set, tiny_config
+
+
+def wait_for(pred, timeout: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def setup(r: redis.Redis, keys: Keys, tmp_path: Path) -> tuple[Server, Trainer]:
+    cfg = tiny_config(model={"width": 8, "dense": 32, "head": [16]})
+    server = Server(r, keys, cfg)
+    server.setup()
+    model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width))
+    learner = Learner(model, 1e-3, device="cpu")
+    t = cfg.trainer
+    trainer = Trainer(
+        r, keys, learner, Buffers(r, keys, cfg.output_names(), cfg.buffers.capacity, 0.9),
+        SampleSchema.from_config(cfg),
+        TrainerSettings(cfg.run.name, t.batch_size, t.publish_every, t.checkpoint_every, t.log_every, 1,
+                        tmp_path / "ckpt"),
+        WeightsStore(r, keys),
+    )
+    return server, trainer
+
+
+def feed(server: Server, r: redis.Redis, keys: Keys, output: str, n_sets: int, seed: int) -> None:
+    for i in range(n_sets):
+        r.xadd(keys.stream(output), {"data": sample_set(server.config, output, 2, seed * 1000 + i).encode()})
+    while server.route_once(block_ms=10):
+        pass
+
+
+def test_waits_trains_waits_resumes(r: redis.Redis, keys: Keys, tmp_path: Path) -> None:
+    server, trainer = setup(r, keys, tmp_path)
+    stop = threading.Event()
+    thread = threading.Thread(target=trainer.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        feed(server, r, keys, "steering", 10, seed=1)  # steering full, acceleration empty
+        feed(server, r, keys, "acceleration_braking", 8, seed=2)  # 16 of 20 < 18
+        time.sleep(1.0)
+        assert trainer.learner.batches == 0 and trainer.state == "filling"
+        feed(server, r, keys, "acceleration_braking", 1, seed=3)  # 18 = exactly 90%
+        assert wait_for(lambda: trainer.learner.batches >= 1)
+        # 20 + 18 samples, 4 per output per batch: after one batch acceleration holds 14 < 18
+        assert wait_for(lambda: trainer.state == "waiting")
+        batches = trainer.learner.batches
+        assert batches == 1
+        assert r.scard(keys.buffer("acceleration_braking")) == 14 and r.scard(keys.buffer("steering")) == 16
+        feed(server, r, keys, "acceleration_braking", 3, seed=4)
+        feed(server, r, keys, "steering", 2, seed=5)
+        assert wait_for(lambda: trainer.learner.batches > batches)
+        assert wait_for(lambda: trainer.learner.batches >= 2 and WeightsStore(r, keys).latest_info() is not None)
+    finally:
+        stop.set()
+        thread.join(10)
+    info = WeightsStore(r, keys).latest_info()
+    assert info is not None and info.version >= 1 and info.batches == 2
+
+
+def test_checkpoint_resume_keeps_counters(r: redis.Redis, keys: Keys, tmp_path: Path) -> None:
+    server, trainer = setup(r, keys, tmp_path)
+    trainer.learner.batches = 7
+    trainer.learner.last_version = 3
+    trainer.checkpoint()
+    assert checkpoint_exists(tmp_path / "ckpt")
+    _, fresh = setup(r, keys, tmp_path)
+    fresh.learner.load_checkpoint(tmp_path / "ckpt")
+    assert fresh.learner.batches == 7 and fresh.learner.last_version == 3
+    for a, b in zip(trainer.learner.model.parameters(), fresh.learner.model.parameters(), strict=True):
+        assert torch.equal(a.detach().cpu(), b.detach().cpu())
+    assert fresh.publish() == 4  # the published version never goes backwards

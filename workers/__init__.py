@@ -1,0 +1,1 @@
+"""Thin process entry points: parse options, configure logging, build objects, run."""

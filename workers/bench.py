@@ -1,0 +1,64 @@
+"""`charles bench TARGET [--json]`: run benchmarks, print one JSON object per target."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from typing import Any
+
+import click
+
+#: target name -> "module:function"; the function takes keyword options and returns bench.result().
+TARGETS: dict[str, str] = {
+    "pipeline": "pipeline.bench.pipeline:run",
+    "trainer": "pipeline.bench.trainer:run",
+    "player": "pipeline.bench.player:run",
+    "ddp": "pipeline.bench.ddp:run",
+    "model": "pipeline.bench.model:run",
+    "capture": "pipeline.bench.capture:run",
+    "sim": "pipeline.bench.sim:run",
+}
+
+
+def _run(target: str, options: dict[str, Any]) -> dict[str, Any]:
+    module_name, _, fn_name = TARGETS[target].partition(":")
+    fn = getattr(importlib.import_module(module_name), fn_name)
+    return fn(**options)
+
+
+@click.command(name="bench")
+@click.argument("target", type=click.Choice(sorted([*TARGETS, "all"]) or ["all"]))
+@click.option("--json", "as_json", is_flag=True, help="print JSON only (one object per line)")
+@click.option("--config", "config_path", default=None, help="config file for targets that take one")
+@click.option("--seconds", default=10.0, show_default=True, help="measuring time per figure")
+@click.option("--device", default=None, help="cpu | cuda: override the config's device where a target uses one")
+def cli(target: str, as_json: bool, config_path: str | None, seconds: float, device: str | None) -> None:
+    """Measure a stage against its ceiling; `all` runs every target and prints a table."""
+    from pipeline.log import configure_logging
+    from pipeline.progress import progress_bar
+
+    configure_logging("bench")
+    names = sorted(TARGETS) if target == "all" else [target]
+    results = []
+    with progress_bar("bench", total=len(names), show=None if len(names) > 1 else False) as bar:
+        for name in names:
+            bar.update(description=f"bench {name}")
+            try:
+                res = _run(name, {"config_path": config_path, "seconds": seconds, "device": device})
+            except Exception as exc:  # `all` goes on and says why a target could not run here
+                if target != "all":
+                    raise
+                click.echo(json.dumps({"name": name, "skipped": f"{type(exc).__name__}: {exc}"[:300]}))
+                bar.advance()
+                continue
+            results.append(res)
+            click.echo(json.dumps(res))
+            bar.advance()
+    if target == "all" and not as_json:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table("target", "value", "unit", "ceiling", "ratio")
+        for res in results:
+            table.add_row(res["name"], str(res["value"]), res["unit"], str(res["ceiling"]), str(res["ratio"]))
+        Console(stderr=True).print(table)

@@ -1,0 +1,125 @@
+"""`charles collector`: an rq worker on the `collect` queue (JSON serializer, never pickle).
+
+Each job is one episode (`pipeline.collection.run_episode`). A heartbeat thread keeps
+this collector's presence and status fresh and flushes any backlog held during an outage.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import click
+import structlog
+from rq import SimpleWorker
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from pipeline.collection import STATE
+from pipeline.keys import COLLECT_QUEUE
+from pipeline.log import configure_logging
+from pipeline.presence import Presence, new_worker_id
+from pipeline.redis_conn import (
+    CONNECTION_ERRORS,
+    Backoff,
+    connect,
+    keys_from_env,
+    redis_url,
+    safe_url,
+)
+from pipeline.rq_guard import guarded_job_class
+from pipeline.server import COLLECT_JOB
+
+log = structlog.get_logger("collector")
+#: A running job whose heartbeat is older than this is failed by rq as abandoned (the collector died).
+JOB_HEARTBEAT_TTL_S = 20
+#: The only function a collector runs, whatever a (forged) queue entry names.
+EPISODE_JOB = guarded_job_class(COLLECT_JOB)
+
+
+class CollectorWorker(SimpleWorker):
+    """A SimpleWorker whose running job has a short heartbeat, refreshed by the heartbeat thread.
+
+    rq gives a SimpleWorker's job a heartbeat of its whole timeout + 60 s, so a collector
+    killed mid-episode left its job "started" (and the server holding back work) for 16
+    minutes; with this, rq fails it visibly (AbandonedJobError) within JOB_HEARTBEAT_TTL_S.
+    """
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        return JOB_HEARTBEAT_TTL_S
+
+    def beat_jobs(self) -> None:
+        for execution in list(self.executions.values()):
+            self.maintain_heartbeats(execution.job, execution)
+
+
+def _heartbeat(presence: Presence, stop: threading.Event, current: dict[str, CollectorWorker]) -> None:
+    while not stop.wait(2.0):
+        try:
+            presence.beat(state=STATE.state, episode=STATE.episode or "", episodes=STATE.episodes_done,
+                          samples=STATE.samples,
+                          backlog=len(STATE.publisher.backlog) if STATE.publisher else 0,
+                          published=STATE.publisher.published if STATE.publisher else 0,
+                          dropped=STATE.publisher.dropped if STATE.publisher else 0)
+            if STATE.publisher is not None and STATE.state == "idle":
+                STATE.publisher.flush()
+            if "worker" in current:  # last: rq's connection waits minutes on a silent network
+                current["worker"].beat_jobs()
+        except CONNECTION_ERRORS:
+            pass
+
+
+@click.command(name="collector")
+@click.option("--burst", is_flag=True, help="exit when the queue is empty (tests, batch runs)")
+@click.option("--max-jobs", type=int, default=None, help="exit after this many episodes")
+@click.option("--nice", "niceness", type=int, default=10, show_default=True,
+              help="CPU priority below players and the trainer (collectors run flat out in fast mode)")
+def cli(burst: bool, max_jobs: int | None, niceness: int) -> None:
+    """Run collection episodes from the server's queue until SIGTERM."""
+    configure_logging("collector")
+    os.nice(niceness)
+    r, keys = connect(), keys_from_env()
+    rq_conn = connect()  # rq raises its socket timeout to ~7 min for BLPOP; publishing keeps its own
+    worker_id = new_worker_id("collector")
+    STATE.keys, STATE.collector_id, STATE.redis = keys, worker_id, r
+    log.info("collector_starting", id=worker_id, redis=safe_url(redis_url()))
+    stop = threading.Event()
+    presence = Presence(r, keys, "collector", worker_id)
+    current: dict[str, CollectorWorker] = {}
+    threading.Thread(target=_heartbeat, args=(presence, stop, current), daemon=True).start()
+    backoff = Backoff()
+    done = 0
+    try:
+        while True:
+            try:
+                worker = CollectorWorker([keys.queue(COLLECT_QUEUE)], connection=rq_conn, name=worker_id,
+                                         serializer=JSONSerializer, job_class=EPISODE_JOB)
+                current["worker"] = worker
+                if rq_conn.exists(worker.key) and not rq_conn.hexists(worker.key, "death"):
+                    worker.register_death()  # our own previous rq worker, left registered when Redis went away
+                worker.work(burst=burst, max_jobs=None if max_jobs is None else max_jobs - done,
+                            logging_level="WARNING")
+                done += worker.successful_job_count + worker.failed_job_count
+                if burst or (max_jobs is not None and done >= max_jobs) or worker._shutdown_requested_date:
+                    break
+                if worker.successful_job_count:
+                    backoff.reset()
+                delay = backoff.next_delay()  # rq quit on an error it logged above: never spin
+                log.warning("rq_worker_restarting", retry_in_s=round(delay, 2))
+                time.sleep(delay)
+            except CONNECTION_ERRORS as exc:
+                delay = backoff.next_delay()
+                log.warning("redis_unavailable", what="collector", error=str(exc), retry_in_s=round(delay, 2))
+                time.sleep(delay)
+    finally:
+        stop.set()
+        try:
+            if STATE.publisher is not None:
+                STATE.publisher.flush(force=True)
+            presence.leave()
+        except CONNECTION_ERRORS:
+            pass
+    pub = STATE.publisher
+    log.info("collector_stopped", episodes=STATE.episodes_done, published=pub.published if pub else 0,
+             dropped=pub.dropped if pub else 0, backlog=len(pub.backlog) if pub else 0)

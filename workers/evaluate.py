@@ -1,0 +1,93 @@
+"""`charles evaluate --weights FILE`: score one safetensors file closed-loop, no Redis needed.
+
+Same plan, durations and Unstuck rules as the evaluator worker; the NPC's and the
+baseline's scores are cached under `var/evaluation/` (they do not depend on the weights).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+REFERENCE_CACHE = Path("var") / "evaluation"
+
+
+@click.command(name="evaluate")
+@click.option("--weights", "weights_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="a safetensors file of the config's model")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="TOML run config (default: configs/default.toml)")
+@click.option("--episodes", type=click.IntRange(min=1), default=None,
+              help="episodes per environment (default: evaluator.episodes_per_environment)")
+@click.option("--seconds", type=click.FloatRange(min=1.0), default=None,
+              help="game seconds per episode (default: evaluator.episode_s)")
+@click.option("--sha256", default=None, help="refuse the file unless it has this sha256")
+@click.option("--no-cache", is_flag=True, help="drive the NPC and the baseline again")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def cli(weights_file: Path, config_path: Path | None, episodes: int | None, seconds: float | None,
+        sha256: str | None, no_cache: bool, as_json: bool) -> None:
+    """Drive the model, the NPC and the baseline on the held-out seeds; print the scores."""
+    from pipeline.log import configure_logging
+
+    configure_logging("evaluate", level="WARNING" if as_json else None)
+    import structlog
+    import torch
+
+    from pipeline.collection import game_options
+    from pipeline.config import load_config
+    from pipeline.errors import ConfigError, WeightsError
+    from pipeline.evaluator import (
+        EvalSettings,
+        Evaluator,
+        build_model_from,
+        file_cached_references,
+        model_policy,
+        read_weights_file,
+        score_policy,
+    )
+    from pipeline.games.base import load_game
+
+    log = structlog.get_logger("evaluate")
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
+    try:
+        cfg = load_config(config_path)
+        settings = EvalSettings.from_config(cfg, episodes=episodes, seconds=seconds)
+        tensors, meta = read_weights_file(weights_file, sha256)
+        model = build_model_from(cfg, tensors)
+    except (ConfigError, WeightsError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if meta.get("model") not in (None, cfg.run.name):
+        log.warning("model_name_differs", file_model=meta.get("model"), config_model=cfg.run.name)
+    game = load_game(cfg.game.backend, **game_options(cfg, realtime=False))
+    try:
+        evaluator = Evaluator(game, settings)
+        refs = file_cached_references(evaluator, cfg, None if no_cache else REFERENCE_CACHE)
+        scores = score_policy(evaluator, model_policy(model), refs)
+    finally:
+        game.close()
+    record = {"weights": str(weights_file), "model": cfg.run.name, "batches": int(meta.get("batches", 0) or 0),
+              "plan": {"environments": list(settings.environments), "episodes_per_environment":
+                       settings.episodes_per_environment, "episode_s": settings.episode_s,
+                       "held_out_seeds": list(settings.held_out_seeds)}, **scores}
+    if as_json:
+        click.echo(json.dumps(record))
+        return
+    _print(record)
+
+
+def _print(record: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("policy", "km", "incidents", "per km", "m between", "|lane| m", "km/h", "ratio to NPC")
+    rows = [("model", record["metrics"], record["ratio_to_npc"]), ("npc", record["npc"], 1.0),
+            ("baseline", record["baseline"]["metrics"], record["baseline"]["ratio_to_npc"])]
+    for name, m, ratio in rows:
+        lane = m["mean_abs_lane_offset_m"]
+        table.add_row(name, f"{m['distance_m'] / 1000:.2f}", str(m["incidents"]), f"{m['incidents_per_km']:.2f}",
+                      f"{m['mean_distance_between_incidents_m']:.0f}{'+' if m['censored'] else ''}",
+                      "-" if lane is None else f"{lane:.2f}", f"{m['mean_speed_mps'] * 3.6:.1f}",
+                      "-" if ratio is None else f"{ratio:.2f}")
+    Console().print(table)

@@ -1,0 +1,92 @@
+"""`charles evaluator`: an rq worker on the `evaluate` queue (JSON serializer, never pickle).
+
+Each job scores one published version (`pipeline.evaluation_jobs.evaluate_version`); the
+trainer queues one per publication. A heartbeat thread keeps this evaluator's presence
+and status (`status:evaluator:<id>`) fresh.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import click
+import structlog
+from rq import SimpleWorker
+from rq.serializers import JSONSerializer
+
+from pipeline.evaluation_jobs import STATE, queue_latest_if_missing
+from pipeline.keys import EVALUATE_QUEUE
+from pipeline.log import configure_logging
+from pipeline.presence import Presence, new_worker_id
+from pipeline.redis_conn import (
+    CONNECTION_ERRORS,
+    Backoff,
+    connect,
+    keys_from_env,
+    redis_url,
+    safe_url,
+)
+from pipeline.rq_guard import guarded_job_class
+from pipeline.scoreboard import EVALUATE_JOB
+
+log = structlog.get_logger("evaluator")
+#: The only function an evaluator runs, whatever a (forged) queue entry names.
+EVALUATION_JOB = guarded_job_class(EVALUATE_JOB)
+
+
+def _heartbeat(presence: Presence, stop: threading.Event) -> None:
+    while not stop.wait(2.0):
+        try:
+            presence.beat(state=STATE.state, version=STATE.version, evaluated=STATE.evaluated,
+                          skipped=STATE.skipped, last=STATE.last)
+        except CONNECTION_ERRORS:
+            pass
+
+
+@click.command(name="evaluator")
+@click.option("--burst", is_flag=True, help="exit when the queue is empty (tests, batch runs)")
+@click.option("--max-jobs", type=int, default=None, help="exit after this many jobs")
+@click.option("--nice", "niceness", type=int, default=10, show_default=True,
+              help="CPU priority below players and the trainer")
+def cli(burst: bool, max_jobs: int | None, niceness: int) -> None:
+    """Score every published version closed-loop on the held-out seeds, until SIGTERM."""
+    configure_logging("evaluator")
+    os.nice(niceness)
+    r, keys = connect(), keys_from_env()
+    worker_id = new_worker_id("evaluator")
+    STATE.keys = keys
+    log.info("evaluator_starting", id=worker_id, redis=safe_url(redis_url()))
+    stop = threading.Event()
+    presence = Presence(r, keys, "evaluator", worker_id)
+    threading.Thread(target=_heartbeat, args=(presence, stop), daemon=True).start()
+    backoff = Backoff()
+    done = 0
+    queued = False
+    try:
+        while True:
+            try:
+                if not queued:
+                    version = queue_latest_if_missing(r, keys)
+                    queued = True
+                    if version is not None:
+                        log.info("queued_latest", version=version)
+                worker = SimpleWorker([keys.queue(EVALUATE_QUEUE)], connection=r, name=worker_id,
+                                      serializer=JSONSerializer, job_class=EVALUATION_JOB)
+                worker.work(burst=burst, max_jobs=None if max_jobs is None else max_jobs - done,
+                            logging_level="WARNING")
+                done += worker.successful_job_count + worker.failed_job_count
+                if burst or (max_jobs is not None and done >= max_jobs) or worker._shutdown_requested_date:
+                    break
+            except CONNECTION_ERRORS as exc:
+                delay = backoff.next_delay()
+                log.warning("redis_unavailable", what="evaluator", error=str(exc), retry_in_s=round(delay, 2))
+                time.sleep(delay)
+    finally:
+        stop.set()
+        try:
+            presence.leave()
+        except CONNECTION_ERRORS:
+            pass
+    log.info("evaluator_stopped", evaluated=STATE.evaluated, skipped=STATE.skipped)

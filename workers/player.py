@@ -1,0 +1,108 @@
+"""`charles player`: drive with the latest weights and swap new ones in at each Unstuck."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import click
+import structlog
+
+from pipeline.log import configure_logging
+from pipeline.presence import BackgroundReporter, Presence, new_worker_id
+from pipeline.process import install_signal_handlers, wait_for_config
+from pipeline.redis_conn import connect, keys_from_env, redis_url, safe_url
+
+log = structlog.get_logger("player")
+
+
+@click.command(name="player")
+@click.option("--weights", "weights_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="start from a local safetensors file instead of the published weights")
+@click.option("--max-steps", type=int, default=None, help="stop after this many predictions (tests)")
+@click.option("--seed", type=int, default=None, help="map seed to drive on")
+@click.option("--fast", is_flag=True, help="do not pace to real time (tests, benchmarks)")
+def cli(weights_file: str | None, max_steps: int | None, seed: int | None, fast: bool) -> None:
+    """Acquire config and weights, drive, hot-swap at Unstuck, until SIGTERM."""
+    configure_logging("player")
+    import torch
+
+    from pipeline.collection import game_options
+    from pipeline.context import ContextBuilder
+    from pipeline.errors import WeightsError
+    from pipeline.games.base import Environment, load_game
+    from pipeline.models import build_model, predict
+    from pipeline.player import Player, WeightsWatcher
+    from pipeline.samples import ContextSpec
+    from pipeline.unstuck import StuckDetector
+    from pipeline.weights import WeightsStore, from_blob
+
+    torch.set_num_threads(1)
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    r, keys = connect(), keys_from_env()
+    worker_id = new_worker_id("player")
+    log.info("player_starting", id=worker_id, redis=safe_url(redis_url()))
+    fetched = wait_for_config(r, keys, stop)
+    if fetched is None:
+        return
+    cfg, _ = fetched
+    hw = (cfg.game.hood_height, cfg.game.hood_width)
+
+    def build(tensors: dict[str, torch.Tensor]) -> torch.nn.Module:
+        model = build_model(cfg.model, cfg.inputs, cfg.outputs, hw)
+        try:
+            model.load_state_dict(tensors)
+        except RuntimeError as exc:
+            raise WeightsError(f"weights do not fit the configured model: {str(exc)[:300]}") from None
+        return model.eval()
+
+    version, created = 0, 0.0
+    model = build_model(cfg.model, cfg.inputs, cfg.outputs, hw).eval()
+    if weights_file:
+        with open(weights_file, "rb") as fh:
+            model = build(from_blob(fh.read()))
+    else:
+        try:
+            info, tensors = WeightsStore(r, keys).fetch()
+            model, version, created = build(tensors), info.version, info.created
+        except WeightsError as exc:
+            log.info("no_weights_yet", detail=str(exc), driving="untrained model (version 0)")
+    watcher = None if weights_file else WeightsWatcher(r, keys, build, cfg.run.name, cfg.player.follow, stop)
+    if watcher is not None:
+        watcher.current_version = version
+        watcher.start()
+    game = load_game(cfg.game.backend, **game_options(cfg, realtime=cfg.player.realtime and not fast))
+    reporter = BackgroundReporter(Presence(r, keys, "player", worker_id))
+    translate = None
+    try:
+        from pipeline.control import ControllerTranslator
+
+        translate = ControllerTranslator.from_config(cfg.control).display
+    except ImportError:
+        pass
+    live_view = None
+    try:
+        from pipeline.live_view import LiveView
+
+        live_view = LiveView(r, keys, worker_id, game, cfg.player.live_view_fps, cfg.player.jpeg_quality)
+    except ImportError:
+        pass
+    ctx = ContextBuilder(ContextSpec.from_inputs(cfg.inputs, cfg.game.fps))
+    u = cfg.unstuck
+    player = Player(
+        game, model, ctx, StuckDetector(u.min_displacement_m, u.window_s, u.grace_s), predict, watcher,
+        translate=translate, pps=cfg.player.pps, realtime=not fast, max_drive_s=u.max_drive_s,
+        report=lambda status: reporter.update(**status, model=cfg.run.name),
+        live_view=live_view, version=version, model_created=created,
+    )
+    rng = random.Random()
+    env = Environment(map_seed=seed if seed is not None else rng.randint(*cfg.player.map_seeds),
+                      time_of_day=12.0, weather="clear", episode_seed=rng.randrange(2**31))
+    try:
+        stats = player.run(env, stop, max_steps=max_steps)
+    finally:
+        stop.set()
+        reporter.close()
+        game.close()
+    log.info("player_stopped", steps=stats.steps, swaps=stats.swaps, unstucks=stats.unstucks, version=player.version)

@@ -1,0 +1,215 @@
+"""`charles record ...`: keep samples on disk: from the streams, from a drive, or imported."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import click
+import structlog
+
+from pipeline.log import configure_logging
+
+log = structlog.get_logger("record")
+
+
+def _budget_bytes(budget_gb: float | None) -> int | None:
+    return None if budget_gb is None else int(budget_gb * 2**30)
+
+
+@click.group(name="record")
+def cli() -> None:
+    """Record samples to disk (see docs/datasets.md for the format)."""
+
+
+@cli.command()
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="data directory")
+@click.option("--budget-gb", type=float, default=None, help="delete the oldest chunks past this size")
+@click.option("--consumer", default="recorder-1", show_default=True,
+              help="stable consumer name: a restarted recorder finishes its own pending entries")
+@click.option("--chunk-rows", type=int, default=256, show_default=True, help="samples per chunk file")
+@click.option("--chunk-age-s", type=float, default=5.0, show_default=True, help="write a chunk at least this often")
+@click.option("--compress", is_flag=True, help="zlib-compress chunks (smaller, read whole instead of mapped)")
+@click.option("--max-seconds", type=float, default=None, help="stop after this long (tests)")
+def streams(out_dir: Path, budget_gb: float | None, consumer: str, chunk_rows: int, chunk_age_s: float,
+            compress: bool, max_seconds: float | None) -> None:
+    """Record every sample set on the streams (own consumer group) until SIGTERM."""
+    configure_logging("recorder")
+    from pipeline.augment import minimap_box_for
+    from pipeline.presence import Presence
+    from pipeline.process import install_signal_handlers, wait_for_config
+    from pipeline.recorder import Recorder
+    from pipeline.redis_conn import (
+        CONNECTION_ERRORS,
+        Backoff,
+        connect,
+        keys_from_env,
+        redis_url,
+        safe_url,
+    )
+    from pipeline.samples import ContextSpec, SampleSchema
+    from pipeline.server import fetch_config
+
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    r, keys = connect(), keys_from_env()
+    log.info("recorder_starting", redis=safe_url(redis_url()), out=str(out_dir), budget_gb=budget_gb)
+    fetched = wait_for_config(r, keys, stop)
+    if fetched is None:
+        return
+    cfg, config_version = fetched
+    recorder = Recorder(
+        r, keys, cfg.output_names(), SampleSchema.from_config(cfg), out_dir, cfg.game.fps,
+        ContextSpec.from_inputs(cfg.inputs, cfg.game.fps), minimap_box_for(cfg.game), _budget_bytes(budget_gb),
+        consumer=consumer, chunk_rows=chunk_rows, chunk_age_s=chunk_age_s, compress=compress,
+        max_bytes=int(cfg.buffers.max_message_mb * 2**20),
+    )
+    presence = Presence(r, keys, "recorder", consumer)
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
+    backoff, ready, last_beat = Backoff(), False, 0.0
+    while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+        try:
+            if not ready:
+                recorder.setup()
+                ready = True
+            recorder.record_once(block_ms=200)
+            if time.monotonic() - last_beat >= 1.0:
+                presence.beat(**recorder.status())
+                last_beat = time.monotonic()
+                fetched = fetch_config(r, keys)
+                if fetched is not None and fetched[1] != config_version:  # the server published a new config
+                    cfg, config_version = fetched
+                    recorder.reconfigure(cfg.output_names(), SampleSchema.from_config(cfg), cfg.game.fps,
+                                         ContextSpec.from_inputs(cfg.inputs, cfg.game.fps), minimap_box_for(cfg.game))
+                    log.info("recorder_reconfigured", version=config_version, outputs=cfg.output_names())
+            backoff.reset()
+        except CONNECTION_ERRORS as exc:
+            ready = False
+            delay = backoff.next_delay()
+            log.warning("redis_unavailable", what="recorder", error=str(exc), retry_in_s=round(delay, 2))
+            stop.wait(delay)
+    try:
+        recorder.flush(force=True)
+        presence.leave()
+    except CONNECTION_ERRORS as exc:  # unacknowledged entries stay pending: the next start writes them
+        log.warning("recorder_final_flush_failed", error=str(exc))
+    log.info("recorder_stopped", **recorder.status())
+
+
+@cli.command()
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="data directory")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="run config: game backend, frame size, fps (default: configs/default.toml)")
+@click.option("--driver", type=click.Choice(["human", "npc"]), default="human", show_default=True)
+@click.option("--seconds", type=float, default=None, help="game seconds to record (default: until Ctrl-C)")
+@click.option("--map-seed", type=int, default=1, show_default=True, help="sim: the map")
+@click.option("--weather", default="clear", show_default=True)
+@click.option("--time-of-day", type=float, default=12.0, show_default=True)
+@click.option("--traffic", type=float, default=0.3, show_default=True, help="traffic density 0..1")
+@click.option("--padding-s", type=float, default=0.0, show_default=True,
+              help="a 'stuck' recording: its first seconds are padding, never a training sample")
+@click.option("--budget-gb", type=float, default=None, help="delete the oldest chunks past this size")
+@click.option("--compress", is_flag=True, help="zlib-compress chunks")
+def drive(out_dir: Path, config_path: Path | None, driver: str, seconds: float | None, map_seed: int,
+          weather: str, time_of_day: float, traffic: float, padding_s: float, budget_gb: float | None,
+          compress: bool) -> None:
+    """Record every tick of a drive (a human on the keyboard/pad, or the NPC) as one episode."""
+    configure_logging("record")
+    from pipeline.augment import minimap_box_for
+    from pipeline.collection import game_options
+    from pipeline.config import load_config
+    from pipeline.control import ControllerTranslator
+    from pipeline.drive_recording import DriveRecorder
+    from pipeline.errors import CharlesError, ConfigError
+    from pipeline.games.base import Environment, load_game
+    from pipeline.process import install_signal_handlers
+    from pipeline.recordings import ChunkWriter, DiskBudget
+
+    try:
+        cfg = load_config(config_path)
+        options = game_options(cfg, realtime=driver == "human")
+        real = cfg.game.backend in ("gta5", "screen")
+        if real:
+            options["driver"] = driver
+        game = load_game(cfg.game.backend, **options)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    source = lambda obs: None  # noqa: E731 - None: the game's own driver (NPC, or the human on real backends)
+    if driver == "human" and not real:
+        from pipeline.games.options import KeysOptions
+        from pipeline.human_input import make_human_reader
+
+        try:
+            reader = make_human_reader(str(cfg.game.options.get("human_input", "auto")),
+                                       ControllerTranslator.from_config(cfg.control), KeysOptions().keymap())
+        except CharlesError as exc:
+            game.close()
+            raise click.ClickException(f"cannot read the human's controls: {exc}") from None
+        source = lambda obs: reader.read()  # noqa: E731
+        log.warning("sim_human_has_no_window",
+                    hint="the sim draws no window here: watch it with `charles sim`, or record on gta5/screen")
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    episode = f"drive-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    recorder = DriveRecorder(game, ChunkWriter(out_dir, compress=compress), episode, collector=driver,
+                             source_name=f"drive:{driver}", chunk_rows=max(1, round(cfg.game.fps * 10)),
+                             minimap_box=minimap_box_for(cfg.game), padding=round(padding_s * cfg.game.fps),
+                             budget=DiskBudget(out_dir, _budget_bytes(budget_gb)))
+    env = Environment(map_seed=map_seed, weather=weather, time_of_day=time_of_day,
+                      traffic_density=traffic, episode_seed=int(time.time()) % 2**31)
+    try:
+        summary = recorder.run(env, seconds, source, stop)
+    finally:
+        game.close()
+    click.echo(json.dumps(summary.as_dict()))
+
+
+@cli.command(name="import-seed004")
+@click.argument("src", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="data directory")
+@click.option("--fps", type=float, default=80.0, show_default=True, help="frame rate of the recording")
+@click.option("--stuck-padding", type=int, default=300, show_default=True,
+              help="frames of padding at the start of files whose path contains 'stuck'")
+@click.option("--classes", default="w,a,s,d,wa,wd,none", show_default=True, help="one-hot label order")
+@click.option("--bgr", is_flag=True, help="frames were saved BGR (OpenCV order)")
+@click.option("--minimap-box", default=None, help="x,y,w,h fractions of the frame (default: GTA5's)")
+def import_seed004_cmd(src: Path, out_dir: Path, fps: float, stuck_padding: int, classes: str, bgr: bool,
+                       minimap_box: str | None) -> None:
+    """Convert seed-004 HDF5 (images + one-hot labels) recordings into Charles' format."""
+    configure_logging("record")
+    from pipeline.augment import GTA5_MINIMAP_BOX
+    from pipeline.errors import CharlesError
+    from pipeline.recordings import ChunkWriter
+    from pipeline.seed004 import import_seed004
+
+    box = [float(v) for v in minimap_box.split(",")] if minimap_box else list(GTA5_MINIMAP_BOX)
+    if len(box) != 4:
+        raise click.BadParameter("--minimap-box needs four numbers x,y,w,h")
+    try:
+        summary = import_seed004(src, ChunkWriter(out_dir), fps=fps, stuck_padding=stuck_padding,
+                                 classes=[c.strip() for c in classes.split(",")], bgr=bgr, minimap_box=box)
+    except CharlesError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(summary.as_dict()))
+
+
+@cli.command()
+@click.argument("dirs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+def info(dirs: tuple[Path, ...]) -> None:
+    """Episodes, samples and size of data directories, as one JSON object."""
+    from pipeline.recordings import scan
+
+    out = {}
+    for d in dirs:
+        metas = scan(d)
+        out[str(d)] = {
+            "chunks": len(metas),
+            "episodes": len({m.episode for m in metas}),
+            "rows": sum(m.rows for m in metas),
+            "mb": round(sum(m.bytes for m in metas) / 2**20, 2),
+            "kinds": sorted({m.kind for m in metas}),
+        }
+    click.echo(json.dumps(out, indent=1))

@@ -1,0 +1,93 @@
+"""`charles train --offline DIR... --config FILE`: train from recorded data, then `charles push`."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import click
+import structlog
+
+from pipeline.log import configure_logging
+
+log = structlog.get_logger("train")
+
+
+@click.command(name="train")
+@click.option("--offline", is_flag=True, required=True, help="train from data directories (live: `charles trainer`)")
+@click.argument("dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="run config: model, inputs, outputs (default: configs/default.toml)")
+@click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--max-steps", type=int, default=None, help="stop after this many batches")
+@click.option("--batch-size", type=int, default=None, help="default: trainer.batch_size")
+@click.option("--val-fraction", type=float, default=0.1, show_default=True, help="share of episodes held out")
+@click.option("--stride-frames", type=int, default=None, help="sequence/stack stride in frames (default: seconds from config)")
+@click.option("--shift-frames", type=int, default=None, help="label shift in frames (default: inputs.label_shift_s)")
+@click.option("--sample-every", type=int, default=1, show_default=True, help="use every k-th tick as a sample")
+@click.option("--no-augment", is_flag=True, help="no minimap-aware flip/shift/colour augmentation")
+@click.option("--no-balance", is_flag=True, help="plain shuffle instead of the bin-balancing sampler")
+@click.option("--workers", type=int, default=0, show_default=True, help="DataLoader worker processes")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="checkpoint folder (default: <checkpoint_dir>/<run.name>-offline)")
+@click.option("--resume", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="start from this checkpoint (a live trainer's, to fine-tune)")
+@click.option("--device", default=None, help="override trainer.device")
+@click.option("--seed", type=int, default=0, show_default=True)
+def cli(offline: bool, dirs: tuple[Path, ...], config_path: Path | None, epochs: int, max_steps: int | None,
+        batch_size: int | None, val_fraction: float, stride_frames: int | None, shift_frames: int | None,
+        sample_every: int, no_augment: bool, no_balance: bool, workers: int, out_dir: Path | None,
+        resume: Path | None, device: str | None, seed: int) -> None:
+    """Train epochs over recordings; TensorBoard, validation loss per epoch, checkpoints."""
+    configure_logging("train")
+    import torch
+    from torch.utils.tensorboard import SummaryWriter
+
+    from pipeline.config import load_config
+    from pipeline.errors import CharlesError
+    from pipeline.models import build_model
+    from pipeline.offline import OfflineSettings, OfflineTrainer, build_datasets, build_loaders
+    from pipeline.process import install_signal_handlers
+    from pipeline.samples import SampleSchema
+    from pipeline.training import Learner
+
+    try:
+        cfg = load_config(config_path)
+    except CharlesError as exc:
+        raise click.ClickException(str(exc)) from None
+    torch.manual_seed(seed)
+    name = f"{cfg.run.name}-offline"
+    out = out_dir or Path(cfg.run.checkpoint_dir) / name
+    settings = OfflineSettings(dirs=list(dirs), out_dir=out, epochs=epochs, max_steps=max_steps,
+                               batch_size=batch_size, val_fraction=val_fraction, seed=seed, workers=workers,
+                               balance=not no_balance, augment=not no_augment, stride_frames=stride_frames,
+                               shift_frames=shift_frames, sample_every=sample_every,
+                               log_every=cfg.trainer.log_every, checkpoint_every=cfg.trainer.checkpoint_every)
+    try:
+        train, val = build_datasets(cfg, settings)
+    except (CharlesError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    train_loader, val_loader = build_loaders(train, val, cfg, settings)
+    t = cfg.trainer
+    model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width))
+    learner = Learner(model, t.learning_rate, t.weight_decay, device or t.device, t.amp)
+    if resume is not None:
+        try:
+            learner.load_checkpoint(resume)
+        except CharlesError as exc:
+            raise click.ClickException(str(exc)) from None
+        log.info("checkpoint_resumed", folder=str(resume), batches=learner.batches)
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    writer = SummaryWriter(log_dir=str(Path(cfg.run.log_dir) / name))
+    trainer = OfflineTrainer(learner, train_loader, val_loader, SampleSchema.from_config(cfg), out, cfg.run.name,
+                             writer=writer, log_every=t.log_every, checkpoint_every=t.checkpoint_every,
+                             extra={"data": [str(d) for d in dirs]})
+    log.info("offline_training", device=str(learner.device), train=len(train), val=len(val), out=str(out))
+    try:
+        summary = trainer.run(epochs, max_steps=max_steps, stop=stop)
+    finally:
+        writer.close()
+    click.echo(json.dumps({"checkpoint": str(out), **{k: v for k, v in summary.items() if k != "epochs"},
+                           "last_epoch": summary["epochs"][-1] if summary["epochs"] else None}))
