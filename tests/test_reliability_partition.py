@@ -40,6 +40,7 @@ pytestmark = pytest.mark.slow
 REASON = netns_unavailable_reason()
 MAX_BACKLOG = 4
 SOCKET_TIMEOUT_S = 3
+EPISODE_S = 60.0
 
 
 @pytest.fixture
@@ -67,7 +68,10 @@ def test_partitioned_collector_holds_a_bounded_backlog_and_publishes_it(
 ) -> None:
     net, r, unix_url = hosts
     keys = Keys(unique_prefix("partition"))
-    cfg = load_config(RELIABILITY_CONFIG, overrides={"collection": {"max_backlog_sets": MAX_BACKLOG}})
+    # a long episode: the partition must fall inside one (an episode that ends while cut off
+    # leaves the rq worker waiting to reconnect, not collecting into the backlog)
+    cfg = load_config(RELIABILITY_CONFIG, overrides={"collection": {"max_backlog_sets": MAX_BACKLOG,
+                                                                    "episode_s": EPISODE_S}})
     config = write_config(tmp_path / "small_backlog.toml", cfg)
     roles = FaultRoles(unix_url, keys.prefix, tmp_path)
     collector_env = {"CHARLES_REDIS_URL": f"redis://:{PASSWORD}@{net.redis_ip}:6379/0",
@@ -95,7 +99,7 @@ def test_partitioned_collector_holds_a_bounded_backlog_and_publishes_it(
         net.heal()
         wait_for(lambda: int(collector().get("backlog", -1)) == 0 and float(collector().get("heartbeat", 0)) > t_heal,
                  90, "the collector to reconnect and publish its backlog", roles)
-        wait_for(lambda: int(collector().get("episodes", 0)) >= 1, 60, "an episode to complete", roles)
+        wait_for(lambda: int(collector().get("episodes", 0)) >= 1, 240, "an episode to complete", roles)
         assert roles.stop("collector") == 0, roles.log("collector")[-2000:]
         stopped = roles.events("collector", "collector_stopped")[-1]
         added = stream_entries_added(r, keys, cfg.output_names())
