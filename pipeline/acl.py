@@ -43,7 +43,7 @@ def role_rules(prefix: str = DEFAULT_PREFIX) -> dict[str, str]:
     return {
         "server": f"~{p}* ~rq:* &{p}* &rq:* +@all {DANGEROUS} {_CONNECTION}",
         "trainer": (
-            f"~{p}buffer:* ~{p}weights:* ~{p}trainer:* ~{p}worker:trainer:* ~{p}status:trainer:* "
+            f"~{p}buffer:* ~{p}drawn:* ~{p}weights:* ~{p}trainer:* ~{p}worker:trainer:* ~{p}status:trainer:* "
             f"~{p}counters ~rq:* &{p}weights &rq:* +@all {DANGEROUS} {_CONNECTION} "
             f"(%R~{p}config %R~{p}evaluation* +hget +hmget +hgetall +exists)"
         ),

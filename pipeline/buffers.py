@@ -1,43 +1,53 @@
 """Per-output buffers in Redis: the training pool, with atomic gated random draws.
 
-A buffer is a set of sample ids (`SCARD` = fill, `SPOP` = random draw) plus a hash of
-their encoded rows. Rows enter from the server in one MULTI with the stream XACK, so a
-crash never half-routes a set; ids are `{stream entry id}:{row}`, so routing the same
-entry twice cannot duplicate a sample. The trainer draws with one Lua script that checks
-every buffer against the start threshold and pops from all of them, or from none.
+A buffer is a set of sample ids (`SCARD` = fill, `SPOP` = random draw) plus one string
+key per encoded row. Rows enter from the server in one MULTI with the stream XACK, so a
+crash never half-routes a set; ids are `{set id}:{row}`, so routing a set twice cannot
+duplicate a sample. The trainer draws with one Lua script that checks every buffer
+against the start threshold and pops from all of them, or from none; the script only
+renames the drawn rows under a one-off prefix with a TTL (the rows never pass through
+Lua, whose string conversion would cost more than the whole network trip), then the
+trainer fetches and deletes them. A trainer that dies in between leaves nothing behind
+for longer than the TTL.
 """
 
 from __future__ import annotations
 
 import math
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import redis
 
 from pipeline.keys import Keys
 
-# KEYS: set1, hash1, set2, hash2, ...   ARGV: threshold, n1, n2, ...
-# Returns nil when any buffer is below the threshold, else one list of rows per buffer.
+DRAWN_TTL_S = 600
+
+# KEYS: set1, set2, ...   ARGV: threshold, drawn prefix, ttl, then per buffer: row prefix, n.
+# Returns nil when any buffer is below the threshold, else per buffer the renamed row keys.
 _DRAW_LUA = """
-local threshold = tonumber(ARGV[1])
-local nbuf = #KEYS / 2
-for i = 1, nbuf do
-  if redis.call('SCARD', KEYS[2 * i - 1]) < threshold then
+local threshold, drawn, ttl = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+for i = 1, #KEYS do
+  if redis.call('SCARD', KEYS[i]) < threshold then
     return false
   end
 end
 local out = {}
-for i = 1, nbuf do
-  local n = tonumber(ARGV[i + 1])
-  local rows = {}
+for i = 1, #KEYS do
+  local prefix, n = ARGV[2 + 2 * i], tonumber(ARGV[3 + 2 * i])
+  local got = {}
   if n > 0 then
-    local ids = redis.call('SPOP', KEYS[2 * i - 1], n)
-    if #ids > 0 then
-      rows = redis.call('HMGET', KEYS[2 * i], unpack(ids))
-      redis.call('HDEL', KEYS[2 * i], unpack(ids))
+    for _, id in ipairs(redis.call('SPOP', KEYS[i], n)) do
+      local key = drawn .. i .. ':' .. id
+      if redis.call('EXISTS', prefix .. id) == 1 then
+        redis.call('RENAME', prefix .. id, key)
+        redis.call('EXPIRE', key, ttl)
+        got[#got + 1] = key
+      end
     end
   end
-  out[i] = rows
+  out[i] = got
 end
 return out
 """
@@ -85,20 +95,38 @@ class Buffers:
         """Queue the writes that put rows into a buffer (the caller's MULTI makes it atomic)."""
         if not ids:
             return
-        pipe.hset(self.keys.buffer_data(output), mapping=dict(zip(ids, rows, strict=True)))
+        pipe.mset({self.keys.buffer_row(output, i): row for i, row in zip(ids, rows, strict=True)})
         pipe.sadd(self.keys.buffer(output), *ids)
 
     def draw(self, batch_size: int) -> dict[str, list[bytes]] | None:
         """Pop an equal random share from every buffer, or None while any is below threshold."""
         shares = split_batch(batch_size, self.outputs)
-        keys: list[str] = []
-        for name in self.outputs:
-            keys += [self.keys.buffer(name), self.keys.buffer_data(name)]
-        res = self._draw(keys=keys, args=[self.threshold, *shares])
+        args: list[object] = [self.threshold, self.keys.drawn(uuid.uuid4().hex), DRAWN_TTL_S]
+        for name, n in zip(self.outputs, shares, strict=True):
+            args += [self.keys.buffer_row_prefix(name), n]
+        res = self._draw(keys=[self.keys.buffer(name) for name in self.outputs], args=args)
         if res is None:
             return None
-        return {name: [row for row in rows if row is not None] for name, rows in zip(self.outputs, res, strict=True)}
+        drawn = [key for keys in res for key in keys]
+        if not drawn:
+            return {name: [] for name in self.outputs}
+        pipe = self.r.pipeline(transaction=False)
+        pipe.mget(drawn)
+        pipe.unlink(*drawn)
+        rows = iter(pipe.execute()[0])
+        return {name: [row for row in (next(rows) for _ in keys) if row is not None]
+                for name, keys in zip(self.outputs, res, strict=True)}
+
+    def rows(self, output: str, count: int = 200) -> Iterator[bytes]:
+        """Every row of a buffer, in no order, without removing them (for inspection)."""
+        ids = list(self.r.sscan_iter(self.keys.buffer(output), count=count))
+        for start in range(0, len(ids), count):
+            chunk = [self.keys.buffer_row(output, i.decode()) for i in ids[start : start + count]]
+            yield from (row for row in self.r.mget(chunk) if row is not None)
 
     def clear(self) -> None:
         for name in self.outputs:
-            self.r.delete(self.keys.buffer(name), self.keys.buffer_data(name))
+            ids = [i.decode() for i in self.r.sscan_iter(self.keys.buffer(name), count=1000)]
+            for start in range(0, len(ids), 1000):
+                self.r.unlink(*(self.keys.buffer_row(name, i) for i in ids[start : start + 1000]))
+            self.r.delete(self.keys.buffer(name))

@@ -39,7 +39,7 @@ class SetPublisher:
         self.r = r
         self.keys = keys
         self.safety_maxlen = stream_maxlen * 2  # the server bounds the unread backlog; this is a net
-        self.backlog: deque[tuple[str, bytes]] = deque()
+        self.backlog: deque[tuple[str, dict[str, bytes]]] = deque()
         self.max_backlog = max_backlog
         self.published = 0
         self.dropped = 0
@@ -48,12 +48,12 @@ class SetPublisher:
         self._lock = threading.Lock()  # the episode and the heartbeat thread both flush
 
     def publish(self, sample_set: SampleSet) -> None:
-        data = sample_set.encode()
+        entry = sample_set.entry()
         with self._lock:
             if len(self.backlog) >= self.max_backlog:
                 self.backlog.popleft()
                 self.dropped += 1
-            self.backlog.append((sample_set.output, data))
+            self.backlog.append((sample_set.output, entry))
         self.flush()
 
     def flush(self, force: bool = False) -> bool:
@@ -66,8 +66,8 @@ class SetPublisher:
             return not self.backlog
         try:
             while self.backlog:
-                output, data = self.backlog[0]
-                self.r.xadd(self.keys.stream(output), {"data": data}, maxlen=self.safety_maxlen, approximate=True)
+                output, entry = self.backlog[0]
+                self.r.xadd(self.keys.stream(output), entry, maxlen=self.safety_maxlen, approximate=True)
                 self.backlog.popleft()
                 self.published += 1
             self.backoff.reset()
@@ -103,6 +103,18 @@ def _label(obs: Observation) -> np.ndarray:
     return obs.controls.as_array()
 
 
+def offers(row: dict[str, np.ndarray], skip_standing: bool, setting_off_repeat: int) -> int:
+    """How often a tick is offered to the balancer. With speed as an input, ticks standing
+    still while the NPC waits teach "standing -> stay standing" and the model never sets off
+    (a stop-and-go copycat): they are left out, and setting off, rare, is offered again."""
+    speed, throttle = abs(float(row["speed"])), float(row["targets"][0])
+    if skip_standing and speed < 0.5 and throttle <= 0.05:
+        return 0
+    if speed < 3.0 and throttle > 0.2:
+        return setting_off_repeat
+    return 1
+
+
 class EpisodeRunner:
     """Runs episodes on one game: the NPC drives, samples are labelled, balanced and published."""
 
@@ -114,10 +126,14 @@ class EpisodeRunner:
         publish: Callable[[SampleSet], None],
         collector_id: str,
         sample_every: int = 1,
+        skip_standing: bool = False,
+        setting_off_repeat: int = 1,
     ) -> None:
         self.game = game
         self.context = context
         self.make_balancer = make_balancer
+        self.skip_standing = skip_standing
+        self.setting_off_repeat = setting_off_repeat
         self.publish = publish
         self.collector_id = collector_id
         self.sample_every = sample_every
@@ -146,8 +162,9 @@ class EpisodeRunner:
                 row = builder.context(lag)
                 row["targets"] = _label(obs)
                 summary.samples += 1
-                for output, rows in balancer.add(row):
-                    self._send(output, rows, episode, env_dict, summary)
+                for _ in range(offers(row, self.skip_standing, self.setting_off_repeat)):
+                    for output, rows in balancer.add(row):
+                        self._send(output, rows, episode, env_dict, summary)
             if on_tick is not None and tick % 300 == 0:
                 on_tick(summary)
         for output, rows in balancer.flush():
@@ -249,6 +266,8 @@ def run_episode(spec: dict[str, Any]) -> dict[str, Any]:
         publish=STATE.publisher.publish,
         collector_id=STATE.collector_id,
         sample_every=cfg.balancing.sample_every,
+        skip_standing=cfg.collection.skip_standing,
+        setting_off_repeat=cfg.collection.setting_off_repeat,
     )
     STATE.state, STATE.episode = "collecting", spec["episode"]
     try:

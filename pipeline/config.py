@@ -73,6 +73,10 @@ class CollectionConfig(Section):
     jobs_ahead: int = Field(1, ge=0, description="queued jobs beyond one per live collector")
     job_timeout_s: PositiveFloat = Field(900.0, le=86400)
     max_backlog_sets: PositiveInt = Field(200, le=1_000_000, description="sets a collector holds while Redis is away")
+    skip_standing: bool = Field(
+        True, description="leave out ticks standing still while the NPC waits (they teach 'stay standing')"
+    )
+    setting_off_repeat: int = Field(3, ge=1, le=10, description="times a setting-off tick is offered to the balancer")
 
     @model_validator(mode="after")
     def _ranges(self) -> CollectionConfig:

@@ -44,9 +44,17 @@ class Keys:
         """Set of sample ids in one output's buffer (SCARD = fill; SPOP = random draw)."""
         return self._k("buffer", output)
 
-    def buffer_data(self, output: str) -> str:
-        """Hash sample id -> encoded sample, the payloads of `buffer(output)`."""
-        return self._k("buffer", output, "data")
+    def buffer_row(self, output: str, sample_id: str) -> str:
+        """String: one encoded sample of `buffer(output)` (a key per row, so a draw can
+        rename it without the row passing through Lua)."""
+        return self._k("buffer", output, "row", sample_id)
+
+    def buffer_row_prefix(self, output: str) -> str:
+        return self.buffer_row(output, "")
+
+    def drawn(self, token: str) -> str:
+        """Key prefix for the rows of one draw, kept (with a TTL) until that trainer fetched them."""
+        return self._k("drawn", token, "")
 
     @property
     def deadletter(self) -> str:

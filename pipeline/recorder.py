@@ -23,7 +23,7 @@ from pipeline import codec
 from pipeline.errors import CodecError, SampleError
 from pipeline.keys import RECORDER_GROUP, Keys
 from pipeline.recordings import ChunkMeta, ChunkWriter, DiskBudget, remove_orphans
-from pipeline.samples import FIELDS, ContextSpec, SampleSchema, decode_sample_set
+from pipeline.samples import FIELDS, ContextSpec, SampleSchema, decode_entry
 
 log = structlog.get_logger(__name__)
 RECLAIM_IDLE_MS = 60_000
@@ -181,10 +181,7 @@ class Recorder:
         if any(entry in p.entries for (_, out), p in self.pending.items() if out == output):
             return False  # re-delivered while still buffered: it is acknowledged with its chunk
         try:
-            data = fields.get(b"data")
-            if data is None:
-                raise SampleError("entry has no 'data' field")
-            sample_set = decode_sample_set(data, self.schema, self.outputs, self.max_bytes)
+            sample_set = decode_entry(fields, self.schema, self.outputs, self.max_bytes)
             if sample_set.output != output:
                 raise SampleError(f"set for output {sample_set.output!r} arrived on the {output!r} stream")
         except (CodecError, SampleError) as exc:

@@ -1,8 +1,9 @@
 """The sample and sample-set schema: what a collector sends and what the trainer draws.
 
 A sample set is columnar: every field is one array whose first axis is the sample
-index, so one message carries a whole balancing round. The server splits it into
-single samples (rows) for the buffers; the trainer stacks rows back into a batch.
+index, one balancing round. On the wire it is one stream entry of finished buffer rows
+(one per sample), which the server checks and Redis moves into the buffer; the trainer
+stacks drawn rows back into a batch.
 
 Fields (n = samples, F = context frames, N = history length):
     frames     uint8   [n, F, H, W, 3]  hood frames, oldest first, the last is "now"
@@ -18,7 +19,7 @@ Control vectors follow `pipeline.config.CONTROL_NAMES`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +29,14 @@ from pipeline import codec
 from pipeline.config import CONTROL_NAMES, Config, InputsConfig
 from pipeline.errors import CodecError, SampleError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: A stream entry is one sample set: `meta` (msgpack: v, set_id, output, collector, episode,
+#: environment, n) and fields `r0`..`r{n-1}`, each a finished buffer row. The server checks
+#: the meta and the row headers, then Redis copies the rows into the buffer itself: the
+#: frames cross the network twice (collector in, trainer out), as in a bare stream.
+META_FIELD = "meta"
+#: the most of a field the server reads back when checking an entry (meta, row header)
+MAX_HEAD_BYTES = 65536
 HISTORY_FEATURES: tuple[str, ...] = (
     "acceleration_braking",
     "steering",
@@ -176,8 +184,9 @@ class SampleSet:
     def __len__(self) -> int:
         return int(self.columns["speed"].shape[0])
 
-    def encode(self) -> bytes:
-        return codec.encode(
+    def entry(self) -> dict[str, bytes]:
+        """The stream entry: `meta` plus one finished buffer row per sample (see `check_entry`)."""
+        meta = codec.encode(
             {
                 "v": FORMAT_VERSION,
                 "set_id": self.set_id,
@@ -185,9 +194,10 @@ class SampleSet:
                 "collector": self.collector,
                 "episode": self.episode,
                 "environment": self.environment,
-                "columns": self.columns,
+                "n": len(self),
             }
         )
+        return {META_FIELD: meta, **{row_field(i): row for i, row in enumerate(self.rows())}}
 
     def rows(self) -> list[bytes]:
         """Each sample encoded on its own, as stored in a buffer (see `encode_row`)."""
@@ -212,29 +222,92 @@ def encode_row(row: dict[str, np.ndarray], episode: str) -> bytes:
     return b"".join((ROW_MAGIC, len(header).to_bytes(4, "little"), header, frames.tobytes()))
 
 
-def decode_row(blob: bytes) -> dict[str, Any]:
-    """One buffer row back into fields; the frames are a read-only view of `blob`."""
+def row_field(i: int) -> str:
+    """The stream entry field of a set's i-th row."""
+    return f"r{i}"
+
+
+def row_head_size(blob: bytes) -> int:
+    """Bytes of a row before its frames (prefix and header): what the server needs to read."""
     if len(blob) < _ROW_PREFIX or blob[: len(ROW_MAGIC)] != ROW_MAGIC:
+        return min(len(blob), MAX_HEAD_BYTES)
+    return min(len(blob), _ROW_PREFIX + int.from_bytes(blob[len(ROW_MAGIC) : _ROW_PREFIX], "little"), MAX_HEAD_BYTES)
+
+
+def decode_row_header(head: bytes, length: int) -> tuple[dict[str, Any], list[int]]:
+    """The fields of a row (all but the frames) and its frames' shape, from the row's first
+    bytes and its full length; the frames' byte count must match the shape."""
+    if len(head) < _ROW_PREFIX or head[: len(ROW_MAGIC)] != ROW_MAGIC:
         raise CodecError("buffer row of an unknown format")
-    size = int.from_bytes(blob[len(ROW_MAGIC) : _ROW_PREFIX], "little")
-    header = codec.decode(blob[_ROW_PREFIX : _ROW_PREFIX + size])
+    size = int.from_bytes(head[len(ROW_MAGIC) : _ROW_PREFIX], "little")
+    if len(head) < _ROW_PREFIX + size:
+        raise CodecError(f"buffer row header of {size} bytes is cut short or beyond {MAX_HEAD_BYTES}")
+    header = codec.decode(head[_ROW_PREFIX : _ROW_PREFIX + size])
     if not isinstance(header, dict) or header.get("v") != FORMAT_VERSION:
         raise CodecError("buffer row of an unknown format version")
     shape = header.pop("frames_shape", None)
-    offset = _ROW_PREFIX + size
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise CodecError("buffer row without a valid frames shape")
-    if len(blob) - offset != int(np.prod(shape)):
-        raise CodecError(f"buffer row frames hold {len(blob) - offset} bytes, shape {shape} needs {int(np.prod(shape))}")
-    header["frames"] = np.frombuffer(blob, dtype=np.uint8, offset=offset).reshape(shape)
+    frames_bytes = length - _ROW_PREFIX - size
+    if frames_bytes != int(np.prod(shape)):
+        raise CodecError(f"buffer row frames hold {frames_bytes} bytes, shape {shape} needs {int(np.prod(shape))}")
+    return header, shape
+
+
+def decode_row(blob: bytes) -> dict[str, Any]:
+    """One buffer row back into fields; the frames are a read-only view of `blob`."""
+    header, shape = decode_row_header(blob[: row_head_size(blob)], len(blob))
+    header["frames"] = np.frombuffer(blob, dtype=np.uint8, offset=len(blob) - int(np.prod(shape))).reshape(shape)
     return header
 
 
-def decode_sample_set(
-    data: bytes, schema: SampleSchema, outputs: list[str], max_bytes: int = codec.DEFAULT_MAX_BYTES
-) -> SampleSet:
-    """Decode and validate one stream entry; raise CodecError/SampleError with the reason."""
-    msg = codec.decode(data, max_bytes=max_bytes)
+@dataclass(frozen=True)
+class EntryView:
+    """A stream entry as the server sees it: per field its first bytes (the whole meta, a
+    row's header) and its full length. Redis builds it in Lua without sending the frames."""
+
+    heads: dict[str, tuple[bytes, int]]
+
+    @classmethod
+    def of(cls, fields: Mapping[bytes | str, bytes]) -> EntryView:
+        """The view of a whole entry (as XREADGROUP returns it), cut as the Lua reader cuts."""
+        heads = {}
+        for name, value in fields.items():
+            key = name.decode(errors="replace") if isinstance(name, bytes) else name
+            heads[key] = (value[: row_head_size(value)] if key != META_FIELD else value[:MAX_HEAD_BYTES], len(value))
+        return cls(heads)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(length for _, length in self.heads.values())
+
+
+@dataclass(frozen=True)
+class SetHeader:
+    """What a checked entry says about its set; the rows stay where they are."""
+
+    set_id: str
+    output: str
+    collector: str
+    episode: str
+    environment: dict[str, Any]
+    n: int
+
+
+def check_entry(
+    view: EntryView, schema: SampleSchema, outputs: list[str], max_bytes: int = codec.DEFAULT_MAX_BYTES
+) -> SetHeader:
+    """Validate one stream entry from its meta and row headers; raise CodecError/SampleError
+    with the reason. Frames are raw uint8 of a checked shape and byte count, so every
+    value of the set is checked without reading them."""
+    if view.nbytes > max_bytes:
+        raise CodecError(f"entry of {view.nbytes} bytes exceeds the limit of {max_bytes}")
+    if META_FIELD not in view.heads:
+        raise SampleError(f"entry has no {META_FIELD!r} field (not a sample set of format version {FORMAT_VERSION})")
+    meta, meta_len = view.heads[META_FIELD]
+    if len(meta) < meta_len:
+        raise SampleError(f"meta of {meta_len} bytes is beyond {MAX_HEAD_BYTES}")
+    msg = codec.decode(meta, max_bytes=max_bytes)
     if not isinstance(msg, dict) or msg.get("v") != FORMAT_VERSION:
         raise SampleError(f"not a sample set of format version {FORMAT_VERSION}")
     output = msg.get("output")
@@ -242,14 +315,61 @@ def decode_sample_set(
         raise SampleError(f"unknown output {output!r}; this run has {outputs}")
     for key in ("set_id", "collector", "episode"):
         value = msg.get(key)
-        # copied into every buffer row: a long one would multiply Redis memory by the set size
+        # copied into every buffer row id/header: a long one would multiply Redis memory by the set size
         if not isinstance(value, str) or not 0 < len(value) <= MAX_NAME_LEN:
             raise SampleError(f"{key} must be a string of 1..{MAX_NAME_LEN} characters")
     env = msg.get("environment")
     if not isinstance(env, dict):
         raise SampleError("environment must be a map")
-    schema.validate_columns(msg.get("columns"))
-    return SampleSet(output, msg["collector"], msg["episode"], msg["columns"], env, msg["set_id"])
+    n = msg.get("n")
+    if not isinstance(n, int) or not 1 <= n <= schema.max_samples:
+        raise SampleError(f"a set must hold 1..{schema.max_samples} samples, got {n!r}")
+    expected = {META_FIELD, *(row_field(i) for i in range(n))}
+    if set(view.heads) != expected:
+        missing, unknown = sorted(expected - set(view.heads))[:5], sorted(set(view.heads) - expected)[:5]
+        raise SampleError(f"entry fields wrong for {n} rows: missing {missing}, unknown {unknown}")
+    schema.validate_columns(_header_columns(view, msg["episode"], n, schema))
+    return SetHeader(msg["set_id"], output, msg["collector"], msg["episode"], env, n)
+
+
+_ROW_HEADER_KEYS = frozenset({"v", "episode", *FIELDS}) - {"frames"}
+
+
+def _header_columns(view: EntryView, episode: str, n: int, schema: SampleSchema) -> dict[str, Any]:
+    """The set's columns from its row headers; the frames as a zero-copy stand-in of their shape."""
+    headers = []
+    for i in range(n):
+        header, shape = decode_row_header(*view.heads[row_field(i)])
+        if set(header) != _ROW_HEADER_KEYS:
+            raise SampleError(f"row {i}: fields wrong: {sorted(set(header) ^ _ROW_HEADER_KEYS)}")
+        if header.pop("episode") != episode:
+            raise SampleError(f"row {i}: episode differs from the set's")
+        if tuple(shape) != schema.row_shapes()["frames"]:
+            raise SampleError(f"frames: shape {shape}, expected {list(schema.row_shapes()['frames'])}")
+        headers.append(header)
+    columns: dict[str, Any] = {}
+    for name in FIELDS:
+        if name == "frames":
+            continue
+        values = [h[name] for h in headers]
+        if not all(isinstance(v, np.ndarray) for v in values):
+            raise SampleError(f"{name}: expected an array in every row")
+        if len({(v.dtype, v.shape) for v in values}) != 1:
+            raise SampleError(f"{name}: rows differ in dtype or shape")
+        columns[name] = np.stack(values)
+    columns["frames"] = np.broadcast_to(np.zeros((), np.uint8), (n, *schema.row_shapes()["frames"]))
+    return columns
+
+
+def decode_entry(
+    fields: Mapping[bytes | str, bytes], schema: SampleSchema, outputs: list[str],
+    max_bytes: int = codec.DEFAULT_MAX_BYTES,
+) -> SampleSet:
+    """Check a whole stream entry and decode its set (for readers that need the frames)."""
+    head = check_entry(EntryView.of(fields), schema, outputs, max_bytes)
+    by_name = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
+    columns = stack_rows([by_name[row_field(i)] for i in range(head.n)], schema)
+    return SampleSet(head.output, head.collector, head.episode, columns, head.environment, head.set_id)
 
 
 Allocator = Callable[[tuple[int, ...], np.dtype], np.ndarray]

@@ -1,7 +1,8 @@
 """The server: publishes the config, routes sample sets into buffers, supplies collection jobs.
 
 Routing is at-least-once from the stream and exactly-once into the buffer: every entry
-is validated, then its rows, the XACK and the counters go in one MULTI. A bad entry is
+is checked from its meta and row headers (the rows are finished buffer rows, so they
+are never decoded or re-encoded), then its rows, the XACK and the counters go in one MULTI. A bad entry is
 dead-lettered with its reason and acknowledged, never retried forever. Entries left
 pending by a crashed server are reclaimed (its own on start, others' with XAUTOCLAIM).
 """
@@ -29,7 +30,7 @@ from pipeline.errors import CodecError, SampleError
 from pipeline.games.base import Environment
 from pipeline.keys import COLLECT_QUEUE, SERVER_GROUP, Keys
 from pipeline.presence import live_workers
-from pipeline.samples import SampleSchema, decode_sample_set
+from pipeline.samples import EntryView, SampleSchema, check_entry, row_field
 
 log = structlog.get_logger(__name__)
 DEADLETTER_MAXLEN = 1000
@@ -185,42 +186,39 @@ class Server:
         return handled
 
     def handle_entry(self, output: str, entry_id: bytes | str, fields: dict[bytes, bytes]) -> bool:
-        """Validate one entry and route it, or dead-letter it; either way it is acknowledged."""
+        """Check one entry and route it, or dead-letter it; either way it is acknowledged."""
         entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
         stream = self.keys.stream(output)
+        view = EntryView.of(fields)
         try:
-            data = fields.get(b"data")
-            if data is None:
-                raise SampleError("entry has no 'data' field")
-            sample_set = decode_sample_set(data, self.schema, self.outputs, self.max_bytes)
-            if sample_set.output != output:
-                raise SampleError(f"set for output {sample_set.output!r} arrived on the {output!r} stream")
+            head = check_entry(view, self.schema, self.outputs, self.max_bytes)
+            if head.output != output:
+                raise SampleError(f"set for output {head.output!r} arrived on the {output!r} stream")
         except (CodecError, SampleError) as exc:
-            self.dead_letter(stream, entry, str(exc), fields)
+            self.dead_letter(stream, entry, str(exc), view.nbytes)
             return False
-        rows = sample_set.rows()
+        # the rows travel as the collector made them: checked from their headers, never re-encoded
+        rows = [fields[row_field(i).encode()] for i in range(head.n)]
         # ids from the set, not the entry: a set published twice cannot duplicate its samples
-        ids = [f"{sample_set.set_id}:{i}" for i in range(len(rows))]
+        ids = [f"{head.set_id}:{i}" for i in range(head.n)]
         pipe = self.r.pipeline(transaction=True)
         self.buffers.add_rows_pipeline(pipe, output, ids, rows)
         pipe.xack(stream, SERVER_GROUP, entry)
         pipe.hincrby(self.keys.counters, f"sets_routed:{output}", 1)
-        pipe.hincrby(self.keys.counters, f"samples_routed:{output}", len(rows))
+        pipe.hincrby(self.keys.counters, f"samples_routed:{output}", head.n)
         pipe.execute()
         self.stats.routed_sets += 1
-        self.stats.routed_samples += len(rows)
-        self._set_size[output] = 0.8 * self._set_size.get(output, len(rows)) + 0.2 * len(rows)
+        self.stats.routed_samples += head.n
+        self._set_size[output] = 0.8 * self._set_size.get(output, head.n) + 0.2 * head.n
         return True
 
-    def dead_letter(self, stream: str, entry: str, reason: str, fields: dict[bytes, bytes]) -> None:
+    def dead_letter(self, stream: str, entry: str, reason: str, nbytes: int) -> None:
         """Keep a bounded record of a rejected entry, then acknowledge it."""
-        collector = "?"
         log.warning("entry_rejected", stream=stream, entry=entry, reason=reason)
         pipe = self.r.pipeline(transaction=True)
         pipe.xadd(
             self.keys.deadletter,
-            {"stream": stream, "entry": entry, "reason": reason[:500], "collector": collector,
-             "bytes": sum(len(v) for v in fields.values()), "at": time.time()},
+            {"stream": stream, "entry": entry, "reason": reason[:500], "bytes": nbytes, "at": time.time()},
             maxlen=DEADLETTER_MAXLEN,
             approximate=True,
         )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import redis
 
 from pipeline.config import Config, load_config
+from pipeline.keys import Keys
 from pipeline.samples import SampleSchema, SampleSet, empty_columns
 
 
@@ -35,3 +37,8 @@ def columns(schema: SampleSchema, n: int, seed: int = 0) -> dict[str, np.ndarray
 def sample_set(cfg: Config, output: str, n: int, seed: int = 0) -> SampleSet:
     schema = SampleSchema.from_config(cfg)
     return SampleSet(output, "collector-test", f"ep{seed}", columns(schema, n, seed), {"map_seed": 1})
+
+
+def stored_rows(r: redis.Redis, keys: Keys, output: str) -> int:
+    """Row keys of a buffer in Redis (with or without an id in the buffer's set)."""
+    return sum(1 for _ in r.scan_iter(match=keys.buffer_row_prefix(output) + "*", count=1000))

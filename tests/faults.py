@@ -307,7 +307,7 @@ def _touch_via_pathlib(path: str, text: str) -> None:
     Path(path).write_text(text)
 
 
-def bad_entries(cfg: Config, output: str, marker: Path) -> list[tuple[str, dict[bytes, bytes]]]:
+def bad_entries(cfg: Config, output: str, marker: Path) -> list[tuple[str, dict[str, bytes]]]:
     """(expected reason, stream fields) for every kind of bad entry a stream may carry."""
     import msgpack
     import msgpack_numpy
@@ -315,44 +315,44 @@ def bad_entries(cfg: Config, output: str, marker: Path) -> list[tuple[str, dict[
 
     from pipeline import codec
 
-    def mutated(change: Any, n: int = 3) -> bytes:
+    def mutated(change: Any, n: int = 3) -> dict[str, bytes]:
         s = sample_set(cfg, output, n, seed=7)
         change(s)
-        return s.encode()
+        return s.entry()
 
     def set_col(name: str, value: Any) -> Any:
         return lambda s: s.columns.__setitem__(name, value)
 
-    good = sample_set(cfg, output, 3, seed=8).encode()
+    good = sample_set(cfg, output, 3, seed=8).entry()
     other = next(o for o in cfg.output_names() if o != output)
     bomb = np.empty(1, dtype=object)
     bomb[0] = PickleBomb(marker)
-    raw = {"v": 1, "output": output, "collector": "c", "episode": "e", "environment": {},
-           "columns": {"frames": bomb}}
+    raw = {"v": 2, "output": output, "collector": "c", "episode": "e", "environment": {}, "n": 1, "x": bomb}
     limit = int(cfg.buffers.max_message_mb * 1024 * 1024)
     big_n = limit // (cfg.game.hood_width * cfg.game.hood_height * 3) + 2
-    cases: list[tuple[str, bytes | None]] = [
-        ("not a valid message", good[:-20]),  # truncated
-        ("not a valid message", b"\xc1" + os.urandom(64)),  # not msgpack at all
-        ("exceeds the limit", sample_set(cfg, output, min(big_n, 4096), seed=9).encode()),  # oversized
-        ("not allowed", msgpack.packb(raw, default=msgpack_numpy.encode, use_bin_type=True)),  # pickle bomb
+    no_row = dict(good)
+    del no_row["r2"]
+    return [
+        ("frames hold", {**good, "r0": good["r0"][:-20]}),  # truncated row
+        ("not a valid message", {**good, "meta": b"\xc1" + os.urandom(64)}),  # not msgpack at all
+        ("exceeds the limit", sample_set(cfg, output, min(big_n, 4096), seed=9).entry()),  # oversized
+        ("not allowed", {**good, "meta": msgpack.packb(raw, default=msgpack_numpy.encode, use_bin_type=True)}),
         ("dtype", mutated(lambda s: s.columns.__setitem__("speed", s.columns["speed"].astype(np.float64)))),
-        ("dtype", mutated(lambda s: s.columns.__setitem__("frames", s.columns["frames"].astype(np.float32)))),
+        ("unknown format", {**good, "r1": b"not a row"}),
         ("NaN or infinity", mutated(lambda s: s.columns["targets"].__setitem__((0, 0), np.nan))),
         ("NaN or infinity", mutated(lambda s: s.columns["speed"].__setitem__(1, np.inf))),
         ("outside [-1, 1]", mutated(lambda s: s.columns["targets"].__setitem__((0, 1), 7.0))),
         ("shape", mutated(set_col("frames", np.zeros((3, 1, 10, 10, 3), np.uint8)))),
         ("shape", mutated(set_col("purpose", np.zeros((3, 3), np.float32)))),
-        ("other fields have", mutated(set_col("speed", np.zeros(2, np.float32)))),
-        ("missing", mutated(lambda s: s.columns.pop("history"))),
-        ("unknown", mutated(set_col("extra", np.zeros(3, np.float32)))),
+        ("fields wrong", no_row),
+        ("fields wrong", mutated(lambda s: s.columns.pop("history"))),
+        ("fields wrong", mutated(set_col("extra", np.zeros(3, np.float32)))),
         ("unknown output", mutated(lambda s: setattr(s, "output", "flying"))),
-        ("arrived on", sample_set(cfg, other, 3).encode()),
+        ("arrived on", sample_set(cfg, other, 3).entry()),
         ("1..4096", mutated(lambda s: s.columns.update({k: v[:0] for k, v in s.columns.items()}))),
         ("characters", mutated(lambda s: setattr(s, "episode", "e" * 5000))),  # memory amplification
-        ("format version", codec.encode({"v": 99, "output": output})),
-        ("needs", msgpack.packb({"v": 1, "output": output, "columns": {"frames": {
-            b"nd": True, b"type": "|u1", b"kind": b"", b"shape": [2**20, 2**20, 3], b"data": b"\0"}}})),
-        ("no 'data' field", None),
+        ("format version", {**good, "meta": codec.encode({"v": 99, "output": output})}),
+        ("needs", {**good, "meta": msgpack.packb({"v": 2, "output": output, "x": {
+            b"nd": True, b"type": "|u1", b"kind": b"", b"shape": [2**20, 2**20, 3], b"data": b"\0"}})}),
+        ("no 'meta' field", {"other": b"x"}),
     ]
-    return [(reason, {b"data": data} if data is not None else {b"other": b"x"}) for reason, data in cases]

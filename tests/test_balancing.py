@@ -130,3 +130,17 @@ def test_v3_balances_a_skewed_stream() -> None:
         head = accel_head if name == "accel" else steer_head
         counts = np.bincount([head.bin_of(r["targets"], r["controls"]) for r in rows], minlength=3)
         assert counts.tolist() == [2, 2, 2]
+
+
+def test_standing_still_left_out_and_setting_off_offered_again() -> None:
+    from pipeline.collection import offers
+
+    def row(speed: float, throttle: float) -> dict[str, np.ndarray]:
+        return {"speed": np.float32(speed), "targets": np.array([throttle, 0.0], np.float32)}
+
+    assert offers(row(0.1, 0.0), skip_standing=True, setting_off_repeat=3) == 0  # waiting at a light
+    assert offers(row(0.1, 0.0), skip_standing=False, setting_off_repeat=3) == 1
+    assert offers(row(0.1, -0.5), skip_standing=True, setting_off_repeat=3) == 0  # braking while stopped
+    assert offers(row(1.0, 0.8), skip_standing=True, setting_off_repeat=3) == 3  # setting off
+    assert offers(row(12.0, 0.8), skip_standing=True, setting_off_repeat=3) == 1  # cruising
+    assert offers(row(12.0, -1.0), skip_standing=True, setting_off_repeat=3) == 1  # braking at speed

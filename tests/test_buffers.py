@@ -6,6 +6,7 @@ import redis
 
 from pipeline.buffers import Buffers, split_batch, start_threshold
 from pipeline.keys import Keys
+from tests.factories import stored_rows
 
 
 def fill(buffers: Buffers, output: str, n: int, start: int = 0) -> None:
@@ -50,4 +51,4 @@ def test_draw_removes_and_never_repeats(r: redis.Redis, keys: Keys) -> None:
         assert len(drawn["a"]) == len(drawn["b"]) == 5
         seen += rows
     assert len(seen) == 100 and len(set(seen)) == 100
-    assert r.hlen(keys.buffer_data("a")) == 0 and r.scard(keys.buffer("a")) == 0
+    assert stored_rows(r, keys, "a") == 0 and r.scard(keys.buffer("a")) == 0

@@ -36,9 +36,10 @@ from pipeline.samples import (
     FIELDS,
     ROW_MAGIC,
     SampleSchema,
+    decode_entry,
     decode_row,
-    decode_sample_set,
     encode_row,
+    row_field,
 )
 from pipeline.weights import from_blob, to_blob
 from tests.factories import sample_set, tiny_config
@@ -46,7 +47,8 @@ from tests.factories import sample_set, tiny_config
 CFG = tiny_config()
 SCHEMA = SampleSchema.from_config(CFG)
 OUTPUTS = CFG.output_names()
-GOOD = sample_set(CFG, "steering", 3, seed=1).encode()
+GOOD = sample_set(CFG, "steering", 3, seed=1).entry()
+ENTRY_FIELDS = st.sampled_from(sorted(GOOD))
 FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -62,10 +64,11 @@ def no_pickle(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
-def _check_valid_set(data: bytes) -> None:
-    """decode_sample_set either refuses with a Charles error or returns a set that meets the schema."""
+def _check_valid_set(fields: dict[str, bytes]) -> None:
+    """decode_entry (the server's check, then the frames) either refuses with a Charles
+    error or returns a set that meets the schema."""
     try:
-        s = decode_sample_set(data, SCHEMA, OUTPUTS, max_bytes=1 << 20)
+        s = decode_entry(fields, SCHEMA, OUTPUTS, max_bytes=1 << 20)
     except (CodecError, SampleError):
         return
     n = SCHEMA.validate_columns(s.columns)
@@ -118,34 +121,45 @@ def test_object_arrays_of_every_kind_never_unpickle() -> None:
         evil = msgpack.packb({"columns": {"frames": arr}}, default=msgpack_numpy.encode, use_bin_type=True)
         with pytest.raises(CodecError, match="not allowed"):
             codec.decode(evil)
-        with pytest.raises(CodecError):
-            decode_sample_set(evil, SCHEMA, OUTPUTS)
+        for name in ("meta", "r0"):
+            with pytest.raises(CodecError):
+                decode_entry({**GOOD, name: evil if name == "meta" else _row_with_header(evil)}, SCHEMA, OUTPUTS)
+
+
+def _row_with_header(header: bytes) -> bytes:
+    return ROW_MAGIC + len(header).to_bytes(4, "little") + header
 
 
 def test_every_truncation_of_a_sample_set_is_refused() -> None:
-    for cut in range(len(GOOD)):
-        with pytest.raises((CodecError, SampleError)):
-            decode_sample_set(GOOD[:cut], SCHEMA, OUTPUTS)
+    for name, value in GOOD.items():
+        for cut in range(len(value)):
+            with pytest.raises((CodecError, SampleError)):
+                decode_entry({**GOOD, name: value[:cut]}, SCHEMA, OUTPUTS)
+        with pytest.raises(SampleError, match="fields wrong|no 'meta'"):
+            decode_entry({k: v for k, v in GOOD.items() if k != name}, SCHEMA, OUTPUTS)
 
 
 @FUZZ
-@given(st.lists(st.tuples(st.integers(0, len(GOOD) - 1), st.integers(0, 255)), min_size=1, max_size=8))
-def test_mutated_sample_sets_refused_or_valid(flips: list[tuple[int, int]]) -> None:
-    data = bytearray(GOOD)
+@given(ENTRY_FIELDS, st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(0, 255)), min_size=1, max_size=8))
+def test_mutated_sample_sets_refused_or_valid(name: str, flips: list[tuple[int, int]]) -> None:
+    data = bytearray(GOOD[name])
     for pos, value in flips:
-        data[pos] = value
-    _check_valid_set(bytes(data))
+        data[pos % len(data)] = value
+    _check_valid_set({**GOOD, name: bytes(data)})
 
 
 @FUZZ
-@given(st.binary(min_size=0, max_size=64), st.integers(0, len(GOOD)))
-def test_spliced_sample_sets_refused_or_valid(junk: bytes, at: int) -> None:
-    _check_valid_set(GOOD[:at] + junk + GOOD[at:])
+@given(ENTRY_FIELDS, st.binary(min_size=0, max_size=64), st.integers(0, 1 << 20))
+def test_spliced_sample_sets_refused_or_valid(name: str, junk: bytes, at: int) -> None:
+    value = GOOD[name]
+    at %= len(value) + 1
+    _check_valid_set({**GOOD, name: value[:at] + junk + value[at:]})
 
 
 def test_oversized_refused_before_decoding() -> None:
+    total = sum(len(v) for v in GOOD.values())
     with pytest.raises(CodecError, match="exceeds the limit"):
-        decode_sample_set(GOOD, SCHEMA, OUTPUTS, max_bytes=len(GOOD) - 1)
+        decode_entry(GOOD, SCHEMA, OUTPUTS, max_bytes=total - 1)
 
 
 # -- sample-set validation ------------------------------------------------------------------------
@@ -184,11 +198,25 @@ def column_sets(draw: st.DrawFn) -> dict[str, Any]:
        env=st.one_of(st.dictionaries(st.text(max_size=3), st.integers(), max_size=2), st.lists(st.integers())))
 def test_sample_sets_refused_with_a_reason_or_valid(cols: dict[str, Any], output: str, episode: Any, env: Any) -> None:
     try:
-        data = codec.encode({"v": 1, "output": output, "collector": "fuzz", "episode": episode,
-                             "environment": env, "columns": cols})
+        fields = _entry_of(cols, output, episode, env)
     except CodecError:
         return  # float16/bool etc. that the sender could not even encode
-    _check_valid_set(data)
+    _check_valid_set(fields)
+
+
+def _entry_of(cols: dict[str, Any], output: str, episode: Any, env: Any) -> dict[str, bytes]:
+    """An entry as any sender could build it from columns: rows of whatever each column
+    holds at that index (frames as raw bytes, whatever their dtype), `n` from `speed`."""
+    n_rows = max((len(v) for v in cols.values()), default=0)
+    n = len(cols["speed"]) if "speed" in cols else n_rows
+    fields = {"meta": codec.encode({"v": 2, "set_id": "fuzz", "output": output, "collector": "fuzz",
+                                    "episode": episode, "environment": env, "n": n})}
+    for i in range(n_rows):
+        row = {k: np.asarray(v[i]) for k, v in cols.items() if k != "frames" and i < len(v)}
+        frames = cols["frames"][i] if "frames" in cols and i < len(cols["frames"]) else np.zeros(0, np.uint8)
+        header = codec.encode({"v": 2, "episode": episode, "frames_shape": list(frames.shape), **row})
+        fields[row_field(i)] = _row_with_header(header) + np.ascontiguousarray(frames).tobytes()
+    return fields
 
 
 @pytest.mark.parametrize("name, value, reason", [
@@ -201,7 +229,7 @@ def test_bad_values_named_in_the_error(name: str, value: float, reason: str) -> 
     s = sample_set(cfg, "steering", 2)
     s.columns[name].flat[0] = value
     with pytest.raises(SampleError, match=reason):
-        decode_sample_set(s.encode(), SampleSchema.from_config(cfg), cfg.output_names())
+        decode_entry(s.entry(), SampleSchema.from_config(cfg), cfg.output_names())
 
 
 # -- buffer rows (what the trainer decodes) ---------------------------------------------------------
@@ -224,7 +252,7 @@ def test_buffer_rows_refused_or_decoded(flips: list[tuple[int, int]], cut: int) 
 
 
 def test_buffer_row_with_a_pickle_inside_is_refused() -> None:
-    header = msgpack.packb({"v": 1, "speed": np.array([1], dtype=object)}, default=msgpack_numpy.encode,
+    header = msgpack.packb({"v": 2, "speed": np.array([1], dtype=object)}, default=msgpack_numpy.encode,
                            use_bin_type=True)
     with pytest.raises(CodecError, match="not allowed"):
         decode_row(ROW_MAGIC + len(header).to_bytes(4, "little") + header)

@@ -52,9 +52,11 @@ def test_histogram_command_reads_the_buffers(
     cfg = Config(outputs=OUTPUTS)
     r.hset(keys.config, mapping={"json": cfg.to_json(), "version": 1})
     for i, blob in enumerate(_set("accel", [(-1, 0), (0, 0), (1, 0), (1, 1)]).rows()):
-        r.hset(keys.buffer_data("accel"), f"a{i}", blob)
+        r.set(keys.buffer_row("accel", f"a{i}"), blob)
+        r.sadd(keys.buffer("accel"), f"a{i}")
     for i, blob in enumerate(_set("steer", [(0, -1), (0, 1)]).rows()):
-        r.hset(keys.buffer_data("steer"), f"s{i}", blob)
+        r.set(keys.buffer_row("steer", f"s{i}"), blob)
+        r.sadd(keys.buffer("steer"), f"s{i}")
     png = tmp_path / "h.png"
     env = {"CHARLES_REDIS_URL": redis_server.url, "CHARLES_KEY_PREFIX": keys.prefix, "COLUMNS": "200"}
     res = CliRunner().invoke(cli, ["histogram", "--out", str(png)], env=env)

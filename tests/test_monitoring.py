@@ -28,7 +28,7 @@ def test_trainer_writes_reference_tags_fill_and_convcam(r: redis.Redis, keys: Ke
     server.setup()
     for output in cfg.output_names():
         for i in range(10):
-            r.xadd(keys.stream(output), {"data": sample_set(cfg, output, 2, seed=i).encode()})
+            r.xadd(keys.stream(output), sample_set(cfg, output, 2, seed=i).entry())
     while server.route_once(block_ms=10):
         pass
     model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width))

@@ -35,7 +35,7 @@ def add_sets(r: redis.Redis, keys: Keys, count: int, rows: int = 2, start: int =
         output = cfg.output_names()[i % 2]
         s = sample_set(cfg, output, rows, seed=i)
         s.episode = f"ep{i // 10}"
-        ids.append(r.xadd(keys.stream(output), {"data": s.encode()}).decode())
+        ids.append(r.xadd(keys.stream(output), s.entry()).decode())
     return ids
 
 

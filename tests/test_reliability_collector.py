@@ -22,7 +22,8 @@ from rq.serializers import JSONSerializer
 from pipeline.config import load_config
 from pipeline.keys import COLLECT_QUEUE, Keys
 from pipeline.local_redis import RedisServer
-from pipeline.samples import SampleSchema, decode_sample_set
+from pipeline.samples import SampleSchema, decode_entry
+from tests.factories import stored_rows
 from tests.faults import (
     RELIABILITY_CONFIG,
     FaultRoles,
@@ -87,7 +88,7 @@ def assert_no_partial_sets(r: redis.Redis, keys: Keys, schema: SampleSchema, out
     for output in outputs:
         sizes = {}
         for _entry_id, fields in r.xrange(keys.stream(output)):
-            sample_set = decode_sample_set(fields[b"data"], schema, outputs)
+            sample_set = decode_entry(fields, schema, outputs)
             sizes[sample_set.set_id] = len(sample_set)  # sample ids are `{set_id}:{row}`
         per_entry = Counter(i.decode().rsplit(":", 1)[0] for i in r.smembers(keys.buffer(output)))
         assert per_entry, f"nothing was routed into {output}"
@@ -96,4 +97,4 @@ def assert_no_partial_sets(r: redis.Redis, keys: Keys, schema: SampleSchema, out
         for set_id in checked:
             rows = per_entry[set_id]
             assert rows == sizes[set_id], f"{output}: set {set_id} has {rows} of its {sizes[set_id]} samples"
-        assert r.hlen(keys.buffer_data(output)) == r.scard(keys.buffer(output))
+        assert stored_rows(r, keys, output) == r.scard(keys.buffer(output))

@@ -19,6 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from pipeline.buffers import Buffers
 from pipeline.config import load_config
 from pipeline.keys import Keys
 from pipeline.local_redis import RedisServer
@@ -81,8 +82,7 @@ def test_trainer_killed_mid_training_resumes_from_checkpoint(redis_server: Redis
         assert meta["batches"] % cfg.trainer.checkpoint_every == 0 and meta["last_version"] <= version_at_kill
 
         # restart with empty buffers: it can only load the checkpoint; SIGTERM makes it write it back
-        for name in cfg.output_names():
-            r.delete(keys.buffer(name), keys.buffer_data(name))
+        Buffers(r, keys, cfg.output_names(), cfg.buffers.capacity).clear()
         roles.start("trainer", "trainer")  # its log is appended to: count the second start
         wait_for(lambda: len(roles.events("trainer", "trainer_ready")) == 2, 60, "the trainer to restart", roles)
         resumed = roles.events("trainer", "checkpoint_resumed")[-1]
@@ -99,12 +99,12 @@ def test_trainer_killed_mid_training_resumes_from_checkpoint(redis_server: Redis
         marker = tmp_path / "pickle-ran"
         obj = np.empty(1, dtype=object)
         obj[0] = PickleBomb(marker)
-        header = msgpack.packb({"v": 1, "episode": "e", "frames_shape": [0], "speed": obj},
+        header = msgpack.packb({"v": 2, "episode": "e", "frames_shape": [0], "speed": obj},
                                default=msgpack_numpy.encode, use_bin_type=True)
         evil = ROW_MAGIC + len(header).to_bytes(4, "little") + header  # a well-framed row with a pickle inside
         bomb = b"not a buffer row at all"
         for name in cfg.output_names():
-            r.hset(keys.buffer_data(name), mapping={"poison:0": bomb, "poison:1": evil})
+            r.mset({keys.buffer_row(name, "poison:0"): bomb, keys.buffer_row(name, "poison:1"): evil})
             r.sadd(keys.buffer(name), "poison:0", "poison:1")
         notes_before = len(notes)
         roles.start("trainer", "trainer")

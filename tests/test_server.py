@@ -33,7 +33,7 @@ def test_config_published_and_versioned(r: redis.Redis, keys: Keys) -> None:
 def test_valid_set_routed_and_acked(r: redis.Redis, keys: Keys) -> None:
     server = make_server(r, keys)
     s = sample_set(server.config, "steering", 5)
-    r.xadd(keys.stream("steering"), {"data": s.encode()})
+    r.xadd(keys.stream("steering"), s.entry())
     assert server.route_once(block_ms=10) == 1
     assert r.scard(keys.buffer("steering")) == 5
     assert r.xpending(keys.stream("steering"), SERVER_GROUP)["pending"] == 0
@@ -52,15 +52,15 @@ def _bad_entries(server: Server) -> list[dict[str, bytes]]:
     unknown = sample_set(cfg, "steering", 3)
     unknown.output = "flying"
     other_stream = sample_set(cfg, "acceleration_braking", 3)
-    obj = msgpack.packb({"v": 1, "columns": {"x": np.array([1, "a"], dtype=object)}}, default=msgpack_numpy.encode)
+    obj = msgpack.packb({"v": 2, "columns": {"x": np.array([1, "a"], dtype=object)}}, default=msgpack_numpy.encode)
     return [
-        {b"data": nan.encode()},
-        {b"data": wrong_shape.encode()},
-        {b"data": wrong_dtype.encode()},
-        {b"data": unknown.encode()},
-        {b"data": other_stream.encode()},
-        {b"data": obj},
-        {b"data": good.encode()[:-20]},
+        nan.entry(),
+        wrong_shape.entry(),
+        wrong_dtype.entry(),
+        unknown.entry(),
+        other_stream.entry(),
+        {**good.entry(), "meta": obj},
+        {**good.entry(), "r0": good.entry()["r0"][:-20]},
         {b"other": b"x"},
     ]
 
@@ -70,7 +70,7 @@ def test_bad_entries_dead_lettered_and_server_keeps_going(r: redis.Redis, keys: 
     bad = _bad_entries(server)
     for fields in bad:
         r.xadd(keys.stream("steering"), fields)
-    r.xadd(keys.stream("steering"), {"data": sample_set(server.config, "steering", 4).encode()})
+    r.xadd(keys.stream("steering"), sample_set(server.config, "steering", 4).entry())
     handled = 0
     while handled < len(bad) + 1:
         handled += server.route_once(block_ms=10)
@@ -85,7 +85,7 @@ def test_bad_entries_dead_lettered_and_server_keeps_going(r: redis.Redis, keys: 
 def test_crash_before_ack_reclaimed_once(r: redis.Redis, keys: Keys) -> None:
     server = make_server(r, keys)
     for seed in range(3):
-        r.xadd(keys.stream("steering"), {"data": sample_set(server.config, "steering", 2, seed).encode()})
+        r.xadd(keys.stream("steering"), sample_set(server.config, "steering", 2, seed).entry())
     # a server reads the entries and dies before routing them
     r.xreadgroup(SERVER_GROUP, "server-1", {keys.stream("steering"): ">"}, count=10)
     assert r.xpending(keys.stream("steering"), SERVER_GROUP)["pending"] == 3
@@ -101,7 +101,7 @@ def test_crash_before_ack_reclaimed_once(r: redis.Redis, keys: Keys) -> None:
 
 def test_other_consumers_pending_claimed(r: redis.Redis, keys: Keys) -> None:
     server = make_server(r, keys, consumer="server-2")
-    r.xadd(keys.stream("steering"), {"data": sample_set(server.config, "steering", 2).encode()})
+    r.xadd(keys.stream("steering"), sample_set(server.config, "steering", 2).entry())
     r.xreadgroup(SERVER_GROUP, "dead-server", {keys.stream("steering"): ">"}, count=10)
     import pipeline.server as mod
 
@@ -117,7 +117,7 @@ def test_other_consumers_pending_claimed(r: redis.Redis, keys: Keys) -> None:
 def test_full_buffer_stops_reading_and_drops_overflow_counted(r: redis.Redis, keys: Keys) -> None:
     server = make_server(r, keys, buffers={"capacity": 4, "stream_maxlen": 3})
     for seed in range(10):
-        r.xadd(keys.stream("steering"), {"data": sample_set(server.config, "steering", 2, seed).encode()})
+        r.xadd(keys.stream("steering"), sample_set(server.config, "steering", 2, seed).entry())
     for _ in range(5):
         server.route_once(block_ms=10)
     assert 4 <= r.scard(keys.buffer("steering")) <= 5  # stops once full (at most one set over)
@@ -136,7 +136,7 @@ def test_jobs_supplied_only_while_data_wanted(r: redis.Redis, keys: Keys) -> Non
     assert job.args[0]["environment"]["map_seed"] not in server.config.collection.held_out_seeds
     server.queue.empty()
     for output in server.outputs:
-        r.xadd(keys.stream(output), {"data": sample_set(server.config, output, 2).encode()})
+        r.xadd(keys.stream(output), sample_set(server.config, output, 2).entry())
     server.route_once(block_ms=10)
     server.route_once(block_ms=10)
     assert server.supply_jobs() == 0  # every buffer is full
@@ -152,7 +152,7 @@ def test_held_out_seeds_never_sampled() -> None:
 def test_routed_sets_trimmed_to_keep(r: redis.Redis, keys: Keys) -> None:
     server = make_server(r, keys, buffers={"capacity": 1000, "stream_keep": 2})
     for seed in range(30):
-        r.xadd(keys.stream("steering"), {"data": sample_set(server.config, "steering", 2, seed).encode()})
+        r.xadd(keys.stream("steering"), sample_set(server.config, "steering", 2, seed).entry())
     while server.route_once(block_ms=10):
         pass
     server.trim_streams()
@@ -164,8 +164,8 @@ def test_routed_sets_trimmed_to_keep(r: redis.Redis, keys: Keys) -> None:
 def test_set_published_twice_lands_once(r: redis.Redis, keys: Keys) -> None:
     server = make_server(r, keys)
     s = sample_set(server.config, "steering", 3)
-    r.xadd(keys.stream("steering"), {"data": s.encode()})
-    r.xadd(keys.stream("steering"), {"data": s.encode()})  # resent after a lost acknowledgement
+    r.xadd(keys.stream("steering"), s.entry())
+    r.xadd(keys.stream("steering"), s.entry())  # resent after a lost acknowledgement
     while server.route_once(block_ms=10):
         pass
     assert r.scard(keys.buffer("steering")) == 3

@@ -48,7 +48,7 @@ def setup(r: redis.Redis, keys: Keys, tmp_path: Path) -> tuple[Server, Trainer]:
 
 def feed(server: Server, r: redis.Redis, keys: Keys, output: str, n_sets: int, seed: int) -> None:
     for i in range(n_sets):
-        r.xadd(keys.stream(output), {"data": sample_set(server.config, output, 2, seed * 1000 + i).encode()})
+        r.xadd(keys.stream(output), sample_set(server.config, output, 2, seed * 1000 + i).entry())
     while server.route_once(block_ms=10):
         pass
 

@@ -12,13 +12,14 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--out", "out_path", default="histograms.png", show_default=True, help="PNG file ('' = none)")
-@click.option("--limit", default=5000, show_default=True, help="samples read per buffer (HSCAN order)")
+@click.option("--limit", default=5000, show_default=True, help="samples read per buffer (SSCAN order)")
 @click.option("--config", "config_path", default=None, help="config file (default: the one in Redis)")
 def histogram(out_path: str, limit: int, config_path: str | None) -> None:
     """Per-output histograms of every buffer, as a PNG and in the terminal."""
     import structlog
 
     from pipeline.bins import build_binnings
+    from pipeline.buffers import Buffers
     from pipeline.config import Config, load_config
     from pipeline.histogram import bin_counts, render_png, render_terminal, targets_from_rows
     from pipeline.log import configure_logging
@@ -39,7 +40,7 @@ def histogram(out_path: str, limit: int, config_path: str | None) -> None:
         binnings = build_binnings(cfg.outputs)
         per_buffer = {}
         for b in binnings:
-            blobs = (v for _, v in r.hscan_iter(keys.buffer_data(b.name), count=200))
+            blobs = Buffers(r, keys, [b.name], cfg.buffers.capacity).rows(b.name)
             targets, controls, skipped = targets_from_rows(blobs, limit)
             if skipped:
                 log.warning("histogram_rows_skipped", buffer=b.name, skipped=skipped)

@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import click
 import structlog
@@ -116,12 +117,16 @@ def streams(out_dir: Path, budget_gb: float | None, consumer: str, chunk_rows: i
 def drive(out_dir: Path, config_path: Path | None, driver: str, seconds: float | None, map_seed: int,
           weather: str, time_of_day: float, traffic: float, padding_s: float, budget_gb: float | None,
           compress: bool) -> None:
-    """Record every tick of a drive (a human on the keyboard/pad, or the NPC) as one episode."""
+    """Record every tick of a drive (a human on the keyboard/pad, or the NPC) as one episode.
+
+    On the sim backend the human drives in a window (needs pygame: pip install
+    'charles[viewer]'): Up/W throttle, Down/S brake and reverse, Left/A Right/D steer;
+    Esc/Q or closing the window ends the recording.
+    """
     configure_logging("record")
     from pipeline.augment import minimap_box_for
     from pipeline.collection import game_options
     from pipeline.config import load_config
-    from pipeline.control import ControllerTranslator
     from pipeline.drive_recording import DriveRecorder
     from pipeline.errors import CharlesError, ConfigError
     from pipeline.games.base import Environment, load_game
@@ -138,21 +143,27 @@ def drive(out_dir: Path, config_path: Path | None, driver: str, seconds: float |
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     source = lambda obs: None  # noqa: E731 - None: the game's own driver (NPC, or the human on real backends)
-    if driver == "human" and not real:
-        from pipeline.games.options import KeysOptions
-        from pipeline.human_input import make_human_reader
-
-        try:
-            reader = make_human_reader(str(cfg.game.options.get("human_input", "auto")),
-                                       ControllerTranslator.from_config(cfg.control), KeysOptions().keymap())
-        except CharlesError as exc:
-            game.close()
-            raise click.ClickException(f"cannot read the human's controls: {exc}") from None
-        source = lambda obs: reader.read()  # noqa: E731
-        log.warning("sim_human_has_no_window",
-                    hint="the sim draws no window here: watch it with `charles sim`, or record on gta5/screen")
     stop = threading.Event()
     install_signal_handlers(stop)
+    window = None
+    if driver == "human" and not real:  # the sim: a window shows the drive, its keys drive
+        from pipeline.viewer import DRIVE_KEYS_HELP, KeyboardDriver, SimWindow, composite
+
+        try:
+            window = SimWindow((cfg.game.cinematic_width, cfg.game.cinematic_height), "Charles record",
+                               f"{DRIVE_KEYS_HELP}, Esc/Q ends the recording")
+        except CharlesError as exc:
+            game.close()
+            raise click.ClickException(f"the human drives the sim in a window: {exc}") from None
+        keyboard = KeyboardDriver()
+
+        def source(obs: Any) -> Any:
+            window.show(composite(game, obs))
+            keys = window.keys()
+            if "quit" in keys:
+                stop.set()  # this tick is the last one recorded
+            return keyboard.controls(keys)
+
     episode = f"drive-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     recorder = DriveRecorder(game, ChunkWriter(out_dir, compress=compress), episode, collector=driver,
                              source_name=f"drive:{driver}", chunk_rows=max(1, round(cfg.game.fps * 10)),
@@ -163,6 +174,8 @@ def drive(out_dir: Path, config_path: Path | None, driver: str, seconds: float |
     try:
         summary = recorder.run(env, seconds, source, stop)
     finally:
+        if window is not None:
+            window.close()
         game.close()
     click.echo(json.dumps(summary.as_dict()))
 

@@ -2,93 +2,25 @@
 
 from __future__ import annotations
 
-import time
+import json
 from typing import Any
 
 import click
 
-_KEYS_HELP = "arrows or WASD drive, R respawns, Q/Esc quits"
+from pipeline.viewer import KEYS_HELP, VIEWER_INSTALL
 
 
-def _composite(game: Any, obs: Any) -> Any:
-    """Chase camera with the hood camera inset and a one-line HUD (RGB)."""
-    import cv2
-    import numpy as np
+def _window(size: tuple[int, int]) -> Any:
+    """The pygame window, or a ClickException that says what is missing."""
+    from pipeline.errors import GameError, MissingExtraError
+    from pipeline.viewer import SimWindow
 
-    img = np.ascontiguousarray(game.cinematic())
-    hood = obs.frame
-    h, w = img.shape[:2]
-    iw = w // 4
-    ih = int(hood.shape[0] * iw / hood.shape[1])
-    img[8 : 8 + ih, w - iw - 8 : w - 8] = cv2.resize(hood, (iw, ih), interpolation=cv2.INTER_AREA)
-    text = (f"{obs.speed * 3.6:5.0f} km/h  acc {obs.controls.acceleration_braking:+.2f}  steer {obs.controls.steering:+.2f}"
-            f"  target {obs.purpose[0]:.0f} m  crashes {obs.collisions}")
-    cv2.putText(img, text, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
-    return img
-
-
-class _Window:
-    """A window with key states: pygame if installed, else OpenCV's highgui if it has one."""
-
-    def __init__(self, size: tuple[int, int]) -> None:
-        self.kind = ""
-        try:
-            import pygame
-
-            pygame.init()
-            self.screen = pygame.display.set_mode(size)
-            pygame.display.set_caption("charles sim — " + _KEYS_HELP)
-            self.pg, self.kind = pygame, "pygame"
-            return
-        except Exception:  # no pygame or no display: try OpenCV's own window
-            pass
-        import cv2
-
-        try:
-            cv2.namedWindow("charles sim")
-        except cv2.error as exc:
-            raise click.ClickException(
-                "no window available (opencv-python-headless has no GUI and pygame is not installed "
-                "or there is no display); `pip install pygame` for a window, or use --record FILE.mp4"
-            ) from exc
-        self.cv2, self.kind, self._held = cv2, "cv2", {}
-
-    def show(self, rgb: Any) -> None:
-        if self.kind == "pygame":
-            surf = self.pg.surfarray.make_surface(rgb.swapaxes(0, 1))
-            self.screen.blit(surf, (0, 0))
-            self.pg.display.flip()
-        else:
-            self.cv2.imshow("charles sim", self.cv2.cvtColor(rgb, self.cv2.COLOR_RGB2BGR))
-
-    def keys(self) -> set[str]:
-        """Names of the keys held now: up, down, left, right, respawn, quit."""
-        held: set[str] = set()
-        if self.kind == "pygame":
-            pg = self.pg
-            for event in pg.event.get():
-                if event.type == pg.QUIT:
-                    held.add("quit")
-                elif event.type == pg.KEYDOWN and event.key == pg.K_r:
-                    held.add("respawn")
-            k = pg.key.get_pressed()
-            names = {"up": (pg.K_UP, pg.K_w), "down": (pg.K_DOWN, pg.K_s), "left": (pg.K_LEFT, pg.K_a),
-                     "right": (pg.K_RIGHT, pg.K_d), "quit": (pg.K_ESCAPE, pg.K_q)}
-            held |= {n for n, codes in names.items() if any(k[c] for c in codes)}
-            return held
-        code = self.cv2.waitKeyEx(1)
-        now = time.monotonic()
-        table = {ord("w"): "up", 65362: "up", ord("s"): "down", 65364: "down", ord("a"): "left", 65361: "left",
-                 ord("d"): "right", 65363: "right", ord("r"): "respawn", ord("q"): "quit", 27: "quit"}
-        if code in table:
-            self._held[table[code]] = now
-        return {n for n, t in self._held.items() if now - t < 0.15}  # key repeat stands in for "held"
-
-    def close(self) -> None:
-        if self.kind == "pygame":
-            self.pg.quit()
-        elif self.kind == "cv2":
-            self.cv2.destroyAllWindows()
+    try:
+        return SimWindow(size, "Charles sim")
+    except MissingExtraError as exc:
+        raise click.ClickException(str(exc)) from None
+    except GameError as exc:
+        raise click.ClickException(f"{exc}; headless, `--record FILE.mp4` writes the NPC's drive to a video") from None
 
 
 _PICTURES = (("day", "clear", 12.5), ("night", "clear", 22.5), ("rain", "rain", 15.0), ("fog", "fog", 9.0))
@@ -117,7 +49,7 @@ def _pictures(folder: str, seed: int, episode: int, car: str, traffic: float, se
         click.echo(f"{out}/sim_*_{name}.png")
 
 
-@click.command(name="sim")
+@click.command(name="sim", epilog=f"Keys in the window: {KEYS_HELP}. The window needs pygame: {VIEWER_INSTALL}.")
 @click.option("--seed", default=1, show_default=True, help="map seed (any integer)")
 @click.option("--episode", default=0, show_default=True, help="episode seed: traffic, spawn, targets")
 @click.option("--weather", type=click.Choice(["clear", "overcast", "rain", "fog"]), default="clear", show_default=True)
@@ -125,21 +57,27 @@ def _pictures(folder: str, seed: int, episode: int, car: str, traffic: float, se
 @click.option("--car", type=click.Choice(["sedan", "sports", "truck"]), default="sedan", show_default=True)
 @click.option("--traffic", default=0.5, show_default=True, help="traffic density 0..1")
 @click.option("--style", type=click.Choice(["calm", "normal", "aggressive"]), default="normal", show_default=True)
-@click.option("--seconds", default=60.0, show_default=True, help="game seconds to run")
-@click.option("--npc/--keyboard", "npc", default=True, help="let the NPC drive, or drive with the keyboard")
+@click.option("--seconds", default=60.0, show_default=True, help="game seconds to run (real time in a window)")
+@click.option("--npc/--keyboard", "npc", default=True,
+              help="let the NPC drive, or drive with the keyboard: arrows or WASD, Esc quits")
 @click.option("--record", type=click.Path(dir_okay=False), default=None, help="write an MP4 instead of opening a window")
 @click.option("--size", default="640x360", show_default=True, help="chase camera size WxH")
 @click.option("--pictures", type=click.Path(file_okay=False), default=None,
               help="write hood and chase PNGs by day, at night and in rain into this folder, then exit")
 def cli(seed: int, episode: int, weather: str, hours: float, car: str, traffic: float, style: str,
         seconds: float, npc: bool, record: str | None, size: str, pictures: str | None) -> None:
-    """Watch the NPC drive the built-in simulator, drive it yourself, or record an MP4 headless."""
+    """Watch the NPC drive the built-in simulator, drive it yourself, or record an MP4 headless.
+
+    At the end one JSON line goes to stdout: game seconds, frames, distance driven (odometer)
+    and forward (signed, along the car), top speed, and per drive key the frames it was held.
+    """
     import cv2
     import structlog
 
-    from pipeline.games.base import Controls, Environment
+    from pipeline.games.base import Environment
     from pipeline.games.sim import SimGame
     from pipeline.log import configure_logging
+    from pipeline.viewer import KeyboardDriver, composite
 
     configure_logging("sim")
     log = structlog.get_logger("sim")
@@ -147,47 +85,58 @@ def cli(seed: int, episode: int, weather: str, hours: float, car: str, traffic: 
     if pictures:
         _pictures(pictures, seed, episode, car, traffic, seconds, (int(width), int(height)))
         return
-    game = SimGame(cinematic_size=(int(width), int(height)), realtime=record is None)
-    env = Environment(map_seed=seed, weather=weather, time_of_day=hours, car=car, traffic_density=traffic,
-                      episode_seed=episode, npc_style=style)
-    obs = game.reset(env)
+    if record and not npc:
+        raise click.UsageError("--keyboard needs a window; record the NPC, or drop --record")
     writer = window = None
+    if not record:
+        window = _window((int(width), int(height)))  # before the world is built: fail fast
+    game = SimGame(cinematic_size=(int(width), int(height)), realtime=record is None)
     if record:
-        if not npc:
-            raise click.UsageError("--keyboard needs a window; record the NPC, or drop --record")
         writer = cv2.VideoWriter(record, cv2.VideoWriter_fourcc(*"mp4v"), game.fps, (int(width), int(height)))
         if not writer.isOpened():
             raise click.ClickException(f"cannot write {record!r} (OpenCV has no MP4 encoder here?)")
-    else:
-        window = _Window((int(width), int(height)))
-    steer = 0.0
+    env = Environment(map_seed=seed, weather=weather, time_of_day=hours, car=car, traffic_density=traffic,
+                      episode_seed=episode, npc_style=style)
+    obs = game.reset(env)
+    driver = KeyboardDriver()
+    held = {"up": 0, "down": 0, "left": 0, "right": 0}
+    frames, forward, top, ended = 0, 0.0, 0.0, "time"
     try:
+        if window is not None:
+            window.show(composite(game, obs))
         while obs.game_time < seconds:
             controls = None
             if window is not None:
                 keys = window.keys()
                 if "quit" in keys:
+                    ended = "quit"
                     break
                 if "respawn" in keys:
                     obs = game.respawn()
-                if not npc:  # keyboard: proportional steering that builds up while a key is held
-                    target = (1.0 if "right" in keys else 0.0) - (1.0 if "left" in keys else 0.0)
-                    steer += max(-0.12, min(0.12, target - steer)) if target else -steer * 0.3
-                    acc = (1.0 if "up" in keys else 0.0) - (1.0 if "down" in keys else 0.0)
-                    controls = Controls(acc, steer)
+                for k in held.keys() & keys:
+                    held[k] += 1
+                if not npc:
+                    controls = driver.controls(keys)
             obs = game.step(controls)
+            frames += 1
+            forward += obs.speed * game.dt
+            top = max(top, obs.speed)
             if obs.info.get("stuck") and npc:
                 obs = game.respawn()
-            frame = _composite(game, obs)
+            frame = composite(game, obs)
             if writer is not None:
                 writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
             else:
-                window.show(frame)  # type: ignore[union-attr]
+                window.show(frame)
     finally:
         if writer is not None:
             writer.release()
         if window is not None:
             window.close()
         game.close()
-    log.info("sim.done", km=round(obs.odometer / 1000, 3), collisions=obs.collisions, targets=obs.targets_reached,
-             game_s=round(obs.game_time, 1), record=record)
+    summary = {"driver": "npc" if npc else "keyboard", "game_s": round(obs.game_time, 2), "frames": frames,
+               "distance_m": round(obs.odometer, 2), "forward_m": round(forward, 2), "max_speed": round(top, 2),
+               "collisions": obs.collisions, "targets": obs.targets_reached, "keys_held_frames": held,
+               "ended": ended, "record": record}
+    log.info("sim.done", **summary)
+    click.echo(json.dumps(summary))

@@ -1,0 +1,154 @@
+"""A window onto the built-in simulator, and driving it with the keyboard (the `viewer` extra).
+
+`charles sim` shows the chase camera in a pygame window; with `--keyboard`, and in
+`charles record drive --driver human` on the sim backend, the keys held in that window
+drive the car. pygame is optional: `pip install 'charles[viewer]'`.
+
+Keys: Up/W throttle, Down/S brake (reverse once stopped), Left/A and Right/D steer,
+R respawn (`charles sim` only), Esc/Q or closing the window quits.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pipeline.errors import CharlesError, GameError, MissingExtraError
+from pipeline.games.base import Controls
+
+VIEWER_INSTALL = "pip install 'charles[viewer]'"
+DRIVE_KEYS_HELP = "Up/W throttle, Down/S brake and reverse, Left/A Right/D steer"
+KEYS_HELP = f"{DRIVE_KEYS_HELP}, R respawns, Esc/Q quits"
+#: key names `SimWindow.keys()` reports -> pygame key constants (by attribute name)
+KEY_BINDINGS: dict[str, tuple[str, ...]] = {
+    "up": ("K_UP", "K_w"),
+    "down": ("K_DOWN", "K_s"),
+    "left": ("K_LEFT", "K_a"),
+    "right": ("K_RIGHT", "K_d"),
+    "respawn": ("K_r",),
+    "quit": ("K_ESCAPE", "K_q"),
+}
+
+
+_NO_DISPLAY = "needs a display (DISPLAY or WAYLAND_DISPLAY)"
+
+
+class ViewerMissingError(MissingExtraError):
+    """pygame is not installed; names the extra that provides it."""
+
+    def __init__(self) -> None:
+        CharlesError.__init__(
+            self,
+            f"a window needs pygame, which is not installed: {VIEWER_INSTALL} "
+            "(in a checkout: pip install -c constraints.txt -e '.[viewer]')",
+        )
+        self.package, self.extra = "pygame", "viewer"
+
+
+def composite(game: Any, obs: Any) -> Any:
+    """Chase camera with the hood camera inset and a one-line HUD (RGB)."""
+    import cv2
+    import numpy as np
+
+    img = np.ascontiguousarray(game.cinematic())
+    hood = obs.frame
+    h, w = img.shape[:2]
+    iw = w // 4
+    ih = int(hood.shape[0] * iw / hood.shape[1])
+    img[8 : 8 + ih, w - iw - 8 : w - 8] = cv2.resize(hood, (iw, ih), interpolation=cv2.INTER_AREA)
+    text = (f"{obs.speed * 3.6:5.0f} km/h  acc {obs.controls.acceleration_braking:+.2f}  steer {obs.controls.steering:+.2f}"
+            f"  target {obs.purpose[0]:.0f} m  crashes {obs.collisions}")
+    cv2.putText(img, text, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+    return img
+
+
+class SimWindow:
+    """A pygame window that shows RGB frames and reports the drive keys held in it.
+
+    The constructor checks for pygame and a display (fail fast, before a world is built);
+    the window itself opens with the first `show()`, so it appears once there is a picture.
+    `keys()` pumps the event queue (call it once per frame): a key counts as held when it
+    is down now or was pressed since the last call, so a tap shorter than a frame still
+    registers. "respawn" is reported once per press, "quit" on Esc/Q or a window close.
+    """
+
+    def __init__(self, size: tuple[int, int], title: str = "Charles sim", keys_help: str = KEYS_HELP) -> None:
+        os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # stdout carries JSON summaries
+        try:
+            import pygame
+        except ImportError:
+            raise ViewerMissingError() from None
+        try:
+            pygame.display.init()  # only the display: no audio device needed
+        except pygame.error as exc:
+            raise GameError(f"cannot open a window ({exc}): {_NO_DISPLAY}") from None
+        driver = pygame.display.get_driver()
+        if driver in ("offscreen", "dummy") and os.environ.get("SDL_VIDEODRIVER") != driver:
+            pygame.display.quit()  # pygame's fallback when there is no display: nobody would see it
+            raise GameError(f"cannot open a window (no display, SDL fell back to {driver!r}): {_NO_DISPLAY}")
+        self.pg = pygame
+        self.size = (int(size[0]), int(size[1]))
+        self.title = f"{title} - {keys_help}"
+        self.screen: Any = None
+        self._codes = {name: tuple(getattr(pygame, c) for c in codes) for name, codes in KEY_BINDINGS.items()}
+        self._by_code = {code: name for name, codes in self._codes.items() for code in codes}
+
+    def _open(self) -> None:
+        pg = self.pg
+        try:
+            self.screen = pg.display.set_mode(self.size)
+        except pg.error as exc:
+            raise GameError(f"cannot open a window ({exc}): {_NO_DISPLAY}") from None
+        pg.display.set_caption(self.title)
+        pg.event.pump()
+
+    def show(self, rgb: Any) -> None:
+        """Draw one RGB uint8 frame (H x W x 3), scaled to the window when sizes differ."""
+        if self.screen is None:
+            self._open()
+        pg = self.pg
+        surf = pg.surfarray.make_surface(rgb.swapaxes(0, 1))
+        if surf.get_size() != self.size:
+            surf = pg.transform.scale(surf, self.size)
+        self.screen.blit(surf, (0, 0))
+        pg.display.flip()
+
+    def keys(self) -> set[str]:
+        """Names of the keys held now (see KEY_BINDINGS), plus "quit" on a window close."""
+        pg = self.pg
+        held: set[str] = set()
+        if self.screen is None:
+            return held
+        for event in pg.event.get():
+            if event.type == pg.QUIT:
+                held.add("quit")
+            elif event.type == pg.KEYDOWN and event.key in self._by_code:
+                held.add(self._by_code[event.key])
+        pressed = pg.key.get_pressed()
+        held |= {name for name, codes in self._codes.items()
+                 if name != "respawn" and any(pressed[c] for c in codes)}
+        return held
+
+    def close(self) -> None:
+        self.pg.display.quit()
+
+
+class KeyboardDriver:
+    """Drive keys -> Controls: full throttle/brake, steering that builds up while a key is held
+    and recentres when it is let go (a keyboard's stand-in for a stick)."""
+
+    def __init__(self, steer_rate: float = 0.12, recentre: float = 0.3) -> None:
+        self.steer_rate = steer_rate
+        self.recentre = recentre
+        self.steer = 0.0
+
+    def controls(self, keys: set[str]) -> Controls:
+        target = float("right" in keys) - float("left" in keys)
+        if target:
+            self.steer += max(-self.steer_rate, min(self.steer_rate, target - self.steer))
+        else:
+            self.steer -= self.steer * self.recentre
+            if abs(self.steer) < 1e-3:
+                self.steer = 0.0
+        accel = float("up" in keys) - float("down" in keys)
+        return Controls(accel, self.steer)
