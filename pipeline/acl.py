@@ -5,7 +5,8 @@ them); roles without one are not created. The default user (CHARLES_REDIS_PASSWO
 stays the admin and is never handed to another machine.
 
 What each role may do (docs/reliability.md, "Security", says why):
-    collector  XADD to the sample streams; read the config; its own presence/status;
+    collector  SET rows under incoming:*, XADD manifests to the sample streams; read the
+               config; its own presence/status;
                rq on the collect queue and on collect jobs only (job ids `*-collect-*`)
     player     read weights and config; subscribe to the weights channel; its own
                presence/status and live-view frames
@@ -49,7 +50,7 @@ def role_rules(prefix: str = DEFAULT_PREFIX) -> dict[str, str]:
         ),
         "collector": (
             f"{rq_collect} +@all {DANGEROUS} {_CONNECTION} "
-            f"(~{p}stream:* +xadd) "
+            f"(~{p}stream:* +xadd) (~{p}incoming:* +set +multi +exec) "
             f"(%R~{p}config +hget +hmget +hgetall) "
             f"(~{p}worker:collector:* ~{p}status:collector:* +set +hset +expire +pexpire +del +exists)"
         ),

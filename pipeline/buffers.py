@@ -1,9 +1,11 @@
 """Per-output buffers in Redis: the training pool, with atomic gated random draws.
 
 A buffer is a set of sample ids (`SCARD` = fill, `SPOP` = random draw) plus one string
-key per encoded row. Rows enter from the server in one MULTI with the stream XACK, so a
-crash never half-routes a set; ids are `{set id}:{row}`, so routing a set twice cannot
-duplicate a sample. The trainer draws with one Lua script that checks every buffer
+key per encoded row. A collector writes a set's rows as `incoming` keys; the server checks
+the set's manifest and one Lua script compares every row with its checked head and length,
+renames the rows into the buffer, adds the ids and acknowledges the stream entry — all or
+nothing, so a crash never half-routes a set and a row cannot change between check and
+routing. Ids are `{set id}:{row}`, so routing a set twice cannot duplicate a sample. The trainer draws with one Lua script that checks every buffer
 against the start threshold and pops from all of them, or from none; the script only
 renames the drawn rows under a one-off prefix with a TTL (the rows never pass through
 Lua, whose string conversion would cost more than the whole network trip), then the
@@ -53,6 +55,41 @@ return out
 """
 
 
+# KEYS: stream, buffer id set, counters.  ARGV: group, entry id, output, 'copy' | 'rename',
+# incoming prefix, buffer row prefix, set id, n, then per row: head, length.
+# Returns {1, n} when routed, {0, i} when row i is missing or differs from its head.
+_ROUTE_LUA = """
+local group, entry, output, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local src, dst, set_id, n = ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])
+for i = 0, n - 1 do
+  local key, head, len = src .. i, ARGV[9 + 2 * i], tonumber(ARGV[10 + 2 * i])
+  if redis.call('STRLEN', key) ~= len or redis.call('GETRANGE', key, 0, #head - 1) ~= head then
+    return {0, i}
+  end
+end
+local ids = {}
+for i = 0, n - 1 do
+  if mode == 'copy' then
+    redis.call('COPY', src .. i, dst .. set_id .. ':' .. i, 'REPLACE')
+  else
+    redis.call('RENAME', src .. i, dst .. set_id .. ':' .. i)
+  end
+  ids[#ids + 1] = set_id .. ':' .. i
+  if #ids == 1000 then
+    redis.call('SADD', KEYS[2], unpack(ids))
+    ids = {}
+  end
+end
+if #ids > 0 then
+  redis.call('SADD', KEYS[2], unpack(ids))
+end
+redis.call('XACK', KEYS[1], group, entry)
+redis.call('HINCRBY', KEYS[3], 'sets_routed:' .. output, 1)
+redis.call('HINCRBY', KEYS[3], 'samples_routed:' .. output, n)
+return {1, n}
+"""
+
+
 def start_threshold(capacity: int, start_fraction: float) -> int:
     """Samples a buffer needs before training may draw from it (90% of capacity by default)."""
     return math.ceil(capacity * start_fraction - 1e-9)
@@ -76,6 +113,7 @@ class Buffers:
 
     def __post_init__(self) -> None:
         self._draw = self.r.register_script(_DRAW_LUA)
+        self._route = self.r.register_script(_ROUTE_LUA)
 
     @property
     def threshold(self) -> int:
@@ -90,6 +128,18 @@ class Buffers:
     def ready(self) -> bool:
         """True when every buffer holds at least the start threshold."""
         return all(n >= self.threshold for n in self.fills().values())
+
+    def route_set(self, output: str, stream: str, group: str, entry_id: str, set_id: str,
+                  heads: list[tuple[bytes, int]], copy: bool = False) -> int | None:
+        """Move a checked set's incoming rows into the buffer and acknowledge its entry;
+        `copy` leaves the incoming rows for another reader (the recorder). Returns None when
+        routed, else the index of the first row that is missing or differs from its head."""
+        args: list[object] = [group, entry_id, output, "copy" if copy else "rename",
+                              self.keys.incoming(set_id), self.keys.buffer_row_prefix(output), set_id, len(heads)]
+        for head, length in heads:
+            args += [head, length]
+        ok, index = self._route(keys=[stream, self.keys.buffer(output), self.keys.counters], args=args)
+        return None if ok else int(index)
 
     def add_rows_pipeline(self, pipe: redis.client.Pipeline, output: str, ids: list[str], rows: list[bytes]) -> None:
         """Queue the writes that put rows into a buffer (the caller's MULTI makes it atomic)."""

@@ -27,19 +27,22 @@ from pipeline.errors import ConfigError
 from pipeline.games.base import Environment, Game, Observation, load_game
 from pipeline.keys import Keys
 from pipeline.redis_conn import CONNECTION_ERRORS, Backoff
-from pipeline.samples import ContextSpec, SampleSet
+from pipeline.samples import ContextSpec, SampleSet, manifest, row_field
 
 log = structlog.get_logger(__name__)
 
 
 class SetPublisher:
-    """XADD sample sets to their output's stream; keep a bounded backlog while Redis is away."""
+    """Publish sample sets: the rows as `incoming` keys and the manifest on the output's
+    stream, in one MULTI; keep a bounded backlog while Redis is away."""
 
-    def __init__(self, r: redis.Redis, keys: Keys, stream_maxlen: int, max_backlog: int) -> None:
+    def __init__(self, r: redis.Redis, keys: Keys, stream_maxlen: int, max_backlog: int,
+                 incoming_ttl_s: int = 3600) -> None:
         self.r = r
         self.keys = keys
         self.safety_maxlen = stream_maxlen * 2  # the server bounds the unread backlog; this is a net
-        self.backlog: deque[tuple[str, dict[str, bytes]]] = deque()
+        self.incoming_ttl_s = incoming_ttl_s
+        self.backlog: deque[tuple[SampleSet, dict[str, bytes]]] = deque()
         self.max_backlog = max_backlog
         self.published = 0
         self.dropped = 0
@@ -53,7 +56,7 @@ class SetPublisher:
             if len(self.backlog) >= self.max_backlog:
                 self.backlog.popleft()
                 self.dropped += 1
-            self.backlog.append((sample_set.output, entry))
+            self.backlog.append((sample_set, entry))
         self.flush()
 
     def flush(self, force: bool = False) -> bool:
@@ -61,13 +64,21 @@ class SetPublisher:
         with self._lock:
             return self._flush(force)
 
+    def _send(self, sample_set: SampleSet, entry: dict[str, bytes]) -> bytes:
+        """Rows and manifest in one MULTI; returns the manifest's stream entry id."""
+        pipe = self.r.pipeline(transaction=True)
+        for i in range(len(sample_set)):
+            pipe.set(self.keys.incoming(sample_set.set_id, i), entry[row_field(i)], ex=self.incoming_ttl_s)
+        pipe.xadd(self.keys.stream(sample_set.output), manifest(entry), maxlen=self.safety_maxlen, approximate=True)
+        return pipe.execute()[-1]
+
     def _flush(self, force: bool) -> bool:
         if not self.backlog or (time.monotonic() < self._retry_at and not force):
             return not self.backlog
         try:
             while self.backlog:
-                output, entry = self.backlog[0]
-                self.r.xadd(self.keys.stream(output), entry, maxlen=self.safety_maxlen, approximate=True)
+                sample_set, entry = self.backlog[0]
+                self._send(sample_set, entry)
                 self.backlog.popleft()
                 self.published += 1
             self.backoff.reset()
@@ -258,7 +269,8 @@ def run_episode(spec: dict[str, Any]) -> dict[str, Any]:
     env = Environment.from_dict(spec["environment"])
     binnings = build_binnings(cfg.outputs)
     if STATE.publisher is None or STATE.publisher.r is not r:
-        STATE.publisher = SetPublisher(r, STATE.keys, cfg.buffers.stream_maxlen, cfg.collection.max_backlog_sets)
+        STATE.publisher = SetPublisher(r, STATE.keys, cfg.buffers.stream_maxlen, cfg.collection.max_backlog_sets,
+                                       cfg.buffers.incoming_ttl_s)
     runner = EpisodeRunner(
         game=STATE.game_for(cfg),
         context=ContextSpec.from_inputs(cfg.inputs, cfg.game.fps),

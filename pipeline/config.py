@@ -190,6 +190,9 @@ class BuffersConfig(Section):
         20, ge=0, le=10_000_000, description="routed sets left in each stream for other readers (recorder, samplers)"
     )
     max_message_mb: PositiveFloat = Field(64.0, le=512, description="Redis refuses bulk strings over 512 MB")
+    incoming_ttl_s: PositiveInt = Field(
+        3600, le=7 * 86400, description="rows of a published set that no server routed expire after this"
+    )
 
 
 class TrainerConfig(Section):

@@ -37,8 +37,13 @@ class Keys:
 
     # -- samples ------------------------------------------------------------------
     def stream(self, output: str) -> str:
-        """Stream of balanced sample sets for one output (transport)."""
+        """Stream of sample-set manifests for one output (transport; rows in `incoming`)."""
         return self._k("stream", output)
+
+    def incoming(self, set_id: str, row: int | str = "") -> str:
+        """String: one row of a published set, until the server checks it and renames it
+        into a buffer (it has a TTL: a set never routed cannot leak)."""
+        return self._k("incoming", set_id, str(row))
 
     def buffer(self, output: str) -> str:
         """Set of sample ids in one output's buffer (SCARD = fill; SPOP = random draw)."""

@@ -6,6 +6,10 @@ fsynced and its sidecar committed. A recorder that dies re-reads its own pending
 on start (and reclaims those of dead recorders with XAUTOCLAIM); entry ids already in a
 committed sidecar are acknowledged without being written twice. Bad entries are
 counted, logged and acknowledged (the server dead-letters them under its own group).
+
+Entries are manifests; the rows are the set's `incoming` keys, which the server copies
+(instead of renaming) while a recorder group exists. Once a chunk is on disk the recorder
+deletes the incoming rows the server has finished with; the others expire.
 """
 
 from __future__ import annotations
@@ -21,9 +25,9 @@ import structlog
 
 from pipeline import codec
 from pipeline.errors import CodecError, SampleError
-from pipeline.keys import RECORDER_GROUP, Keys
+from pipeline.keys import RECORDER_GROUP, SERVER_GROUP, Keys
 from pipeline.recordings import ChunkMeta, ChunkWriter, DiskBudget, remove_orphans
-from pipeline.samples import FIELDS, ContextSpec, SampleSchema, decode_entry
+from pipeline.samples import FIELDS, MAX_HEAD_BYTES, SET_ID, ContextSpec, SampleSchema, decode_entry
 
 log = structlog.get_logger(__name__)
 RECLAIM_IDLE_MS = 60_000
@@ -37,6 +41,7 @@ class _Pending:
     environment: dict[str, Any]
     started: float
     entries: list[str] = field(default_factory=list)
+    incoming: list[list[str]] = field(default_factory=list)  # per entry, its rows' keys
     columns: list[dict[str, np.ndarray]] = field(default_factory=list)
     rows: int = 0
 
@@ -49,6 +54,7 @@ class RecorderStats:
     duplicates: int = 0
     rejected: int = 0
     rotated: int = 0
+    rows_gone: int = 0
 
 
 class Recorder:
@@ -181,7 +187,8 @@ class Recorder:
         if any(entry in p.entries for (_, out), p in self.pending.items() if out == output):
             return False  # re-delivered while still buffered: it is acknowledged with its chunk
         try:
-            sample_set = decode_entry(fields, self.schema, self.outputs, self.max_bytes)
+            full, incoming = self._with_rows(fields)
+            sample_set = decode_entry(full, self.schema, self.outputs, self.max_bytes)
             if sample_set.output != output:
                 raise SampleError(f"set for output {sample_set.output!r} arrived on the {output!r} stream")
         except (CodecError, SampleError) as exc:
@@ -197,12 +204,45 @@ class Recorder:
         if pending is None:
             pending = self.pending[key] = _Pending(sample_set.collector, sample_set.environment, time.monotonic())
         pending.entries.append(entry)
+        pending.incoming.append(incoming)
         pending.columns.append({name: sample_set.columns[name] for name in FIELDS})
         pending.rows += len(sample_set)
         self.stats.entries += 1
         if pending.rows >= self.chunk_rows:
             self._write(key)
         return True
+
+    def _with_rows(self, fields: dict[bytes, bytes]) -> tuple[dict[bytes, bytes], list[str]]:
+        """The set in full: the manifest's meta with the rows from their incoming keys."""
+        try:
+            set_id = codec.decode(fields.get(b"meta", b""), max_bytes=MAX_HEAD_BYTES)["set_id"]
+        except (KeyError, TypeError) as exc:
+            raise SampleError("manifest without a set_id") from exc
+        if not isinstance(set_id, str) or not SET_ID.fullmatch(set_id):
+            raise SampleError(f"set_id must match {SET_ID.pattern}")
+        names = [name for name in fields if name != b"meta"]
+        keys = [self.keys.incoming(set_id, name.decode(errors="replace")[1:]) for name in names]
+        rows = self.r.mget(keys) if keys else []
+        if any(row is None for row in rows):
+            self.stats.rows_gone += 1
+            raise SampleError("rows gone: routed before this recorder read them, or expired")
+        return {b"meta": fields[b"meta"], **dict(zip(names, rows, strict=True))}, keys
+
+    def _release(self, output: str, entries: list[str], incoming: list[list[str]]) -> None:
+        """Delete the incoming rows of entries the server has routed (acknowledged)."""
+        stream = self.keys.stream(output)
+        server = next((g for g in self.r.xinfo_groups(stream) if g["name"] in (SERVER_GROUP, SERVER_GROUP.encode())),
+                      None)
+        if server is None:
+            return
+        last = _stream_id(server["last-delivered-id"])
+        pending = {_stream_id(p["message_id"]) for p in self.r.xpending_range(
+            stream, SERVER_GROUP, min=min(entries, key=_stream_id), max=max(entries, key=_stream_id), count=10_000)}
+        done = [keys for entry, keys in zip(entries, incoming, strict=True)
+                if _stream_id(entry) <= last and _stream_id(entry) not in pending]
+        keys = [k for ks in done for k in ks]
+        for start in range(0, len(keys), 1000):
+            self.r.unlink(*keys[start : start + 1000])
 
     # -- writing ------------------------------------------------------------------------------
     def flush(self, force: bool = True) -> int:
@@ -230,6 +270,7 @@ class Recorder:
         pipe.hincrby(self.keys.counters, f"recorded_sets:{output}", len(pending.entries))
         pipe.hincrby(self.keys.counters, f"recorded_samples:{output}", pending.rows)
         pipe.execute()
+        self._release(output, pending.entries, pending.incoming)
         for old in self.budget.add(meta):
             if old.output in self.recorded:
                 self.recorded[old.output].difference_update(old.entries)
@@ -248,6 +289,13 @@ class Recorder:
             "rejected": self.stats.rejected,
             "duplicates": self.stats.duplicates,
             "rotated": self.stats.rotated,
+            "rows_gone": self.stats.rows_gone,
             "disk_mb": round(self.budget.total / 2**20, 2),
             "pending_sets": sum(len(p.entries) for p in self.pending.values()),
         }
+
+
+def _stream_id(value: bytes | str) -> tuple[int, int]:
+    text = value.decode() if isinstance(value, bytes) else value
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)

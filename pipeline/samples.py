@@ -18,6 +18,8 @@ Control vectors follow `pipeline.config.CONTROL_NAMES`.
 
 from __future__ import annotations
 
+import math
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,13 +32,16 @@ from pipeline.config import CONTROL_NAMES, Config, InputsConfig
 from pipeline.errors import CodecError, SampleError
 
 FORMAT_VERSION = 2
-#: A stream entry is one sample set: `meta` (msgpack: v, set_id, output, collector, episode,
-#: environment, n) and fields `r0`..`r{n-1}`, each a finished buffer row. The server checks
-#: the meta and the row headers, then Redis copies the rows into the buffer itself: the
-#: frames cross the network twice (collector in, trainer out), as in a bare stream.
+#: A sample set in full ("entry") is `meta` (msgpack: v, set_id, output, collector, episode,
+#: environment, n, row_bytes) and fields `r0`..`r{n-1}`, each a finished buffer row. On the
+#: wire a collector writes the rows as keys of their own and puts a manifest on the stream:
+#: the meta and each row's head (prefix and header, everything but the frames). The server
+#: checks the manifest, then has Redis check each row against its head and rename it into
+#: the buffer: the frames cross the network twice (collector in, trainer out).
 META_FIELD = "meta"
-#: the most of a field the server reads back when checking an entry (meta, row header)
+#: the most of a row's head (or a meta) anyone reads when checking a set
 MAX_HEAD_BYTES = 65536
+SET_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 HISTORY_FEATURES: tuple[str, ...] = (
     "acceleration_braking",
     "steering",
@@ -185,7 +190,8 @@ class SampleSet:
         return int(self.columns["speed"].shape[0])
 
     def entry(self) -> dict[str, bytes]:
-        """The stream entry: `meta` plus one finished buffer row per sample (see `check_entry`)."""
+        """The set in full: `meta` plus one finished buffer row per sample (see `check_entry`)."""
+        rows = self.rows()
         meta = codec.encode(
             {
                 "v": FORMAT_VERSION,
@@ -195,9 +201,10 @@ class SampleSet:
                 "episode": self.episode,
                 "environment": self.environment,
                 "n": len(self),
+                "row_bytes": [len(row) for row in rows],
             }
         )
-        return {META_FIELD: meta, **{row_field(i): row for i, row in enumerate(self.rows())}}
+        return {META_FIELD: meta, **{row_field(i): row for i, row in enumerate(rows)}}
 
     def rows(self) -> list[bytes]:
         """Each sample encoded on its own, as stored in a buffer (see `encode_row`)."""
@@ -207,8 +214,10 @@ class SampleSet:
 
 
 #: Buffer rows: magic, header length (uint32 LE), msgpack header (every field but the
-#: frames, plus the frames' shape), then the raw uint8 frames. The trainer maps the
-#: frames straight out of the bytes Redis returned (no msgpack copy of 57 KB per sample).
+#: frames as plain numbers and lists, plus the frames' shape), then the raw uint8 frames.
+#: The trainer maps the frames straight out of the bytes Redis returned (no msgpack copy
+#: of 57 KB per sample); plain numbers decode in msgpack's C code, where numpy arrays in
+#: msgpack would each need a Python hook (the server and trainer read every header).
 ROW_MAGIC = b"CR1"
 _ROW_PREFIX = len(ROW_MAGIC) + 4
 
@@ -217,7 +226,7 @@ def encode_row(row: dict[str, np.ndarray], episode: str) -> bytes:
     frames = np.ascontiguousarray(row["frames"], dtype=np.uint8)
     header = codec.encode(
         {"v": FORMAT_VERSION, "episode": episode, "frames_shape": list(frames.shape),
-         **{k: v for k, v in row.items() if k != "frames"}}
+         **{k: np.asarray(v).tolist() for k, v in row.items() if k != "frames"}}
     )
     return b"".join((ROW_MAGIC, len(header).to_bytes(4, "little"), header, frames.tobytes()))
 
@@ -261,25 +270,51 @@ def decode_row(blob: bytes) -> dict[str, Any]:
     return header
 
 
+def manifest(entry: Mapping[str, bytes]) -> dict[str, bytes]:
+    """What goes on the stream for a set in full: the meta and each row's head."""
+    return {name: value if name == META_FIELD else value[: row_head_size(value)] for name, value in entry.items()}
+
+
 @dataclass(frozen=True)
 class EntryView:
-    """A stream entry as the server sees it: per field its first bytes (the whole meta, a
-    row's header) and its full length. Redis builds it in Lua without sending the frames."""
+    """A set as a check sees it: per field its first bytes (the whole meta, a row's head)
+    and its full length."""
 
     heads: dict[str, tuple[bytes, int]]
 
     @classmethod
     def of(cls, fields: Mapping[bytes | str, bytes]) -> EntryView:
-        """The view of a whole entry (as XREADGROUP returns it), cut as the Lua reader cuts."""
+        """The view of a set in full (meta and whole rows)."""
         heads = {}
-        for name, value in fields.items():
-            key = name.decode(errors="replace") if isinstance(name, bytes) else name
-            heads[key] = (value[: row_head_size(value)] if key != META_FIELD else value[:MAX_HEAD_BYTES], len(value))
+        for name, value in _named(fields).items():
+            heads[name] = (value[: row_head_size(value)] if name != META_FIELD else value[:MAX_HEAD_BYTES], len(value))
+        return cls(heads)
+
+    @classmethod
+    def of_manifest(cls, fields: Mapping[bytes | str, bytes]) -> EntryView:
+        """The view of a manifest: the heads as they came, the lengths the meta declares (a
+        meta that cannot say is refused by `check_entry`, which reads it again)."""
+        named = _named(fields)
+        try:
+            declared = codec.decode(named.get(META_FIELD, b""), max_bytes=MAX_HEAD_BYTES).get("row_bytes")
+        except (CodecError, AttributeError):
+            declared = None
+        heads = {}
+        for name, value in named.items():
+            index = name[1:]
+            length = len(value)
+            if name != META_FIELD and isinstance(declared, list) and index.isdigit() and int(index) < len(declared):
+                length = declared[int(index)] if isinstance(declared[int(index)], int) else -1
+            heads[name] = (value[:MAX_HEAD_BYTES], length)
         return cls(heads)
 
     @property
     def nbytes(self) -> int:
         return sum(length for _, length in self.heads.values())
+
+
+def _named(fields: Mapping[bytes | str, bytes]) -> dict[str, bytes]:
+    return {(k.decode(errors="replace") if isinstance(k, bytes) else k): v for k, v in fields.items()}
 
 
 @dataclass(frozen=True)
@@ -313,7 +348,9 @@ def check_entry(
     output = msg.get("output")
     if output not in outputs:
         raise SampleError(f"unknown output {output!r}; this run has {outputs}")
-    for key in ("set_id", "collector", "episode"):
+    if not isinstance(msg.get("set_id"), str) or not SET_ID.fullmatch(msg["set_id"]):
+        raise SampleError(f"set_id must match {SET_ID.pattern} (it names keys)")
+    for key in ("collector", "episode"):
         value = msg.get(key)
         # copied into every buffer row id/header: a long one would multiply Redis memory by the set size
         if not isinstance(value, str) or not 0 < len(value) <= MAX_NAME_LEN:
@@ -328,7 +365,14 @@ def check_entry(
     if set(view.heads) != expected:
         missing, unknown = sorted(expected - set(view.heads))[:5], sorted(set(view.heads) - expected)[:5]
         raise SampleError(f"entry fields wrong for {n} rows: missing {missing}, unknown {unknown}")
-    schema.validate_columns(_header_columns(view, msg["episode"], n, schema))
+    with np.errstate(over="ignore", invalid="ignore"):  # a value beyond float32 becomes inf: refused below
+        schema.validate_columns(_header_columns(view, msg["episode"], n, schema))
+    declared = msg.get("row_bytes")
+    if not isinstance(declared, list) or len(declared) != n:
+        raise SampleError(f"row_bytes must list the byte count of each of the {n} rows")
+    for i, length in enumerate(declared):
+        if length != view.heads[row_field(i)][1]:
+            raise SampleError(f"row {i}: {view.heads[row_field(i)][1]} bytes, the meta says {length!r}")
     return SetHeader(msg["set_id"], output, msg["collector"], msg["episode"], env, n)
 
 
@@ -347,17 +391,27 @@ def _header_columns(view: EntryView, episode: str, n: int, schema: SampleSchema)
         if tuple(shape) != schema.row_shapes()["frames"]:
             raise SampleError(f"frames: shape {shape}, expected {list(schema.row_shapes()['frames'])}")
         headers.append(header)
-    columns: dict[str, Any] = {}
-    for name in FIELDS:
+    columns = header_columns(headers, schema)
+    columns["frames"] = np.broadcast_to(np.zeros((), np.uint8), (n, *schema.row_shapes()["frames"]))
+    return columns
+
+
+def header_columns(headers: list[dict[str, Any]], schema: SampleSchema) -> dict[str, np.ndarray]:
+    """The non-frame fields of decoded rows as columns of their dtypes (shapes and values
+    are the schema's to check)."""
+    columns = {}
+    for name, row_shape in schema.row_shapes().items():
         if name == "frames":
             continue
-        values = [h[name] for h in headers]
-        if not all(isinstance(v, np.ndarray) for v in values):
-            raise SampleError(f"{name}: expected an array in every row")
-        if len({(v.dtype, v.shape) for v in values}) != 1:
-            raise SampleError(f"{name}: rows differ in dtype or shape")
-        columns[name] = np.stack(values)
-    columns["frames"] = np.broadcast_to(np.zeros((), np.uint8), (n, *schema.row_shapes()["frames"]))
+        try:
+            column = np.asarray([h[name] for h in headers], dtype=_DTYPES[name])
+        except KeyError:
+            raise SampleError(f"{name}: missing from a row") from None
+        except (ValueError, TypeError, OverflowError):
+            raise SampleError(f"{name}: not numbers of one shape in every row") from None
+        if column.size == 0 and math.prod(row_shape) == 0:  # lists keep no shape for empty dimensions
+            column = column.reshape((len(headers), *row_shape))
+        columns[name] = column
     return columns
 
 
@@ -367,7 +421,7 @@ def decode_entry(
 ) -> SampleSet:
     """Check a whole stream entry and decode its set (for readers that need the frames)."""
     head = check_entry(EntryView.of(fields), schema, outputs, max_bytes)
-    by_name = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
+    by_name = _named(fields)
     columns = stack_rows([by_name[row_field(i)] for i in range(head.n)], schema)
     return SampleSet(head.output, head.collector, head.episode, columns, head.environment, head.set_id)
 
@@ -382,7 +436,8 @@ def stack_rows(blobs: list[bytes], schema: SampleSchema, alloc: Allocator | None
     the frames are copied once, from Redis' bytes straight into it.
     """
     rows = [decode_row(blob) for blob in blobs]
-    columns = {name: np.stack([r[name] for r in rows]) for name in FIELDS if name != "frames"}
+    with np.errstate(over="ignore", invalid="ignore"):  # a value beyond float32 becomes inf: refused below
+        columns = header_columns(rows, schema)
     frames = [r["frames"] for r in rows]
     if alloc is not None and frames and all(f.shape == frames[0].shape for f in frames):
         out = alloc((len(frames), *frames[0].shape), np.dtype(np.uint8))

@@ -1,8 +1,10 @@
 """The server: publishes the config, routes sample sets into buffers, supplies collection jobs.
 
 Routing is at-least-once from the stream and exactly-once into the buffer: every entry
-is checked from its meta and row headers (the rows are finished buffer rows, so they
-are never decoded or re-encoded), then its rows, the XACK and the counters go in one MULTI. A bad entry is
+is a manifest (the set's meta and each row's head), checked here; the rows themselves,
+finished buffer rows the collector wrote as `incoming` keys, never reach the server:
+one script in Redis compares each with its checked head and renames it into the buffer,
+with the XACK and the counters (`Buffers.route_set`). A bad entry is
 dead-lettered with its reason and acknowledged, never retried forever. Entries left
 pending by a crashed server are reclaimed (its own on start, others' with XAUTOCLAIM).
 """
@@ -24,17 +26,19 @@ from rq import Queue
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
+from pipeline import codec
 from pipeline.buffers import Buffers
 from pipeline.config import CollectionConfig, Config
 from pipeline.errors import CodecError, SampleError
 from pipeline.games.base import Environment
-from pipeline.keys import COLLECT_QUEUE, SERVER_GROUP, Keys
+from pipeline.keys import COLLECT_QUEUE, RECORDER_GROUP, SERVER_GROUP, Keys
 from pipeline.presence import live_workers
-from pipeline.samples import EntryView, SampleSchema, check_entry, row_field
+from pipeline.samples import MAX_HEAD_BYTES, SET_ID, EntryView, SampleSchema, check_entry, row_field
 
 log = structlog.get_logger(__name__)
 DEADLETTER_MAXLEN = 1000
 RECLAIM_IDLE_MS = 60_000
+RECORDER_CHECK_S = 10.0
 COLLECT_JOB = "pipeline.collection.run_episode"
 
 
@@ -106,6 +110,7 @@ class Server:
         self._own_pending_done = False
         self._last_reclaim = 0.0
         self._set_size: dict[str, float] = {}
+        self._recorder: dict[str, tuple[float, bool]] = {}  # stream -> (checked at, recorder group seen)
 
     # -- setup ----------------------------------------------------------------------
     def setup(self) -> int:
@@ -186,35 +191,56 @@ class Server:
         return handled
 
     def handle_entry(self, output: str, entry_id: bytes | str, fields: dict[bytes, bytes]) -> bool:
-        """Check one entry and route it, or dead-letter it; either way it is acknowledged."""
+        """Check one manifest and route its rows, or dead-letter it; either way it is acknowledged."""
         entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
         stream = self.keys.stream(output)
-        view = EntryView.of(fields)
+        view = EntryView.of_manifest(fields)
         try:
             head = check_entry(view, self.schema, self.outputs, self.max_bytes)
             if head.output != output:
                 raise SampleError(f"set for output {head.output!r} arrived on the {output!r} stream")
         except (CodecError, SampleError) as exc:
-            self.dead_letter(stream, entry, str(exc), view.nbytes)
+            self.dead_letter(stream, entry, str(exc), view.nbytes, fields)
             return False
-        # the rows travel as the collector made them: checked from their headers, never re-encoded
-        rows = [fields[row_field(i).encode()] for i in range(head.n)]
-        # ids from the set, not the entry: a set published twice cannot duplicate its samples
-        ids = [f"{head.set_id}:{i}" for i in range(head.n)]
-        pipe = self.r.pipeline(transaction=True)
-        self.buffers.add_rows_pipeline(pipe, output, ids, rows)
-        pipe.xack(stream, SERVER_GROUP, entry)
-        pipe.hincrby(self.keys.counters, f"sets_routed:{output}", 1)
-        pipe.hincrby(self.keys.counters, f"samples_routed:{output}", head.n)
-        pipe.execute()
+        # the rows were made by the collector and are checked against their heads inside
+        # Redis; ids from the set, not the entry: a set published twice cannot duplicate samples
+        heads = [view.heads[row_field(i)] for i in range(head.n)]
+        bad = self.buffers.route_set(output, stream, SERVER_GROUP, entry, head.set_id, heads, copy=self._recorded(stream))
+        if bad is not None:
+            self.dead_letter(stream, entry, f"row {bad} is missing or differs from its header (expired?)",
+                             view.nbytes, fields)
+            return False
         self.stats.routed_sets += 1
         self.stats.routed_samples += head.n
         self._set_size[output] = 0.8 * self._set_size.get(output, head.n) + 0.2 * head.n
         return True
 
-    def dead_letter(self, stream: str, entry: str, reason: str, nbytes: int) -> None:
-        """Keep a bounded record of a rejected entry, then acknowledge it."""
+    def _recorded(self, stream: str) -> bool:
+        """True while a recorder group reads the stream: rows are then copied, and the
+        recorder deletes the incoming ones once they are on disk."""
+        now = time.monotonic()
+        checked, recorded = self._recorder.get(stream, (-math.inf, False))
+        if now - checked > RECORDER_CHECK_S:
+            names = {g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
+                     for g in self.r.xinfo_groups(stream)}
+            recorded = RECORDER_GROUP in names
+            self._recorder[stream] = (now, recorded)
+        return recorded
+
+    def drop_incoming(self, fields: dict[bytes, bytes]) -> None:
+        """Delete the rows of a set that will never be routed (their TTL would, later)."""
+        try:
+            set_id = codec.decode(fields.get(b"meta", b""), max_bytes=MAX_HEAD_BYTES)["set_id"]
+        except (CodecError, KeyError, TypeError):
+            return
+        rows = sum(1 for name in fields if name != b"meta")
+        if isinstance(set_id, str) and SET_ID.fullmatch(set_id) and rows:
+            self.r.unlink(*(self.keys.incoming(set_id, i) for i in range(rows)))
+
+    def dead_letter(self, stream: str, entry: str, reason: str, nbytes: int, fields: dict[bytes, bytes]) -> None:
+        """Keep a bounded record of a rejected entry, acknowledge it and delete its rows."""
         log.warning("entry_rejected", stream=stream, entry=entry, reason=reason)
+        self.drop_incoming(fields)
         pipe = self.r.pipeline(transaction=True)
         pipe.xadd(
             self.keys.deadletter,
@@ -251,7 +277,10 @@ class Server:
                 continue
             stream = self.keys.stream(name)
             resp = self.r.xreadgroup(SERVER_GROUP, self.consumer, {stream: ">"}, count=excess)
-            ids = [i for i, _ in (resp[0][1] if resp else [])]
+            entries = resp[0][1] if resp else []
+            ids = [i for i, _ in entries]
+            for _, fields in entries:
+                self.drop_incoming(fields)
             if ids:
                 pipe = self.r.pipeline(transaction=True)
                 pipe.xack(stream, SERVER_GROUP, *ids)

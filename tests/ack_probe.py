@@ -2,7 +2,8 @@
 
 `python -m tests.ack_probe OUT.jsonl SECONDS RATE` publishes one-sample sets through the
 real `SetPublisher` (bounded backlog, backoff) for SECONDS at RATE sets/s, then flushes
-its backlog (waiting for Redis) and writes one JSON line per acknowledged set:
+its backlog (waiting for Redis) and writes one JSON line per acknowledged set (rows and
+manifest, one MULTI):
 `{"id": stream entry id, "t": wall time of the acknowledgement}`, then a summary line.
 The fault tests restart Redis meanwhile and compare these ids with what Redis kept.
 """
@@ -23,15 +24,15 @@ from tests.factories import sample_set, tiny_config
 def main(out: Path, seconds: float, rate: float) -> None:
     r, keys = connect(), keys_from_env()
     acks: list[tuple[str, float]] = []
-    xadd = r.xadd
+    publisher = SetPublisher(r, keys, stream_maxlen=1_000_000, max_backlog=100_000)
+    send = publisher._send
 
-    def recording_xadd(*args: Any, **kwargs: Any) -> Any:
-        entry = xadd(*args, **kwargs)  # raises on a connection error: not acknowledged
+    def recording_send(*args: Any) -> Any:
+        entry = send(*args)  # raises on a connection error: not acknowledged
         acks.append((entry.decode() if isinstance(entry, bytes) else str(entry), time.time()))
         return entry
 
-    r.xadd = recording_xadd  # type: ignore[method-assign]
-    publisher = SetPublisher(r, keys, stream_maxlen=1_000_000, max_backlog=100_000)
+    publisher._send = recording_send  # type: ignore[method-assign]
     s = sample_set(tiny_config(), "steering", 1)
     start = time.monotonic()
     sent = 0

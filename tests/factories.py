@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 import redis
 
+from pipeline import codec
 from pipeline.config import Config, load_config
+from pipeline.errors import CharlesError
 from pipeline.keys import Keys
-from pipeline.samples import SampleSchema, SampleSet, empty_columns
+from pipeline.samples import SET_ID, SampleSchema, SampleSet, empty_columns, manifest
 
 
 def tiny_config(**overrides: object) -> Config:
@@ -42,3 +47,19 @@ def sample_set(cfg: Config, output: str, n: int, seed: int = 0) -> SampleSet:
 def stored_rows(r: redis.Redis, keys: Keys, output: str) -> int:
     """Row keys of a buffer in Redis (with or without an id in the buffer's set)."""
     return sum(1 for _ in r.scan_iter(match=keys.buffer_row_prefix(output) + "*", count=1000))
+
+
+def publish_entry(r: Any, keys: Keys, output: str, entry: Mapping[str, bytes], ttl: int = 3600) -> Any:
+    """Publish a set in full as a collector does (rows as incoming keys, the manifest on the
+    stream), malformed ones too: their rows go under the meta's set_id, or 'unknown'.
+    `r` may be a pipeline."""
+    try:
+        set_id = codec.decode(entry.get("meta", b""))["set_id"]
+        if not (isinstance(set_id, str) and SET_ID.fullmatch(set_id)):
+            set_id = "unknown"
+    except (CharlesError, KeyError, TypeError):
+        set_id = "unknown"
+    for name, value in entry.items():
+        if name != "meta":
+            r.set(keys.incoming(set_id, name[1:]), value, ex=ttl)
+    return r.xadd(keys.stream(output), manifest(entry))

@@ -333,11 +333,11 @@ def bad_entries(cfg: Config, output: str, marker: Path) -> list[tuple[str, dict[
     no_row = dict(good)
     del no_row["r2"]
     return [
-        ("frames hold", {**good, "r0": good["r0"][:-20]}),  # truncated row
+        ("differs from its header", {**good, "r0": good["r0"][:-20]}),  # a row cut short
         ("not a valid message", {**good, "meta": b"\xc1" + os.urandom(64)}),  # not msgpack at all
         ("exceeds the limit", sample_set(cfg, output, min(big_n, 4096), seed=9).entry()),  # oversized
         ("not allowed", {**good, "meta": msgpack.packb(raw, default=msgpack_numpy.encode, use_bin_type=True)}),
-        ("dtype", mutated(lambda s: s.columns.__setitem__("speed", s.columns["speed"].astype(np.float64)))),
+        ("speed: not numbers", mutated(lambda s: s.columns.__setitem__("speed", np.array(["fast"] * 3)))),
         ("unknown format", {**good, "r1": b"not a row"}),
         ("NaN or infinity", mutated(lambda s: s.columns["targets"].__setitem__((0, 0), np.nan))),
         ("NaN or infinity", mutated(lambda s: s.columns["speed"].__setitem__(1, np.inf))),

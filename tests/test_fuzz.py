@@ -209,14 +209,15 @@ def _entry_of(cols: dict[str, Any], output: str, episode: Any, env: Any) -> dict
     holds at that index (frames as raw bytes, whatever their dtype), `n` from `speed`."""
     n_rows = max((len(v) for v in cols.values()), default=0)
     n = len(cols["speed"]) if "speed" in cols else n_rows
-    fields = {"meta": codec.encode({"v": 2, "set_id": "fuzz", "output": output, "collector": "fuzz",
-                                    "episode": episode, "environment": env, "n": n})}
+    rows = {}
     for i in range(n_rows):
         row = {k: np.asarray(v[i]) for k, v in cols.items() if k != "frames" and i < len(v)}
         frames = cols["frames"][i] if "frames" in cols and i < len(cols["frames"]) else np.zeros(0, np.uint8)
         header = codec.encode({"v": 2, "episode": episode, "frames_shape": list(frames.shape), **row})
-        fields[row_field(i)] = _row_with_header(header) + np.ascontiguousarray(frames).tobytes()
-    return fields
+        rows[row_field(i)] = _row_with_header(header) + np.ascontiguousarray(frames).tobytes()
+    meta = codec.encode({"v": 2, "set_id": "fuzz", "output": output, "collector": "fuzz", "episode": episode,
+                         "environment": env, "n": n, "row_bytes": [len(row) for row in rows.values()]})
+    return {"meta": meta, **rows}
 
 
 @pytest.mark.parametrize("name, value, reason", [

@@ -19,7 +19,7 @@ from pipeline.server import Server
 from pipeline.trainer import Trainer, TrainerSettings
 from pipeline.training import Learner
 from pipeline.weights import WeightsStore
-from tests.factories import sample_set, tiny_config
+from tests.factories import publish_entry, sample_set, tiny_config
 
 
 def test_trainer_writes_reference_tags_fill_and_convcam(r: redis.Redis, keys: Keys, tmp_path: Path) -> None:
@@ -28,7 +28,7 @@ def test_trainer_writes_reference_tags_fill_and_convcam(r: redis.Redis, keys: Ke
     server.setup()
     for output in cfg.output_names():
         for i in range(10):
-            r.xadd(keys.stream(output), sample_set(cfg, output, 2, seed=i).entry())
+            publish_entry(r, keys, output, sample_set(cfg, output, 2, seed=i).entry())
     while server.route_once(block_ms=10):
         pass
     model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width))

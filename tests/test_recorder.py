@@ -16,7 +16,7 @@ from pipeline.recorder import Recorder
 from pipeline.recordings import load_chunk, scan
 from pipeline.samples import ContextSpec, SampleSchema
 from pipeline.server import publish_config
-from tests.factories import sample_set, tiny_config
+from tests.factories import publish_entry, sample_set, tiny_config
 from tests.processes import Roles, wait_until
 
 
@@ -35,7 +35,7 @@ def add_sets(r: redis.Redis, keys: Keys, count: int, rows: int = 2, start: int =
         output = cfg.output_names()[i % 2]
         s = sample_set(cfg, output, rows, seed=i)
         s.episode = f"ep{i // 10}"
-        ids.append(r.xadd(keys.stream(output), s.entry()).decode())
+        ids.append(publish_entry(r, keys, output, s.entry()).decode())
     return ids
 
 

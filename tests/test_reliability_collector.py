@@ -22,7 +22,7 @@ from rq.serializers import JSONSerializer
 from pipeline.config import load_config
 from pipeline.keys import COLLECT_QUEUE, Keys
 from pipeline.local_redis import RedisServer
-from pipeline.samples import SampleSchema, decode_entry
+from pipeline.samples import EntryView, SampleSchema, check_entry
 from tests.factories import stored_rows
 from tests.faults import (
     RELIABILITY_CONFIG,
@@ -88,8 +88,8 @@ def assert_no_partial_sets(r: redis.Redis, keys: Keys, schema: SampleSchema, out
     for output in outputs:
         sizes = {}
         for _entry_id, fields in r.xrange(keys.stream(output)):
-            sample_set = decode_entry(fields, schema, outputs)
-            sizes[sample_set.set_id] = len(sample_set)  # sample ids are `{set_id}:{row}`
+            head = check_entry(EntryView.of_manifest(fields), schema, outputs)
+            sizes[head.set_id] = head.n  # sample ids are `{set_id}:{row}`
         per_entry = Counter(i.decode().rsplit(":", 1)[0] for i in r.smembers(keys.buffer(output)))
         assert per_entry, f"nothing was routed into {output}"
         checked = [s for s in per_entry if s in sizes]  # the server trims routed sets beyond stream_keep

@@ -20,7 +20,7 @@ import redis
 from pipeline.config import load_config
 from pipeline.keys import SERVER_GROUP, Keys
 from pipeline.local_redis import RedisServer
-from tests.factories import sample_set, stored_rows
+from tests.factories import publish_entry, sample_set, stored_rows
 from tests.faults import (
     RELIABILITY_CONFIG,
     FaultRoles,
@@ -61,7 +61,7 @@ def test_server_killed_with_pending_entries_reclaims_them(redis_server: RedisSer
         pipe = r.pipeline(transaction=False)
         sets = [sample_set(cfg, OUTPUT, rng.randint(1, 4), seed=rng.randrange(1000)) for _ in range(n)]
         for s in sets:
-            pipe.xadd(stream, s.entry())
+            publish_entry(pipe, keys, OUTPUT, s.entry())
         pipe.execute()
         for s in sets:  # sample ids are `{set_id}:{row}`
             added[s.set_id] = len(s)
@@ -116,9 +116,9 @@ def test_bad_entries_dead_lettered_while_server_keeps_running(redis_server: Redi
         good_rows = 0
         expected: dict[str, str] = {}
         for i, (reason, fields) in enumerate(bad):
-            expected[r.xadd(stream, fields).decode()] = reason
+            expected[publish_entry(r, keys, OUTPUT, fields).decode()] = reason
             good = sample_set(cfg, OUTPUT, 2, seed=i)
-            r.xadd(stream, good.entry())
+            publish_entry(r, keys, OUTPUT, good.entry())
             good_rows += len(good)
         wait_for(lambda: r.xlen(keys.deadletter) >= len(bad) and r.scard(keys.buffer(OUTPUT)) >= good_rows,
                  60, "every entry to be handled", roles)
@@ -131,7 +131,7 @@ def test_bad_entries_dead_lettered_while_server_keeps_running(redis_server: Redi
         assert r.scard(keys.buffer(OUTPUT)) == good_rows  # good data flowed around the bad
         # still alive and routing
         late = sample_set(cfg, OUTPUT, 3, seed=99)
-        r.xadd(stream, late.entry())
+        publish_entry(r, keys, OUTPUT, late.entry())
         wait_for(lambda: r.sismember(keys.buffer(OUTPUT), f"{late.set_id}:2"), 30, "a late good set to be routed", roles)
         assert r.xpending(stream, SERVER_GROUP)["pending"] == 0
         assert int(r.hget(keys.counters, "deadlettered")) == len(bad)

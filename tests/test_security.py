@@ -29,6 +29,7 @@ from pipeline.errors import WeightsError
 from pipeline.keys import COLLECT_QUEUE, EVALUATE_QUEUE, Keys
 from pipeline.local_redis import free_port
 from pipeline.weights import from_blob
+from tests.factories import publish_entry
 from tests.faults import FaultRoles, prefill, unique_prefix, wait_for
 from tests.processes import ROOT
 
@@ -159,7 +160,8 @@ def test_collector_user_writes_its_streams_only(acl_redis: AclRedis) -> None:
     k, c, admin = acl_redis.keys, acl_redis.client("collector"), acl_redis.client()
     admin.hset(k.weights_latest, mapping={"blob": b"x", "version": 1})
     admin.hset(k.config, mapping={"json": "{}", "version": 1})
-    assert c.xadd(k.stream("steering"), {"data": b"x"})  # its job
+    publish_entry(c.pipeline(transaction=True), k, "steering", {"meta": b"m", "r0": b"row"}).execute()  # its job
+    assert admin.xlen(k.stream("steering")) == 1 and admin.get(k.incoming("unknown", 0)) == b"row"
     assert c.hget(k.config, "json") == b"{}"  # may read the config
     c.set(k.presence("collector", "collector-x"), "1", ex=5)  # and keep its presence
     for what, call in {
@@ -170,6 +172,8 @@ def test_collector_user_writes_its_streams_only(acl_redis: AclRedis) -> None:
         "delete a stream": lambda: c.delete(k.stream("steering")),
         "write the dead-letter stream": lambda: c.xadd(k.deadletter, {"x": 1}),
         "write a buffer": lambda: c.sadd(k.buffer("steering"), "x"),
+        "write a buffer row": lambda: c.set(k.buffer_row("steering", "x:0"), b"forged"),
+        "read incoming rows": lambda: c.get(k.incoming("unknown", 0)),
         "write another role's status": lambda: c.hset(k.status("player", "p"), "x", 1),
         "read an evaluation job": lambda: c.hgetall(f"rq:job:{k.job_id(EVALUATE_QUEUE, 'v1')}"),
         "push to the evaluate queue": lambda: c.rpush(f"rq:queue:{k.queue(EVALUATE_QUEUE)}", "x"),

@@ -9,9 +9,10 @@ import msgpack_numpy
 import numpy as np
 import redis
 
-from pipeline.keys import SERVER_GROUP, Keys
+from pipeline.keys import RECORDER_GROUP, SERVER_GROUP, Keys
+from pipeline.samples import manifest
 from pipeline.server import Server, fetch_config, sample_environment
-from tests.factories import sample_set, tiny_config
+from tests.factories import publish_entry, sample_set, tiny_config
 
 
 def make_server(r: redis.Redis, keys: Keys, consumer: str = "server-1", **cfg: object) -> Server:
@@ -33,7 +34,7 @@ def test_config_published_and_versioned(r: redis.Redis, keys: Keys) -> None:
 def test_valid_set_routed_and_acked(r: redis.Redis, keys: Keys) -> None:
     server = make_server(r, keys)
     s = sample_set(server.config, "steering", 5)
-    r.xadd(keys.stream("steering"), s.entry())
+    publish_entry(r, keys, "steering", s.entry())
     assert server.route_once(block_ms=10) == 1
     assert r.scard(keys.buffer("steering")) == 5
     assert r.xpending(keys.stream("steering"), SERVER_GROUP)["pending"] == 0
@@ -48,7 +49,7 @@ def _bad_entries(server: Server) -> list[dict[str, bytes]]:
     wrong_shape = sample_set(cfg, "steering", 3)
     wrong_shape.columns["frames"] = np.zeros((3, 1, 10, 10, 3), np.uint8)
     wrong_dtype = sample_set(cfg, "steering", 3)
-    wrong_dtype.columns["speed"] = wrong_dtype.columns["speed"].astype(np.float64)
+    wrong_dtype.columns["speed"] = np.array(["fast"] * 3)
     unknown = sample_set(cfg, "steering", 3)
     unknown.output = "flying"
     other_stream = sample_set(cfg, "acceleration_braking", 3)
@@ -69,8 +70,8 @@ def test_bad_entries_dead_lettered_and_server_keeps_going(r: redis.Redis, keys: 
     server = make_server(r, keys)
     bad = _bad_entries(server)
     for fields in bad:
-        r.xadd(keys.stream("steering"), fields)
-    r.xadd(keys.stream("steering"), sample_set(server.config, "steering", 4).entry())
+        publish_entry(r, keys, "steering", fields)
+    publish_entry(r, keys, "steering", sample_set(server.config, "steering", 4).entry())
     handled = 0
     while handled < len(bad) + 1:
         handled += server.route_once(block_ms=10)
@@ -85,7 +86,7 @@ def test_bad_entries_dead_lettered_and_server_keeps_going(r: redis.Redis, keys: 
 def test_crash_before_ack_reclaimed_once(r: redis.Redis, keys: Keys) -> None:
     server = make_server(r, keys)
     for seed in range(3):
-        r.xadd(keys.stream("steering"), sample_set(server.config, "steering", 2, seed).entry())
+        publish_entry(r, keys, "steering", sample_set(server.config, "steering", 2, seed).entry())
     # a server reads the entries and dies before routing them
     r.xreadgroup(SERVER_GROUP, "server-1", {keys.stream("steering"): ">"}, count=10)
     assert r.xpending(keys.stream("steering"), SERVER_GROUP)["pending"] == 3
@@ -101,7 +102,7 @@ def test_crash_before_ack_reclaimed_once(r: redis.Redis, keys: Keys) -> None:
 
 def test_other_consumers_pending_claimed(r: redis.Redis, keys: Keys) -> None:
     server = make_server(r, keys, consumer="server-2")
-    r.xadd(keys.stream("steering"), sample_set(server.config, "steering", 2).entry())
+    publish_entry(r, keys, "steering", sample_set(server.config, "steering", 2).entry())
     r.xreadgroup(SERVER_GROUP, "dead-server", {keys.stream("steering"): ">"}, count=10)
     import pipeline.server as mod
 
@@ -117,7 +118,7 @@ def test_other_consumers_pending_claimed(r: redis.Redis, keys: Keys) -> None:
 def test_full_buffer_stops_reading_and_drops_overflow_counted(r: redis.Redis, keys: Keys) -> None:
     server = make_server(r, keys, buffers={"capacity": 4, "stream_maxlen": 3})
     for seed in range(10):
-        r.xadd(keys.stream("steering"), sample_set(server.config, "steering", 2, seed).entry())
+        publish_entry(r, keys, "steering", sample_set(server.config, "steering", 2, seed).entry())
     for _ in range(5):
         server.route_once(block_ms=10)
     assert 4 <= r.scard(keys.buffer("steering")) <= 5  # stops once full (at most one set over)
@@ -136,7 +137,7 @@ def test_jobs_supplied_only_while_data_wanted(r: redis.Redis, keys: Keys) -> Non
     assert job.args[0]["environment"]["map_seed"] not in server.config.collection.held_out_seeds
     server.queue.empty()
     for output in server.outputs:
-        r.xadd(keys.stream(output), sample_set(server.config, output, 2).entry())
+        publish_entry(r, keys, output, sample_set(server.config, output, 2).entry())
     server.route_once(block_ms=10)
     server.route_once(block_ms=10)
     assert server.supply_jobs() == 0  # every buffer is full
@@ -152,7 +153,7 @@ def test_held_out_seeds_never_sampled() -> None:
 def test_routed_sets_trimmed_to_keep(r: redis.Redis, keys: Keys) -> None:
     server = make_server(r, keys, buffers={"capacity": 1000, "stream_keep": 2})
     for seed in range(30):
-        r.xadd(keys.stream("steering"), sample_set(server.config, "steering", 2, seed).entry())
+        publish_entry(r, keys, "steering", sample_set(server.config, "steering", 2, seed).entry())
     while server.route_once(block_ms=10):
         pass
     server.trim_streams()
@@ -164,8 +165,37 @@ def test_routed_sets_trimmed_to_keep(r: redis.Redis, keys: Keys) -> None:
 def test_set_published_twice_lands_once(r: redis.Redis, keys: Keys) -> None:
     server = make_server(r, keys)
     s = sample_set(server.config, "steering", 3)
-    r.xadd(keys.stream("steering"), s.entry())
-    r.xadd(keys.stream("steering"), s.entry())  # resent after a lost acknowledgement
+    publish_entry(r, keys, "steering", s.entry())
+    publish_entry(r, keys, "steering", s.entry())  # resent after a lost acknowledgement
     while server.route_once(block_ms=10):
         pass
     assert r.scard(keys.buffer("steering")) == 3
+
+
+def test_rows_renamed_into_the_buffer_and_checked_against_their_heads(r: redis.Redis, keys: Keys) -> None:
+    server = make_server(r, keys)
+    good, swapped, missing = (sample_set(server.config, "steering", 3, seed) for seed in (1, 2, 3))
+    publish_entry(r, keys, "steering", good.entry())
+    publish_entry(r, keys, "steering", swapped.entry())
+    r.set(keys.incoming(swapped.set_id, 1), good.entry()["r0"])  # changed after the manifest went out
+    r.xadd(keys.stream("steering"), manifest(missing.entry()))  # a manifest whose rows never arrived
+    for _ in range(3):
+        server.route_once(block_ms=10)
+    assert r.smembers(keys.buffer("steering")) == {f"{good.set_id}:{i}".encode() for i in range(3)}
+    assert r.get(keys.buffer_row("steering", f"{good.set_id}:2")) == good.entry()["r2"]  # byte for byte
+    assert not list(r.scan_iter(match=keys.incoming("*") + "*"))  # renamed, or deleted with the refusal
+    reasons = [e[1][b"reason"].decode() for e in r.xrange(keys.deadletter)]
+    assert reasons == ["row 1 is missing or differs from its header (expired?)",
+                       "row 0 is missing or differs from its header (expired?)"]
+    assert r.xpending(keys.stream("steering"), SERVER_GROUP)["pending"] == 0
+
+
+def test_rows_copied_while_a_recorder_reads_the_streams(r: redis.Redis, keys: Keys) -> None:
+    server = make_server(r, keys)
+    r.xgroup_create(keys.stream("steering"), RECORDER_GROUP, id="0")
+    s = sample_set(server.config, "steering", 2)
+    publish_entry(r, keys, "steering", s.entry(), ttl=600)
+    server.route_once(block_ms=10)
+    assert r.scard(keys.buffer("steering")) == 2
+    assert r.get(keys.incoming(s.set_id, 0)) == r.get(keys.buffer_row("steering", f"{s.set_id}:0"))
+    assert 0 < r.ttl(keys.incoming(s.set_id, 0)) <= 600  # left for the recorder, still bounded

@@ -17,7 +17,7 @@ from pipeline.server import Server
 from pipeline.trainer import Trainer, TrainerSettings
 from pipeline.training import Learner, checkpoint_exists
 from pipeline.weights import WeightsStore
-from tests.factories import sample_set, tiny_config
+from tests.factories import publish_entry, sample_set, tiny_config
 
 
 def wait_for(pred, timeout: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
@@ -48,7 +48,7 @@ def setup(r: redis.Redis, keys: Keys, tmp_path: Path) -> tuple[Server, Trainer]:
 
 def feed(server: Server, r: redis.Redis, keys: Keys, output: str, n_sets: int, seed: int) -> None:
     for i in range(n_sets):
-        r.xadd(keys.stream(output), sample_set(server.config, output, 2, seed * 1000 + i).entry())
+        publish_entry(r, keys, output, sample_set(server.config, output, 2, seed * 1000 + i).entry())
     while server.route_once(block_ms=10):
         pass
 

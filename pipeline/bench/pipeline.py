@@ -3,11 +3,13 @@
 Both figures run the stages as concurrent processes against one throwaway redis-server,
 in the same run, with the same encoded payloads, timed from a common start to the last
 item consumed:
-- ceiling: one process pipelines XADD of the encoded sets, another XREADGROUP + XACKs them
-  (every process with the same client settings, `pipeline.redis_conn.connect`);
-- value: the real path — a collector process encodes and XADDs each set, a server process
-  validates and routes it into the buffer (one MULTI per set), a trainer process draws
-  with the gated Lua script, decodes and stacks batches.
+- ceiling: one process pipelines XADD of the encoded sets (each set in full in one entry),
+  another XREADGROUP + XACKs them (every process with the same client settings,
+  `pipeline.redis_conn.connect`);
+- value: the real path — a collector process encodes and publishes each set (`SetPublisher`:
+  rows as keys and a manifest, one MULTI), a server process checks each manifest and routes
+  its rows into the buffer (`Buffers.route_set`), a trainer process draws with the gated
+  Lua script, decodes and stacks batches.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ def _sets(cfg: Config, n: int) -> list[SampleSet]:
 
 def _stage(role: str, url: str, prefix: str, cfg_json: str, n: int, ready: Any, go: Any, cpu: Any) -> None:
     from pipeline.buffers import Buffers
+    from pipeline.collection import SetPublisher
     from pipeline.redis_conn import connect
     from pipeline.samples import stack_rows
     from pipeline.server import Server
@@ -73,8 +76,9 @@ def _stage(role: str, url: str, prefix: str, cfg_json: str, n: int, ready: Any, 
                 r.xack(stream, "raw", *[e[0] for e in entries])
                 got += len(entries)
     elif role == "collector":
-        for s in sets:  # what SetPublisher does per set
-            r.xadd(keys.stream(s.output), s.entry())
+        publisher = SetPublisher(r, keys, cfg.buffers.stream_maxlen, max_backlog=n)
+        for s in sets:
+            publisher.publish(s)
     elif role == "server":
         assert server is not None
         while server.stats.routed_sets < n:
