@@ -27,7 +27,7 @@ from pipeline import codec
 from pipeline.errors import CodecError, SampleError
 from pipeline.keys import RECORDER_GROUP, SERVER_GROUP, Keys
 from pipeline.recordings import ChunkMeta, ChunkWriter, DiskBudget, remove_orphans
-from pipeline.samples import FIELDS, MAX_HEAD_BYTES, SET_ID, ContextSpec, SampleSchema, decode_entry
+from pipeline.samples import FIELDS, SET_ID, ContextSpec, SampleSchema, decode_entry, set_id_of
 
 log = structlog.get_logger(__name__)
 RECLAIM_IDLE_MS = 60_000
@@ -214,12 +214,9 @@ class Recorder:
 
     def _with_rows(self, fields: dict[bytes, bytes]) -> tuple[dict[bytes, bytes], list[str]]:
         """The set in full: the manifest's meta with the rows from their incoming keys."""
-        try:
-            set_id = codec.decode(fields.get(b"meta", b""), max_bytes=MAX_HEAD_BYTES)["set_id"]
-        except (KeyError, TypeError) as exc:
-            raise SampleError("manifest without a set_id") from exc
-        if not isinstance(set_id, str) or not SET_ID.fullmatch(set_id):
-            raise SampleError(f"set_id must match {SET_ID.pattern}")
+        set_id = set_id_of(fields.get(b"meta", b""))
+        if set_id is None:
+            raise SampleError(f"manifest without a set_id matching {SET_ID.pattern}")
         names = [name for name in fields if name != b"meta"]
         keys = [self.keys.incoming(set_id, name.decode(errors="replace")[1:]) for name in names]
         rows = self.r.mget(keys) if keys else []

@@ -270,6 +270,15 @@ def decode_row(blob: bytes) -> dict[str, Any]:
     return header
 
 
+def set_id_of(meta: bytes) -> str | None:
+    """The set id a meta names, when it names a valid one (to find or delete its rows)."""
+    try:
+        set_id = codec.decode(meta, max_bytes=MAX_HEAD_BYTES)["set_id"]
+    except (CodecError, KeyError, TypeError):
+        return None
+    return set_id if isinstance(set_id, str) and SET_ID.fullmatch(set_id) else None
+
+
 def manifest(entry: Mapping[str, bytes]) -> dict[str, bytes]:
     """What goes on the stream for a set in full: the meta and each row's head."""
     return {name: value if name == META_FIELD else value[: row_head_size(value)] for name, value in entry.items()}

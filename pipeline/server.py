@@ -26,14 +26,13 @@ from rq import Queue
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from pipeline import codec
 from pipeline.buffers import Buffers
 from pipeline.config import CollectionConfig, Config
 from pipeline.errors import CodecError, SampleError
 from pipeline.games.base import Environment
 from pipeline.keys import COLLECT_QUEUE, RECORDER_GROUP, SERVER_GROUP, Keys
 from pipeline.presence import live_workers
-from pipeline.samples import MAX_HEAD_BYTES, SET_ID, EntryView, SampleSchema, check_entry, row_field
+from pipeline.samples import EntryView, SampleSchema, check_entry, row_field, set_id_of
 
 log = structlog.get_logger(__name__)
 DEADLETTER_MAXLEN = 1000
@@ -229,12 +228,9 @@ class Server:
 
     def drop_incoming(self, fields: dict[bytes, bytes]) -> None:
         """Delete the rows of a set that will never be routed (their TTL would, later)."""
-        try:
-            set_id = codec.decode(fields.get(b"meta", b""), max_bytes=MAX_HEAD_BYTES)["set_id"]
-        except (CodecError, KeyError, TypeError):
-            return
+        set_id = set_id_of(fields.get(b"meta", b""))
         rows = sum(1 for name in fields if name != b"meta")
-        if isinstance(set_id, str) and SET_ID.fullmatch(set_id) and rows:
+        if set_id is not None and rows:
             self.r.unlink(*(self.keys.incoming(set_id, i) for i in range(rows)))
 
     def dead_letter(self, stream: str, entry: str, reason: str, nbytes: int, fields: dict[bytes, bytes]) -> None:

@@ -8,11 +8,9 @@ from typing import Any
 import numpy as np
 import redis
 
-from pipeline import codec
 from pipeline.config import Config, load_config
-from pipeline.errors import CharlesError
 from pipeline.keys import Keys
-from pipeline.samples import SET_ID, SampleSchema, SampleSet, empty_columns, manifest
+from pipeline.samples import SampleSchema, SampleSet, empty_columns, manifest, set_id_of
 
 
 def tiny_config(**overrides: object) -> Config:
@@ -53,12 +51,7 @@ def publish_entry(r: Any, keys: Keys, output: str, entry: Mapping[str, bytes], t
     """Publish a set in full as a collector does (rows as incoming keys, the manifest on the
     stream), malformed ones too: their rows go under the meta's set_id, or 'unknown'.
     `r` may be a pipeline."""
-    try:
-        set_id = codec.decode(entry.get("meta", b""))["set_id"]
-        if not (isinstance(set_id, str) and SET_ID.fullmatch(set_id)):
-            set_id = "unknown"
-    except (CharlesError, KeyError, TypeError):
-        set_id = "unknown"
+    set_id = set_id_of(entry.get("meta", b"")) or "unknown"
     for name, value in entry.items():
         if name != "meta":
             r.set(keys.incoming(set_id, name[1:]), value, ex=ttl)
