@@ -1,6 +1,6 @@
 #!/bin/bash
 # Single-GPU benchmarks, run on the device machine: bash scripts/gpu_bench.sh (writes $OUT/*.json)
-source scripts/gpu_env.sh
+source scripts/gpu_env.sh || { echo "gpu_env failed"; exit 1; }
 nvidia-smi -L; redis-server --version; python3 -c "import torch, timm; print(torch.__version__, timm.__version__)"
 B="python3 -m pipeline.cli bench"
 set -x

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The two GPU runs of issue 7, each one self-contained command on the H100 machine (bare image
-# with python3 + torch; the missing wheels, redis-server and its libraries travel in .gpu_eval/):
+# with python3 + torch; the missing wheels, redis-server and its libraries travel in .gpu/, built
+# here by scripts/gpu_pack.sh):
 #
 #   scripts/gpu_h100.sh curve     # (b) learning curve: configs/h100.toml from nothing, live pipeline,
 #                                 #     11 collectors, trainer on cuda, 2 evaluators, 7 minutes
@@ -12,9 +13,8 @@ set -euo pipefail
 MODE="${1:?usage: gpu_h100.sh curve|default}"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu_eval/whl/*.whl
-export PYTHONPATH="$ROOT:/tmp/site" PATH="$ROOT/.gpu_eval/bin:$PATH" PYTHON=python3
+source scripts/gpu_env.sh
+export OMP_NUM_THREADS=1
 python3 -c 'import torch, pipeline.evaluator, rq, honcho; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
 RES="/tmp/results/$MODE"
 mkdir -p "$RES"
