@@ -8,7 +8,8 @@ buffers are short makes everyone wait, and the ranks that hold a batch keep it.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -18,6 +19,8 @@ class DistributedContext:
     rank: int
     world_size: int
     local_rank: int
+    #: a gloo group for the readiness flag, so agreeing on it never waits for the GPU
+    _flags: Any = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls) -> DistributedContext | None:
@@ -36,14 +39,17 @@ class DistributedContext:
         if torch.cuda.is_available():
             torch.cuda.set_device(self.local_rank)
             torch.distributed.init_process_group("nccl")
+            self._flags = torch.distributed.new_group(backend="gloo")
             return torch.device("cuda", self.local_rank)
         torch.distributed.init_process_group("gloo")
         return torch.device("cpu")
 
     def all_ready(self, ready: bool, device: torch.device) -> bool:
-        """True only when every rank holds a batch (one tiny all-reduce per step)."""
-        flag = torch.tensor([1 if ready else 0], device=device, dtype=torch.int32)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        """True only when every rank holds a batch (one tiny all-reduce per step, on the CPU
+        when a gloo group exists: an NCCL flag read back would wait for the GPU every step)."""
+        flag = torch.tensor([1 if ready else 0], device="cpu" if self._flags is not None else device,
+                            dtype=torch.int32)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN, group=self._flags)
         return bool(flag.item())
 
     def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:

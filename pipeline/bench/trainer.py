@@ -3,13 +3,14 @@
 - ceiling: the same Learner on one synthetic batch already on the device (no Redis, no
   decoding, no host-to-device copy): what the model and optimizer can do.
 - value: the real `Trainer` loop (gated Lua draw, decode and stack in the prefetch
-  thread, copy to the device) on buffers pre-filled in a throwaway redis-server; a feeder
+  thread, copy to the device), timed from its fifth batch, on buffers pre-filled in a throwaway redis-server; a feeder
   process tops them up when the run needs more than fits in memory.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import tempfile
 import threading
 import time
@@ -25,7 +26,7 @@ from pipeline.keys import Keys
 from pipeline.local_redis import RedisServer
 from pipeline.samples import SampleSchema, SampleSet, empty_columns
 
-PREFILL_BYTES_CAP = 3 * 1024**3
+PREFILL_BYTES_CAP = 3 * 1024**3  # at least; a quarter of the machine's memory where that is more
 POOL = 256
 
 
@@ -107,7 +108,8 @@ def run(config_path: str | None = None, seconds: float = 10.0, device: str | Non
     outputs = cfg.output_names()
     per_output = max(int(ceiling * seconds * 1.5 / len(outputs)), 2000)
     row_bytes = len(rows[0])
-    prefill = min(per_output, PREFILL_BYTES_CAP // (row_bytes * len(outputs)))
+    cap = max(PREFILL_BYTES_CAP, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 4)
+    prefill = min(per_output, cap // (row_bytes * len(outputs)))
     with tempfile.TemporaryDirectory() as tmp:
         server = RedisServer(Path(tmp), appendonly=False)
         server.start()
@@ -129,9 +131,11 @@ def run(config_path: str | None = None, seconds: float = 10.0, device: str | Non
             )
             stop = threading.Event()
             thread = threading.Thread(target=trainer.run, args=(stop,), daemon=True)
-            before = learner.batches
-            t0 = time.perf_counter()
             thread.start()
+            while learner.batches < 5 and thread.is_alive():  # the feeder process starts, the pipe fills
+                time.sleep(0.01)
+            sync()
+            before, t0 = learner.batches, time.perf_counter()
             time.sleep(seconds)
             stop.set()
             thread.join(30)
@@ -148,5 +152,5 @@ def run(config_path: str | None = None, seconds: float = 10.0, device: str | Non
          "gpu": torch.cuda.get_device_name(0) if learner.device.type == "cuda" else None,
          "batch_size": t.batch_size, "frame": f"{cfg.game.hood_width}x{cfg.game.hood_height}",
          "amp_bf16": learner.amp, "row_bytes": row_bytes, "prefilled_per_output": prefill,
-         "feeder_process": feeder is not None},
+         "refill_process": feeder is not None},
     )
