@@ -30,12 +30,14 @@ case "$MODE" in
     ;;
   default)
     # NPC data, training, then DAGGER_ROUNDS rounds in which the model drives a 1-DAGGER_BETA share
-    # of 3 s segments with NPC labels, aggregated and trained on.
-    # BUDGET_S cuts the last training short to end in time; `timeout` is the net: stopped, the last
-    # finished round's model is kept. Both keep the run inside the device tool's 10 minutes.
-    timeout -k 15 "$(( ${BUDGET_S:-520} + 40 ))" python3 scripts/train_default.py all --budget-s "${BUDGET_S:-520}" \
+    # of 3 s segments with NPC labels, aggregated and trained on. Each round costs ~1 min on top
+    # (loading shards, scoring the last snapshot), so BUDGET_S cuts the last training to end in
+    # time; `timeout` is the net (stopped, the last finished round's model is kept): both keep the
+    # run inside the device tool's 10 minutes.
+    BUDGET_S="${BUDGET_S:-545}"
+    timeout -k 10 "$((BUDGET_S + 25))" python3 scripts/train_default.py all --budget-s "$BUDGET_S" \
       --data /tmp/offline --workers 14 \
-      --collect-minutes "${COLLECT_MIN:-2}" --sample-every 3 --minutes "${TRAIN_MIN:-2.5}" --device cuda \
+      --collect-minutes "${COLLECT_MIN:-2}" --sample-every 3 --minutes "${TRAIN_MIN:-2}" --device cuda \
       --batch-size 256 --lr 0.002 --snapshot-every "${SNAPSHOT_EVERY:-1500}" --eval-workers 6 --eval-episodes 1 \
       --dagger-rounds "${DAGGER_ROUNDS:-1}" --dagger-minutes "${DAGGER_MIN:-1.5}" \
       --dagger-train-minutes "${DAGGER_TRAIN_MIN:-2.5}" --dagger-beta "${DAGGER_BETA:-0.5}" \

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parent.parent
 FIELDS = ("frames", "speed", "purpose", "controls", "targets", "history")
 #: seconds a deadline leaves after training: the last snapshot's score (4 episodes of 60 s)
-SCORE_TAIL_S = 90.0
+SCORE_TAIL_S = 60.0
 
 
 class KeepAll:
