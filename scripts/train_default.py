@@ -146,8 +146,9 @@ def _collect_worker(job: CollectJob) -> dict[str, int]:
             name.with_suffix(".tmp.npz").rename(name)
         done += 1
     game.close()
-    ticks = (driver.ticks, driver.model_ticks) if driver else (0, 0)
-    return {"episodes": done, "ticks": ticks[0], "model_ticks": ticks[1]}
+    if driver is None:
+        return {"episodes": done, "ticks": 0, "model_ticks": 0}
+    return {"episodes": done, "ticks": driver.ticks, "model_ticks": driver.model_ticks}
 
 
 def collect(config: str, data: Path, episodes: int, workers: int, sample_every: int, episode_s: float,
