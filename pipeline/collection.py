@@ -24,7 +24,7 @@ from pipeline.balancing import rows_to_columns
 from pipeline.config import Config
 from pipeline.context import ContextBuilder
 from pipeline.errors import ConfigError
-from pipeline.games.base import Environment, Game, Observation, load_game
+from pipeline.games.base import Controls, Environment, Game, Observation, load_game
 from pipeline.keys import Keys
 from pipeline.redis_conn import CONNECTION_ERRORS, Backoff
 from pipeline.samples import ContextSpec, SampleSet, manifest, row_field
@@ -149,9 +149,20 @@ class EpisodeRunner:
         self.collector_id = collector_id
         self.sample_every = sample_every
 
-    def run(self, env: Environment, episode_s: float, episode: str, stop: threading.Event | None = None,
-            on_tick: Callable[[EpisodeSummary], None] | None = None) -> EpisodeSummary:
-        """Drive one episode of `episode_s` game seconds and publish every completed set."""
+    def run(
+        self,
+        env: Environment,
+        episode_s: float,
+        episode: str,
+        stop: threading.Event | None = None,
+        on_tick: Callable[[EpisodeSummary], None] | None = None,
+        drive: Callable[[ContextBuilder, Observation], Controls | None] | None = None,
+    ) -> EpisodeSummary:
+        """Drive one episode of `episode_s` game seconds and publish every completed set.
+
+        `drive` picks each tick's controls from the context and the last observation (None: the
+        NPC drives); with a game that labels with its NPC, samples keep expert labels (DAgger).
+        """
         start = time.monotonic()
         summary = EpisodeSummary(episode=episode)
         builder = ContextBuilder(self.context)
@@ -164,7 +175,7 @@ class EpisodeRunner:
         for tick in range(ticks):
             if stop is not None and stop.is_set():
                 break
-            obs = self.game.step(None)
+            obs = self.game.step(drive(builder, obs) if drive is not None else None)
             if obs.info.get("respawned"):
                 builder.reset()
             builder.push(obs)

@@ -6,7 +6,9 @@
 #   scripts/gpu_h100.sh curve     # (b) learning curve: configs/h100.toml from nothing, live pipeline,
 #                                 #     11 collectors, trainer on cuda, 2 evaluators, 7 minutes
 #   scripts/gpu_h100.sh default   # the shipped default model: offline NPC data on 14 cores, Learner
-#                                 #     on cuda, snapshots scored closed-loop, the best one kept
+#                                 #     on cuda, snapshots scored closed-loop, the best one kept, then
+#                                 #     a DAgger round (env COLLECT_MIN TRAIN_MIN DAGGER_ROUNDS DAGGER_MIN
+#                                 #     DAGGER_TRAIN_MIN DAGGER_BETA SNAPSHOT_EVERY BUDGET_S)
 #
 # Results go to $OUT/<mode>.tar.gz (one file: the device tool returns at most 8).
 set -euo pipefail
@@ -27,10 +29,20 @@ case "$MODE" in
     cp -r /tmp/lc_h100/runs "$RES/" || true
     ;;
   default)
-    python3 scripts/train_default.py all --data /tmp/offline --workers 14 --collect-minutes "${COLLECT_MIN:-2.5}" \
-      --sample-every 3 --minutes "${TRAIN_MIN:-3}" --device cuda --batch-size 256 --lr 0.002 \
-      --snapshot-every 1000 --eval-workers 6 --eval-episodes 1 --out "$RES/charles_small_cnn.safetensors" \
-      2>&1 | grep -v '"debug"' | tee "$RES/train.log"
+    # NPC data, training, then DAGGER_ROUNDS rounds in which the model drives a 1-DAGGER_BETA share
+    # of 3 s segments with NPC labels, aggregated and trained on. Each round costs ~1 min on top
+    # (loading shards, scoring the last snapshot), so BUDGET_S cuts the last training to end in
+    # time; `timeout` is the net (stopped, the last finished round's model is kept): both keep the
+    # run inside the device tool's 10 minutes.
+    BUDGET_S="${BUDGET_S:-545}"
+    timeout -k 10 "$((BUDGET_S + 25))" python3 scripts/train_default.py all --budget-s "$BUDGET_S" \
+      --data /tmp/offline --workers 14 \
+      --collect-minutes "${COLLECT_MIN:-2}" --sample-every 3 --minutes "${TRAIN_MIN:-2}" --device cuda \
+      --batch-size 256 --lr 0.002 --snapshot-every "${SNAPSHOT_EVERY:-1500}" --eval-workers 6 --eval-episodes 1 \
+      --dagger-rounds "${DAGGER_ROUNDS:-1}" --dagger-minutes "${DAGGER_MIN:-1.5}" \
+      --dagger-train-minutes "${DAGGER_TRAIN_MIN:-2.5}" --dagger-beta "${DAGGER_BETA:-0.5}" \
+      --out "$RES/charles_small_cnn.safetensors" 2>&1 | grep -v '"debug"' | tee "$RES/train.log" \
+      || echo "train_default.py stopped early (timeout or error): see train.log" | tee -a "$RES/train.log"
     if [ "${FINAL_EVAL:-0}" = 1 ]; then  # ~3 more minutes: 8 episodes each for the model, NPC, baseline
       python3 -m pipeline.cli evaluate --weights "$RES/charles_small_cnn.safetensors" --episodes 2 --json \
         > "$RES/evaluate_episodes2.json" || true

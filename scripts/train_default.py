@@ -13,6 +13,11 @@ and the best one is written as safetensors with a JSON record for the card.
     python scripts/train_default.py collect --episodes 120 --workers 2
     python scripts/train_default.py train --minutes 60 --device cpu
     # or both, sized by time (the GPU run): all --collect-minutes 4 --minutes 3 --device cuda
+
+DAgger (`all --dagger-rounds N`, or `collect --weights`): behaviour cloning errs in states
+the NPC never visits, and errors compound. So the trained model drives a share of the
+ticks (switching with the NPC every few seconds), the simulator labels every tick with the
+NPC's command there (`label_with_npc`), the shards join the first data and training goes on.
 """
 
 from __future__ import annotations
@@ -23,14 +28,23 @@ import queue
 import random
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
 
+if TYPE_CHECKING:
+    import torch
+
+    from pipeline.context import ContextBuilder
+    from pipeline.games.base import Controls, Observation
+
 ROOT = Path(__file__).resolve().parent.parent
 FIELDS = ("frames", "speed", "purpose", "controls", "targets", "history")
+#: seconds a deadline leaves after training: the last snapshot's score (4 episodes of 60 s)
+SCORE_TAIL_S = 60.0
 
 
 class KeepAll:
@@ -52,49 +66,108 @@ class KeepAll:
         return [("all", rows)] if rows else []
 
 
-def _collect_worker(args: tuple[str, str, int, int, int, float, float]) -> int:
+@dataclass(frozen=True)
+class CollectJob:
+    """One collection process's share; with `weights`, a DAgger collection (see `MixedDriver`)."""
+
+    config: str
+    out_dir: str
+    worker: int
+    episodes: int
+    sample_every: int
+    episode_s: float
+    deadline: float
+    weights: str | None = None
+    beta: float = 1.0
+    segment_s: float = 3.0
+
+
+class MixedDriver:
+    """DAgger's mixture policy: each `segment_s` of game time the NPC drives with probability
+    `beta`, else the model; the game labels every tick with the NPC's command either way. A
+    model stuck for seconds hands over to the NPC, whose way out is labelled, till the segment ends.
+    """
+
+    def __init__(self, model: torch.nn.Module, beta: float, segment_s: float, rng: random.Random) -> None:
+        self.model, self.beta, self.segment_s, self.rng = model, beta, segment_s, rng
+        self.segment = -1
+        self.model_drives = False
+        self.ticks = self.model_ticks = 0
+
+    def __call__(self, builder: ContextBuilder, obs: Observation) -> Controls | None:
+        from pipeline.models import predict
+
+        segment = int(obs.game_time // self.segment_s)
+        if segment != self.segment:
+            self.segment, self.model_drives = segment, self.rng.random() >= self.beta
+        self.model_drives = self.model_drives and not obs.info.get("stuck")
+        self.ticks += 1
+        if not self.model_drives:
+            return None
+        self.model_ticks += 1
+        return predict(self.model, builder.context(0))[1]
+
+
+def _collect_worker(job: CollectJob) -> dict[str, int]:
     """One process: episodes with environments the server would choose; one .npz shard each."""
-    config_path, out_dir, worker, n_episodes, sample_every, episode_s, deadline = args
     from pipeline.collection import EpisodeRunner, game_options
     from pipeline.config import load_config
     from pipeline.games.base import load_game
     from pipeline.samples import ContextSpec
     from pipeline.server import sample_environment
 
-    cfg = load_config(config_path)
-    rng = random.Random(1000 + worker)
-    game = load_game(cfg.game.backend, **game_options(cfg, realtime=False))
+    cfg = load_config(job.config)
+    rng = random.Random(1000 + job.worker)
+    options = game_options(cfg, realtime=False)
+    driver = None
+    if job.weights is not None:  # DAgger: the model drives on this process's one CPU core
+        import torch
+
+        from pipeline.evaluator import build_model_from, read_weights_file
+
+        torch.set_num_threads(1)
+        options["label_with_npc"] = True
+        model = build_model_from(cfg, read_weights_file(job.weights)[0])
+        driver = MixedDriver(model, job.beta, job.segment_s, rng)
+    game = load_game(cfg.game.backend, **options)
     sets: list[Any] = []
     runner = EpisodeRunner(game, ContextSpec.from_inputs(cfg.inputs, cfg.game.fps), KeepAll, sets.append,
-                           f"offline-{worker}", sample_every)
+                           f"offline-{job.worker}", job.sample_every)
     done = 0
-    while done < n_episodes and time.time() < deadline:
+    while done < job.episodes and time.time() < job.deadline:
         env = sample_environment(cfg.collection, rng)
         assert env.map_seed not in cfg.collection.held_out_seeds
         sets.clear()
-        runner.run(env, episode_s, f"w{worker}e{done}")
+        runner.run(env, job.episode_s, f"w{job.worker}e{done}", drive=driver)
         cols = {f: np.concatenate([s.columns[f] for s in sets]) for f in FIELDS} if sets else None
         if cols is not None:
-            name = Path(out_dir) / f"shard-w{worker:02d}-{done:04d}-seed{env.map_seed}.npz"
+            name = Path(job.out_dir) / f"shard-w{job.worker:02d}-{done:04d}-seed{env.map_seed}.npz"
             np.savez(name.with_suffix(".tmp.npz"), **cols)
             name.with_suffix(".tmp.npz").rename(name)
         done += 1
     game.close()
-    return done
+    if driver is None:
+        return {"episodes": done, "ticks": 0, "model_ticks": 0}
+    return {"episodes": done, "ticks": driver.ticks, "model_ticks": driver.model_ticks}
 
 
 def collect(config: str, data: Path, episodes: int, workers: int, sample_every: int, episode_s: float,
-            minutes: float | None) -> None:
+            minutes: float | None, weights: Path | None = None, beta: float = 1.0,
+            segment_s: float = 3.0) -> None:
+    """Episodes in worker processes; with `weights` that model drives a share of them (DAgger)."""
     data.mkdir(parents=True, exist_ok=True)
     deadline = time.time() + (minutes * 60 if minutes else 10**9)
     per = [episodes // workers + (1 if w < episodes % workers else 0) for w in range(workers)]
-    start = time.time()
-    jobs = [(config, str(data), w + _next_worker(data), per[w], sample_every, episode_s, deadline)
+    start, first = time.time(), _next_worker(data)
+    jobs = [CollectJob(config, str(data), first + w, per[w], sample_every, episode_s, deadline,
+                       None if weights is None else str(weights), beta, segment_s)
             for w in range(workers)]
     with mp.get_context("spawn").Pool(workers) as pool:
-        done = sum(pool.map(_collect_worker, jobs))
-    click.echo(json.dumps({"collected_episodes": done, "wall_s": round(time.time() - start, 1),
-                           "shards": len(list(data.glob("shard-*.npz")))}))
+        done = pool.map(_collect_worker, jobs)
+    total = {k: sum(d[k] for d in done) for k in ("episodes", "ticks", "model_ticks")}
+    click.echo(json.dumps({"collected_episodes": total["episodes"], "wall_s": round(time.time() - start, 1),
+                           "shards": len(list(data.glob("shard-*.npz"))), "dagger": weights is not None,
+                           "model_share": round(total["model_ticks"] / max(total["ticks"], 1), 3)}))
 
 
 def _next_worker(data: Path) -> int:
@@ -170,11 +243,18 @@ def _score_snapshot(args: tuple[str, str, int, int, float]) -> dict[str, Any]:
 
 def train(config: str, data: Path, out: Path, device: str, minutes: float, batch_size: int | None,
           lr: float | None, snapshot_every: int, eval_workers: int, eval_episodes: int, eval_seconds: float,
-          max_samples: int | None, keep_standing: bool = False, start_boost: float = 3.0) -> None:
-    import torch
+          max_samples: int | None, keep_standing: bool = False, start_boost: float = 3.0,
+          previous: dict[str, Any] | None = None, deadline: float | None = None) -> dict[str, Any]:
+    """Train for `minutes`, keep the best-scored snapshot at `out`; returns the record.
+
+    `previous`: the record of the round before (DAgger): training continues from its model
+    (at `out`), and its best snapshot stays the choice unless a new one scores higher.
+    `deadline` (time.time()): train less so that the last snapshot is scored by then.
+    """
     from safetensors.torch import save_file
 
     from pipeline.config import load_config
+    from pipeline.evaluator import build_model_from, read_weights_file
     from pipeline.models import build_model
     from pipeline.training import Learner
 
@@ -184,7 +264,11 @@ def train(config: str, data: Path, out: Path, device: str, minutes: float, batch
     weights = sampling_weights(cols, keep_standing=keep_standing, start_boost=start_boost)
     bs = batch_size or cfg.trainer.batch_size
     base_lr = lr or cfg.trainer.learning_rate
-    model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width))
+    round_ = 0 if previous is None else previous["round"] + 1
+    if previous is None:
+        model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width))
+    else:
+        model = build_model_from(cfg, read_weights_file(out)[0]).train()
     learner = Learner(model, base_lr, cfg.trainer.weight_decay, device, cfg.trainer.amp)
     snaps = out.parent / f"{out.stem}.snapshots"
     snaps.mkdir(parents=True, exist_ok=True)
@@ -192,12 +276,14 @@ def train(config: str, data: Path, out: Path, device: str, minutes: float, batch
     pool = mp.get_context("spawn").Pool(eval_workers) if eval_workers else None
     pending: list[Any] = []
     start, budget = time.time(), minutes * 60
+    if deadline is not None:
+        budget = max(min(budget, deadline - start - SCORE_TAIL_S), 10.0)
     losses: list[float] = []
     click.echo(json.dumps({"samples": n, "sampled": int((weights > 0).sum()), "batch_size": bs,
                            "device": str(learner.device), "lr": base_lr}))
 
     def snapshot() -> None:
-        path = snaps / f"b{learner.batches:06d}.safetensors"
+        path = snaps / f"r{round_}-b{learner.batches:06d}.safetensors"
         save_file(learner.weights(), str(path), {"model": cfg.run.name, "batches": str(learner.batches)})
         if pool is not None:
             pending.append(pool.apply_async(_score_snapshot, ((config, str(path), learner.batches,
@@ -235,20 +321,21 @@ def train(config: str, data: Path, out: Path, device: str, minutes: float, batch
     results = [p.get() for p in pending]
     if pool is not None:
         pool.close()
-    best = max(results, key=lambda s: s["ratio_to_npc"] or -1.0) if results else None
-    chosen = Path(best["weights"]) if best else snaps / f"b{learner.batches:06d}.safetensors"
+    candidates = results + ([previous["scores"]] if previous and previous["scores"] else [])
+    best = max(candidates, key=lambda s: s["ratio_to_npc"] or -1.0) if candidates else None
+    chosen = Path(best["weights"]) if best else snaps / f"r{round_}-b{learner.batches:06d}.safetensors"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(chosen.read_bytes())
-    record = {"config": str(config), "samples": n, "sampled": int((weights > 0).sum()),
+    record = {"config": str(config), "round": round_, "samples": n, "sampled": int((weights > 0).sum()),
               "keep_standing": keep_standing, "start_boost": start_boost, "batch_size": bs, "batches": learner.batches,
-              "train_minutes": minutes, "device": str(learner.device), "chosen": chosen.name,
+              "train_minutes": round(budget / 60, 2), "device": str(learner.device), "chosen": chosen.name,
               "final_loss": float(np.mean(losses[-10:])) if losses else None,
               "candidates": [{"batches": s["batches"], "ratio_to_npc": s["ratio_to_npc"],
                               "incidents_per_km": s["metrics"]["incidents_per_km"]} for s in results],
-              "scores": best}
+              "scores": best, "previous": previous}
     out.with_suffix(".train.json").write_text(json.dumps(record, indent=1))
-    click.echo(json.dumps({k: record[k] for k in ("batches", "chosen", "candidates")}))
-    del torch
+    click.echo(json.dumps({k: record[k] for k in ("round", "batches", "chosen", "candidates")}))
+    return record
 
 
 @click.group()
@@ -261,6 +348,12 @@ _data = click.option("--data", type=click.Path(path_type=Path), default=ROOT / "
                      show_default=True, help="folder of .npz shards")
 
 
+_dagger_beta = click.option("--dagger-beta", type=float, default=0.5, show_default=True,
+                            help="DAgger: share of segments the NPC drives, the rest the model")
+_dagger_segment = click.option("--dagger-segment-s", type=float, default=3.0, show_default=True,
+                               help="DAgger: game seconds between driver switches")
+
+
 @cli.command(name="collect")
 @_config
 @_data
@@ -269,10 +362,15 @@ _data = click.option("--data", type=click.Path(path_type=Path), default=ROOT / "
 @click.option("--sample-every", type=int, default=2, help="keep every k-th tick (30 fps / k samples per second)")
 @click.option("--episode-s", type=float, default=45.0)
 @click.option("--minutes", type=float, default=None, help="stop starting episodes after this long")
+@click.option("--weights", type=click.Path(path_type=Path, exists=True), default=None,
+              help="DAgger: this model drives a share of the ticks, the NPC labels them all")
+@_dagger_beta
+@_dagger_segment
 def collect_cmd(config: str, data: Path, episodes: int, workers: int, sample_every: int, episode_s: float,
-                minutes: float | None) -> None:
-    """NPC episodes on training seeds -> .npz shards."""
-    collect(config, data, episodes, workers, sample_every, episode_s, minutes)
+                minutes: float | None, weights: Path | None, dagger_beta: float, dagger_segment_s: float) -> None:
+    """Episodes on training seeds -> .npz shards; the NPC drives, or with --weights shares it."""
+    collect(config, data, episodes, workers, sample_every, episode_s, minutes, weights, dagger_beta,
+            dagger_segment_s)
 
 
 _train_opts = [
@@ -315,11 +413,27 @@ def train_cmd(config: str, data: Path, **kw: Any) -> None:
 @click.option("--workers", type=int, default=2)
 @click.option("--collect-minutes", type=float, default=10.0)
 @click.option("--sample-every", type=int, default=2)
+@click.option("--dagger-rounds", type=int, default=0, show_default=True,
+              help="after training: collect with the model driving, add to the data, train on")
+@click.option("--dagger-minutes", type=float, default=1.5, show_default=True, help="collection per round")
+@click.option("--dagger-train-minutes", type=float, default=None, help="training per round [--minutes]")
+@_dagger_beta
+@_dagger_segment
+@click.option("--budget-s", type=float, default=None,
+              help="wall-clock budget of the whole run: training is cut short to end within it")
 @_with(_train_opts)
-def all_cmd(config: str, data: Path, workers: int, collect_minutes: float, sample_every: int, **kw: Any) -> None:
-    """Collect for a time budget, then train for one."""
+def all_cmd(config: str, data: Path, workers: int, collect_minutes: float, sample_every: int, dagger_rounds: int,
+            dagger_minutes: float, dagger_train_minutes: float | None, dagger_beta: float, dagger_segment_s: float,
+            budget_s: float | None, **kw: Any) -> None:
+    """Collect for a time budget, then train for one; then DAgger rounds, if asked for."""
+    deadline = None if budget_s is None else time.time() + budget_s
     collect(config, data, 10**6, workers, sample_every, 45.0, collect_minutes)
-    train(config, data, **kw)
+    record = train(config, data, **kw, deadline=deadline)
+    for _ in range(dagger_rounds):
+        collect(config, data, 10**6, workers, sample_every, 45.0, dagger_minutes, kw["out"], dagger_beta,
+                dagger_segment_s)
+        minutes = kw["minutes"] if dagger_train_minutes is None else dagger_train_minutes
+        record = train(config, data, **{**kw, "minutes": minutes}, previous=record, deadline=deadline)
 
 
 if __name__ == "__main__":

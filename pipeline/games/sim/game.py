@@ -37,6 +37,7 @@ OPTIONS: dict[str, Any] = {
     "hood_fov": 80.0,  # horizontal field of view of the hood camera, degrees
     "max_traffic": 36,  # traffic cars at traffic_density = 1
     "perturbations": True,  # NPC steering perturbations (recoveries in the data)
+    "label_with_npc": False,  # given controls drive, info["expert"] says what the NPC would (DAgger)
     "view_distance": 180.0,  # metres of drawn objects for the hood camera
 }
 
@@ -180,7 +181,12 @@ class SimGame:
     # -- stepping ------------------------------------------------------------------------------
 
     def step(self, controls: Controls | None = None) -> Observation:
-        """Advance one tick; None lets the NPC drive and reports what it chose."""
+        """Advance one tick; None lets the NPC drive and reports what it chose.
+
+        With the `label_with_npc` option, given controls drive while the NPC still decides
+        for this state and `info["expert"]` carries its command: DAgger labels the states a
+        learner reaches by its own mistakes with what the expert would do there.
+        """
         if self.env is None:
             raise GameError("SimGame.step() before reset(env): call reset first")
         car, dt = self.car, self.dt
@@ -191,11 +197,10 @@ class SimGame:
             stalled = self.game_time - self._anchor[0] > _NPC_STALLED_S
             if self._stuck_s > _NPC_GIVE_UP_S or self.npc.attempts > _NPC_ATTEMPTS or stalled:
                 return self.respawn()  # the NPC gives up: teleport, as a player's Unstuck would
-            controls, npc_info = self.npc.act(car, self.route, self._at, self.traffic.ego_gap, self.game_time, dt, self._contact)
-            if npc_info.get("unstucking") and self._gap_behind() < 2.0:  # never back into a car
-                self.npc.stop_reversing()
-                controls = Controls(0.0, controls.steering)
-            npc_info.setdefault("expert", (controls.acceleration_braking, controls.steering))
+            controls, npc_info = self._npc_command(None)
+        elif self.options["label_with_npc"]:
+            _, info = self._npc_command(controls.acceleration_braking > 0.2)
+            npc_info = {"expert": info["expert"], "unstucking": info["unstucking"]}
         thr, steer = float(np.clip(controls.acceleration_braking, -1, 1)), float(np.clip(controls.steering, -1, 1))
         surface = self.world.surface_at(car.x, car.y)
         wet = 0.8 if self.look.weather == "rain" else 1.0
@@ -225,6 +230,19 @@ class SimGame:
         if self.realtime:
             self._pace()
         return obs
+
+    def _npc_command(self, pushing: bool | None) -> tuple[Controls, dict[str, Any]]:
+        """The NPC's controls for this tick and its info, `expert` = the unperturbed command;
+        `pushing`: whether someone else's throttle pushes now (None: the NPC's own does)."""
+        gap, now = self.traffic.ego_gap, self.game_time
+        controls, info = self.npc.act(
+            self.car, self.route, self._at, gap, now, self.dt, self._contact, pushing
+        )
+        if info.get("unstucking") and self._gap_behind() < 2.0:  # never back into a car
+            self.npc.stop_reversing()
+            controls = Controls(0.0, controls.steering)
+        info.setdefault("expert", (controls.acceleration_braking, controls.steering))
+        return controls, info
 
     def _pace(self) -> None:
         self._deadline += self.dt

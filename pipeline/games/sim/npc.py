@@ -70,8 +70,23 @@ class Autopilot:
     def perturbing(self) -> bool:
         return self._perturb != 0.0
 
-    def act(self, car: CarState, route: Route, at: int, gap: float, now: float, dt: float, contact: bool) -> tuple[Controls, dict[str, Any]]:
-        """Controls for this tick; `at` is the route index nearest the car, `gap` metres to the car ahead."""
+    def act(
+        self,
+        car: CarState,
+        route: Route,
+        at: int,
+        gap: float,
+        now: float,
+        dt: float,
+        contact: bool,
+        pushing: bool | None = None,
+    ) -> tuple[Controls, dict[str, Any]]:
+        """Controls for this tick; `at` is the route index nearest the car, `gap` metres to the car ahead.
+
+        `pushing`: whether the throttle applied this tick pushes, when someone else drives
+        (None: the NPC drives and its own throttle says); a car standing still because its
+        driver does not push is not pinned, so the NPC must not label it with reversing.
+        """
         spec, style = self.spec, self.style
         wb = spec.wheelbase
         rear_x = car.x - math.cos(car.heading) * wb / 2
@@ -107,7 +122,8 @@ class Autopilot:
         if now < self._reverse_until:
             info["unstucking"] = True
             return Controls(-0.7, self._reverse_steer), info
-        if (throttle > 0.2 and abs(v) < 0.4) or (contact and abs(v) < 0.6):
+        pushing = throttle > 0.2 if pushing is None else pushing
+        if (pushing and abs(v) < 0.4) or (contact and abs(v) < 0.6):
             self._slow_s += dt
         else:
             self._slow_s = 0.0
