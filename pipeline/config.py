@@ -242,6 +242,10 @@ class PlayerConfig(Section):
 
     pps: PositiveFloat = Field(30.0, le=1000, description="predictions per second to aim for")
     realtime: bool = Field(True, description="pace the game clock to the wall clock")
+    overlap: bool = Field(
+        False, description="step the game in a second thread while the model predicts; the game "
+        "applies the previous prediction (one tick of latency, as with a real game running on its own)",
+    )
     follow: Literal["latest", "best"] = "latest"
     device: str = "cpu"
     live_view_fps: NonNegativeFloat = Field(10.0, description="JPEGs/s for the dashboard")

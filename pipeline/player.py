@@ -12,6 +12,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,7 @@ import torch
 
 from pipeline.context import ContextBuilder
 from pipeline.errors import GameError, WeightsError
-from pipeline.games.base import Environment, Game, Observation
+from pipeline.games.base import Controls, Environment, Game, Observation
 from pipeline.keys import Keys
 from pipeline.redis_conn import CONNECTION_ERRORS, Backoff
 from pipeline.unstuck import StuckDetector
@@ -158,7 +159,7 @@ class Player:
                  pps: float = 30.0, realtime: bool = True, max_drive_s: float = 90.0,
                  report: Callable[[dict[str, Any]], None] | None = None,
                  live_view: Callable[[Observation, torch.nn.Module], None] | None = None,
-                 version: int = 0, model_created: float = 0.0) -> None:
+                 version: int = 0, model_created: float = 0.0, overlap: bool = False) -> None:
         self.game = game
         self.model = model
         self.context = context
@@ -175,6 +176,11 @@ class Player:
         self.model_created = model_created
         self.stats = PlayerStats()
         self.events: list[dict[str, Any]] = []
+        #: step the game in a second thread while the model predicts: the game applies the
+        #: previous prediction, as a real game running on its own would (one tick of latency)
+        self.overlap = overlap
+        self._stepper = ThreadPoolExecutor(1, thread_name_prefix="game-step") if overlap else None
+        self._previous = Controls()
         if watcher is not None:
             watcher.current_version = version
 
@@ -183,6 +189,7 @@ class Player:
         self.context.reset()
         self.context.push(obs)
         self.detector.reset(obs)
+        self._previous = Controls()
         return obs
 
     def run(self, env: Environment, stop: threading.Event, max_steps: int | None = None) -> PlayerStats:
@@ -196,14 +203,8 @@ class Player:
             if self.detector.stuck or self._swap_overdue(drive_start):
                 obs = self.unstuck("stuck" if self.detector.stuck else "weights_waiting")
                 drive_start = time.monotonic()
-            raw, controls = self.predict(self.model, self.context.context(0))
-            self.stats.predictions += 1
-            self.stats.raw = raw
-            self.stats.applied = {"acceleration_braking": controls.acceleration_braking, "steering": controls.steering}
-            if self.translate is not None:
-                self.stats.translated = self.translate(controls)
             try:
-                obs = self.game.step(controls)
+                obs = self._predict_and_step()
             except GameError as exc:
                 log.warning("game_error", error=str(exc))
                 stop.wait(0.5)
@@ -230,6 +231,20 @@ class Player:
             self._report()
         return self.stats
 
+    def _predict_and_step(self) -> Observation:
+        """Predict on the newest frame and advance the game (overlapped when `overlap`)."""
+        step = None
+        if self._stepper is not None:
+            step = self._stepper.submit(self.game.step, self._previous)
+        raw, controls = self.predict(self.model, self.context.context(0))
+        self.stats.predictions += 1
+        self.stats.raw = raw
+        self.stats.applied = {"acceleration_braking": controls.acceleration_braking, "steering": controls.steering}
+        if self.translate is not None:
+            self.stats.translated = self.translate(controls)
+        self._previous = controls
+        return step.result() if step is not None else self.game.step(controls)
+
     def _swap_overdue(self, drive_start: float) -> bool:
         if self.watcher is None or self.watcher.pending_since is None:
             return False
@@ -241,6 +256,7 @@ class Player:
         pause_start = time.monotonic()
         obs = self._retry_game(self.game.respawn, "respawn")
         swapped = self.swap_pending()
+        self._previous = Controls()
         self.context.reset()
         self.context.push(obs)
         self.detector.reset(obs)

@@ -120,3 +120,47 @@ def test_weights_of_another_model_refused(r: redis.Redis, keys: Keys) -> None:
     WeightsStore(r, keys).publish({"throttle": torch.tensor([0.7])}, "other-model", batches=1)
     player.run(Environment(), threading.Event(), max_steps=400)
     assert player.version == 0 and watcher.rejected == 1
+
+
+class RecordingGame(WallGame):
+    """Remembers each applied throttle and the thread that stepped the game."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.applied: list[float] = []
+        self.threads: set[str] = set()
+
+    def step(self, controls: Controls | None = None) -> Observation:
+        self.applied.append(controls.acceleration_braking if controls else 0.0)
+        self.threads.add(threading.current_thread().name)
+        return super().step(controls)
+
+
+def counting_predict() -> tuple[list[str], object]:
+    """A predict whose n-th call commands throttle n/100, recording the thread it ran in."""
+    threads: list[str] = []
+
+    def predict_n(model: torch.nn.Module, _ctx: dict[str, np.ndarray]) -> tuple[dict[str, list[float]], Controls]:
+        threads.append(threading.current_thread().name)
+        value = len(threads) / 100
+        return {"acceleration_braking": [value]}, Controls(value, 0.0)
+
+    return threads, predict_n
+
+
+def test_overlapped_loop_applies_the_previous_prediction_while_predicting() -> None:
+    for overlap in (False, True):
+        game = RecordingGame()
+        threads, predict_n = counting_predict()
+        player = Player(game, Throttle(1.0), ContextBuilder(ContextSpec(30.0, 1, 0.1, 0, 0.1, 0.0)),
+                        StuckDetector(min_displacement_m=0.0, window_s=100.0, grace_s=100.0), predict_n, None,
+                        realtime=False, overlap=overlap)
+        stats = player.run(Environment(map_seed=1), threading.Event(), max_steps=5)
+        assert stats.steps == stats.predictions == 5
+        expected = [0.01, 0.02, 0.03, 0.04, 0.05]
+        if overlap:  # one tick of latency, starting from no input; stepped beside the prediction
+            assert game.applied == [0.0, *expected[:4]]
+            assert game.threads.isdisjoint(threads)
+        else:
+            assert game.applied == expected
+            assert game.threads == set(threads)

@@ -59,7 +59,7 @@ def run(config_path: str | None = None, seconds: float = 10.0, device: str | Non
     u = cfg.unstuck
     player = Player(game, model, ContextBuilder(spec), StuckDetector(u.min_displacement_m, u.window_s, u.grace_s),
                     predict, watcher=None, translate=ControllerTranslator.from_config(cfg.control).display,
-                    realtime=False)
+                    realtime=False, overlap=cfg.player.overlap)
     stop = threading.Event()
     timer = threading.Timer(seconds / 3, stop.set)
     start = time.perf_counter()
@@ -75,5 +75,5 @@ def run(config_path: str | None = None, seconds: float = 10.0, device: str | Non
          "game_steps_per_s": round(game_steps_per_s, 1),
          "loop_overhead": round(1 - t_fwd / t_loop, 4),
          "overhead_excl_game": round((t_loop - t_fwd - t_game) / t_loop, 4),
-         "unstucks": stats.unstucks, "target_pps": cfg.player.pps},
+         "unstucks": stats.unstucks, "target_pps": cfg.player.pps, "overlap": cfg.player.overlap},
     )
