@@ -4,7 +4,8 @@ The loop is the real `Player` (game step -> context -> predict -> translate -> a
 the simulator in fast mode; the ceiling is `predict` alone on one context, same model,
 same device, same run. The simulator's own step time is measured too, because with a
 real game the frame comes from another process: `overhead_excl_game` is the part of a
-loop iteration that is neither the model nor the game.
+loop iteration that is neither the model nor the game. The loop is timed once it drives
+(after `start()` has built the world), Unstucks included.
 """
 
 from __future__ import annotations
@@ -61,11 +62,17 @@ def run(config_path: str | None = None, seconds: float = 10.0, device: str | Non
                     predict, watcher=None, translate=ControllerTranslator.from_config(cfg.control).display,
                     realtime=False, overlap=cfg.player.overlap)
     stop = threading.Event()
-    timer = threading.Timer(seconds / 3, stop.set)
-    start = time.perf_counter()
-    timer.start()
-    stats = player.run(env, stop)
-    pps = stats.predictions / (time.perf_counter() - start)
+    loop = threading.Thread(target=player.run, args=(env, stop), daemon=True)
+    loop.start()
+    while player.stats.predictions < 10 and loop.is_alive():  # past start(): the world is built
+        time.sleep(0.005)
+    p0, t0 = player.stats.predictions, time.perf_counter()
+    time.sleep(seconds / 3)
+    p1, t1 = player.stats.predictions, time.perf_counter()
+    stop.set()
+    loop.join(10)
+    stats = player.stats
+    pps = (p1 - p0) / (t1 - t0)
     game.close()
     t_loop, t_fwd, t_game = 1 / pps, 1 / forward_per_s, 1 / game_steps_per_s
     return result(
