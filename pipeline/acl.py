@@ -6,7 +6,7 @@ stays the admin and is never handed to another machine.
 
 What each role may do (docs/reliability.md, "Security", says why):
     collector  SET rows under incoming:*, XADD manifests to the sample streams; read the
-               config; its own presence/status;
+               config and the latest weights (DAgger); its own presence/status;
                rq on the collect queue and on collect jobs only (job ids `*-collect-*`)
     player     read weights and config; subscribe to the weights channel; its own
                presence/status and live-view frames
@@ -51,7 +51,7 @@ def role_rules(prefix: str = DEFAULT_PREFIX) -> dict[str, str]:
         "collector": (
             f"{rq_collect} +@all {DANGEROUS} {_CONNECTION} "
             f"(~{p}stream:* +xadd) (~{p}incoming:* +set +multi +exec) "
-            f"(%R~{p}config +hget +hmget +hgetall) "
+            f"(%R~{p}config +hget +hmget +hgetall) (%R~{p}weights:latest +hget +hmget +hgetall) "
             f"(~{p}worker:collector:* ~{p}status:collector:* +set +hset +expire +pexpire +del +exists)"
         ),
         "player": (

@@ -1,5 +1,8 @@
 """Collection episodes: the NPC drives, every tick becomes a labelled sample, balanced sets go out.
 
+With `[collection] model_drives` > 0 (sim only) the latest published model drives a share
+of each episode and the simulator's NPC labels every tick (DAgger, `pipeline.dagger`).
+
 `run_episode` is the rq job (queue `collect`, JSON serializer); the work itself is in
 `EpisodeRunner`, which tests and benchmarks use without rq. Sample sets are published
 by `SetPublisher`, which holds a bounded backlog while Redis is unreachable.
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import threading
 import time
 from collections import deque
@@ -23,7 +27,7 @@ import structlog
 from pipeline.balancing import rows_to_columns
 from pipeline.config import Config
 from pipeline.context import ContextBuilder
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, WeightsError
 from pipeline.games.base import Controls, Environment, Game, Observation, load_game
 from pipeline.keys import Keys
 from pipeline.redis_conn import CONNECTION_ERRORS, Backoff
@@ -100,6 +104,8 @@ class EpisodeSummary:
     km: float = 0.0
     collisions: int = 0
     wall_s: float = 0.0
+    model_ticks: int = 0  # ticks the `drive` policy drove (DAgger); the NPC drove the rest
+    model_version: int = 0  # the weights version that drove them (0: the NPC alone)
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -175,7 +181,10 @@ class EpisodeRunner:
         for tick in range(ticks):
             if stop is not None and stop.is_set():
                 break
-            obs = self.game.step(drive(builder, obs) if drive is not None else None)
+            controls = drive(builder, obs) if drive is not None else None
+            if controls is not None:
+                summary.model_ticks += 1
+            obs = self.game.step(controls)
             if obs.info.get("respawned"):
                 builder.reset()
             builder.push(obs)
@@ -238,6 +247,10 @@ class CollectorState:
     def __init__(self) -> None:
         self.game: Game | None = None
         self.game_key: str | None = None
+        self.model: Any = None  # DAgger: the latest weights' model, built on the CPU ...
+        self.model_version = 0  # ... and its version (0: none yet)
+        self.model_key = ""  # the config parts the model was built for
+        self.model_ticks = 0  # ticks a model drove, over all episodes
         self.state = "idle"
         self.episode: str | None = None
         self.episodes_done = 0
@@ -249,13 +262,45 @@ class CollectorState:
         self.lock = threading.Lock()
 
     def game_for(self, cfg: Config) -> Game:
-        key = cfg.game.model_dump_json()
+        dagger = cfg.collection.model_drives > 0
+        key = cfg.game.model_dump_json() + f"|dagger={dagger}"
         if self.game is None or self.game_key != key:
             if self.game is not None:
                 self.game.close()
-            self.game = load_game(cfg.game.backend, **game_options(cfg, realtime=False))
+            options = game_options(cfg, realtime=False)
+            if dagger:  # the model drives part of the time; the sim's NPC labels every tick
+                options["label_with_npc"] = True
+            self.game = load_game(cfg.game.backend, **options)
             self.game_key = key
         return self.game
+
+    def dagger_driver(self, cfg: Config, r: redis.Redis, episode: str) -> Any:
+        """A `MixedDriver` with the latest published model (fetched, verified and built only
+        when its version changed), or None: the NPC drives alone (no weights yet, or older
+        than `model_drives_after_version`, or none could be fetched; logged, never raised)."""
+        c = cfg.collection
+        if c.model_drives <= 0:
+            return None
+        from pipeline.dagger import MixedDriver, fetch_latest_model
+        from pipeline.weights import WeightsStore
+
+        key = cfg.run.name + cfg.model.model_dump_json() + cfg.inputs.model_dump_json() + \
+            json.dumps([o.model_dump() for o in cfg.outputs]) + f"{cfg.game.hood_width}x{cfg.game.hood_height}"
+        if key != self.model_key:
+            self.model, self.model_version, self.model_key = None, 0, key
+        try:
+            info, model = fetch_latest_model(WeightsStore(r, self.keys), cfg, self.model_version)
+            if model is not None and info is not None:
+                self.model, self.model_version = model, info.version
+                log.info("dagger_weights", version=info.version, batches=info.batches)
+            elif info is None:
+                self.model, self.model_version = None, 0
+        except (WeightsError, redis.RedisError) as exc:  # keep the model we have, if any
+            log.warning("dagger_weights_unavailable", error=str(exc)[:300], keeping=self.model_version)
+        if self.model is None or self.model_version < c.model_drives_after_version:
+            log.info("dagger_npc_only", version=self.model_version, after=c.model_drives_after_version)
+            return None
+        return MixedDriver(self.model, 1.0 - c.model_drives, c.dagger_segment_s, random.Random(episode))
 
 
 STATE = CollectorState()
@@ -292,9 +337,11 @@ def run_episode(spec: dict[str, Any]) -> dict[str, Any]:
         skip_standing=cfg.collection.skip_standing,
         setting_off_repeat=cfg.collection.setting_off_repeat,
     )
+    driver = STATE.dagger_driver(cfg, r, spec["episode"])
     STATE.state, STATE.episode = "collecting", spec["episode"]
     try:
-        summary = runner.run(env, float(spec["episode_s"]), spec["episode"])
+        summary = runner.run(env, float(spec["episode_s"]), spec["episode"], drive=driver)
+        summary.model_version = STATE.model_version if driver is not None else 0
         # the episode is done when its sets are acknowledged: wait out an outage here (the job
         # timeout bounds it), so rq can record the result instead of losing the job with Redis
         backoff = Backoff()
@@ -304,5 +351,6 @@ def run_episode(spec: dict[str, Any]) -> dict[str, Any]:
         STATE.state, STATE.episode = "idle", None
     STATE.episodes_done += 1
     STATE.samples += summary.samples
+    STATE.model_ticks += summary.model_ticks
     log.info("episode_done", **summary.as_dict(), backlog=len(STATE.publisher.backlog))
     return summary.as_dict()

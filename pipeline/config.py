@@ -77,6 +77,13 @@ class CollectionConfig(Section):
         True, description="leave out ticks standing still while the NPC waits (they teach 'stay standing')"
     )
     setting_off_repeat: int = Field(3, ge=1, le=10, description="times a setting-off tick is offered to the balancer")
+    model_drives: Fraction = Field(
+        0.0, description="DAgger: share of segments the latest model drives, the sim's NPC labels (0 = off)"
+    )
+    dagger_segment_s: PositiveFloat = Field(3.0, le=3600, description="DAgger: game seconds between driver switches")
+    model_drives_after_version: PositiveInt = Field(
+        1, description="DAgger: the NPC drives alone until this weights version is published"
+    )
 
     @model_validator(mode="after")
     def _ranges(self) -> CollectionConfig:
@@ -297,6 +304,12 @@ class Config(Section):
             raise ValueError(f"output names must be unique, got {names}")
         if any(o.type == "discrete_delta" for o in self.outputs) and not self.inputs.controls:
             raise ValueError("a discrete_delta output needs inputs.controls = true")
+        if self.collection.model_drives > 0 and self.game.backend != "sim":
+            raise ValueError(
+                f"collection.model_drives = {self.collection.model_drives} needs game.backend = 'sim' "
+                f"(got {self.game.backend!r}): only the simulator labels the model's driving with its "
+                "NPC's commands; set collection.model_drives = 0"
+            )
         return self
 
     def output_names(self) -> list[str]:

@@ -100,6 +100,8 @@ def snapshot(r: redis.Redis, keys: Keys) -> dict[str, Any]:
             "episodes": int(_num(c.get("episodes"))),
             "samples": int(_num(c.get("samples"))),
             "backlog": int(_num(c.get("backlog"))),
+            "model_ticks": int(_num(c.get("model_ticks"))),  # DAgger: ticks the model drove
+            "model_version": int(_num(c.get("model_version"))),
             "heartbeat_age_s": round(time.time() - _num(c.get("heartbeat")), 2),
         }
         for c in read_statuses(r, keys, "collector")

@@ -30,16 +30,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 import numpy as np
 
-if TYPE_CHECKING:
-    import torch
-
-    from pipeline.context import ContextBuilder
-    from pipeline.games.base import Controls, Observation
+from pipeline.dagger import MixedDriver
 
 ROOT = Path(__file__).resolve().parent.parent
 FIELDS = ("frames", "speed", "purpose", "controls", "targets", "history")
@@ -82,32 +78,6 @@ class CollectJob:
     segment_s: float = 3.0
 
 
-class MixedDriver:
-    """DAgger's mixture policy: each `segment_s` of game time the NPC drives with probability
-    `beta`, else the model; the game labels every tick with the NPC's command either way. A
-    model stuck for seconds hands over to the NPC, whose way out is labelled, till the segment ends.
-    """
-
-    def __init__(self, model: torch.nn.Module, beta: float, segment_s: float, rng: random.Random) -> None:
-        self.model, self.beta, self.segment_s, self.rng = model, beta, segment_s, rng
-        self.segment = -1
-        self.model_drives = False
-        self.ticks = self.model_ticks = 0
-
-    def __call__(self, builder: ContextBuilder, obs: Observation) -> Controls | None:
-        from pipeline.models import predict
-
-        segment = int(obs.game_time // self.segment_s)
-        if segment != self.segment:
-            self.segment, self.model_drives = segment, self.rng.random() >= self.beta
-        self.model_drives = self.model_drives and not obs.info.get("stuck")
-        self.ticks += 1
-        if not self.model_drives:
-            return None
-        self.model_ticks += 1
-        return predict(self.model, builder.context(0))[1]
-
-
 def _collect_worker(job: CollectJob) -> dict[str, int]:
     """One process: episodes with environments the server would choose; one .npz shard each."""
     from pipeline.collection import EpisodeRunner, game_options
@@ -121,13 +91,11 @@ def _collect_worker(job: CollectJob) -> dict[str, int]:
     options = game_options(cfg, realtime=False)
     driver = None
     if job.weights is not None:  # DAgger: the model drives on this process's one CPU core
-        import torch
+        from pipeline.dagger import build_cpu_model
+        from pipeline.evaluator import read_weights_file
 
-        from pipeline.evaluator import build_model_from, read_weights_file
-
-        torch.set_num_threads(1)
         options["label_with_npc"] = True
-        model = build_model_from(cfg, read_weights_file(job.weights)[0])
+        model = build_cpu_model(cfg, read_weights_file(job.weights)[0])
         driver = MixedDriver(model, job.beta, job.segment_s, rng)
     game = load_game(cfg.game.backend, **options)
     sets: list[Any] = []

@@ -163,9 +163,10 @@ def test_collector_user_writes_its_streams_only(acl_redis: AclRedis) -> None:
     publish_entry(c.pipeline(transaction=True), k, "steering", {"meta": b"m", "r0": b"row"}).execute()  # its job
     assert admin.xlen(k.stream("steering")) == 1 and admin.get(k.incoming("unknown", 0)) == b"row"
     assert c.hget(k.config, "json") == b"{}"  # may read the config
+    assert c.hget(k.weights_latest, "version") == b"1"  # and the latest weights (DAgger), not write them
     c.set(k.presence("collector", "collector-x"), "1", ex=5)  # and keep its presence
     for what, call in {
-        "read weights": lambda: c.hgetall(k.weights_latest),
+        "read an older weights version": lambda: c.hgetall(k.weights_version_blob(1)),
         "write weights": lambda: c.hset(k.weights_latest, "blob", b"forged"),
         "write the config": lambda: c.hset(k.config, "json", "{}"),
         "read a stream": lambda: c.xrange(k.stream("steering")),

@@ -61,7 +61,8 @@ def _heartbeat(presence: Presence, stop: threading.Event, current: dict[str, Col
                           samples=STATE.samples,
                           backlog=len(STATE.publisher.backlog) if STATE.publisher else 0,
                           published=STATE.publisher.published if STATE.publisher else 0,
-                          dropped=STATE.publisher.dropped if STATE.publisher else 0)
+                          dropped=STATE.publisher.dropped if STATE.publisher else 0,
+                          model_ticks=STATE.model_ticks, model_version=STATE.model_version)
             if STATE.publisher is not None and STATE.state == "idle":
                 STATE.publisher.flush()
             if "worker" in current:  # last: rq's connection waits minutes on a silent network

@@ -1,0 +1,114 @@
+"""DAgger in live collection: the latest published model drives, the sim's NPC labels.
+
+`run_episode` runs outside rq here (the collector's own client in `STATE.redis`) against a
+real redis-server; the config comes from Redis as a server would publish it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+import torch
+
+from pipeline import collection
+from pipeline.collection import CollectorState, run_episode
+from pipeline.config import Config, load_config
+from pipeline.errors import ConfigError
+from pipeline.keys import Keys
+from pipeline.models import build_model
+from pipeline.samples import decode_row
+from pipeline.server import publish_config, sample_environment
+from pipeline.weights import WeightsStore
+
+EPISODE_S = 4.0
+
+
+@pytest.fixture
+def state(monkeypatch: pytest.MonkeyPatch, r: redis.Redis, keys: Keys) -> Iterator[CollectorState]:
+    """A fresh collector state (the module's is global), using the test's client and prefix."""
+    fresh = CollectorState()
+    fresh.redis, fresh.keys, fresh.collector_id = r, keys, "collector-dagger-test"
+    monkeypatch.setattr(collection, "STATE", fresh)
+    yield fresh
+    if fresh.game is not None:
+        fresh.game.close()
+
+
+def dagger_config(model_drives: float) -> Config:
+    # min_bins_filled 0: a short episode's last round is sent, whatever bins it filled
+    return load_config(overrides={"collection": {"model_drives": model_drives},
+                                  "balancing": {"min_bins_filled": 0.0}})
+
+
+def episode(cfg: Config, name: str) -> dict[str, Any]:
+    env = sample_environment(cfg.collection, random.Random(3))
+    return run_episode({"environment": env.to_dict(), "episode_s": EPISODE_S, "episode": name})
+
+
+def published_rows(r: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
+    return [decode_row(r.get(k)) for k in r.scan_iter(match=keys.incoming("*", "*"), count=1000)]
+
+
+def test_model_drives_and_the_npc_labels(r: redis.Redis, keys: Keys, state: CollectorState) -> None:
+    cfg = dagger_config(1.0)
+    publish_config(r, keys, cfg)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width))
+    info = WeightsStore(r, keys).publish(model.state_dict(), cfg.run.name, batches=0)
+
+    summary = episode(cfg, "dagger-ep0")
+    ticks = int(EPISODE_S * cfg.game.fps)
+    assert summary["ticks"] == ticks
+    assert summary["model_ticks"] > ticks // 2, summary  # it hands over to the NPC only when stuck
+    assert summary["model_version"] == info.version
+    assert state.model_ticks == summary["model_ticks"] and state.model_version == info.version
+    assert state.game is not None and state.game.options["label_with_npc"] is True
+    assert sum(summary["sets"].values()) > 0
+    rows = published_rows(r, keys)
+    assert rows
+    applied = np.array([row["controls"] for row in rows])
+    labels = np.array([row["targets"] for row in rows])
+    assert np.abs(labels).max() <= 1.0
+    # the model drove (applied controls), the NPC labelled (targets): they differ
+    assert np.abs(labels - applied).max() > 0.3
+    assert np.mean(np.abs(labels - applied).max(axis=1) > 0.05) > 0.5
+
+    built = state.model
+    episode(cfg, "dagger-ep1")  # same version: the cached model is reused, not fetched again
+    assert state.model is built
+
+
+def test_no_weights_the_npc_drives(r: redis.Redis, keys: Keys, state: CollectorState) -> None:
+    cfg = dagger_config(1.0)
+    publish_config(r, keys, cfg)
+    summary = episode(cfg, "dagger-npc")
+    assert summary["ticks"] == int(EPISODE_S * cfg.game.fps)
+    assert summary["model_ticks"] == 0 and summary["model_version"] == 0
+    assert sum(summary["sets"].values()) > 0 and published_rows(r, keys)
+    assert state.model is None
+
+
+def test_redis_error_fetching_weights_the_npc_drives(r: redis.Redis, keys: Keys, state: CollectorState,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = dagger_config(1.0)
+    publish_config(r, keys, cfg)
+
+    def refused(self: WeightsStore) -> None:
+        raise redis.ConnectionError("refused")
+
+    monkeypatch.setattr(WeightsStore, "latest_info", refused)
+    summary = episode(cfg, "dagger-refused")
+    assert summary["model_ticks"] == 0 and summary["samples"] > 0
+
+
+def test_model_drives_needs_the_sim() -> None:
+    with pytest.raises(ConfigError, match=r"collection\.model_drives"):
+        load_config(overrides={"game": {"backend": "gta5"}, "collection": {"model_drives": 0.5}})
+    load_config(overrides={"game": {"backend": "gta5"}, "collection": {"model_drives": 0.0}})
+    with pytest.raises(ConfigError, match=r"collection\.model_drives"):
+        load_config(overrides={"collection": {"model_drives": 1.5}})
