@@ -137,17 +137,19 @@ def predict(model: DrivingModel, context: dict[str, Any]) -> tuple[dict[str, lis
         with torch.inference_mode():
             batch = batch_to_tensors(_add_batch_axis(context), device)
             logits = _forward(model, batch)
-            raw: dict[str, list[float]] = {}
-            sums = dict.fromkeys(CONTROL_NAMES, 0.0)
-            counts = dict.fromkeys(CONTROL_NAMES, 0)
-            for head in model.heads:
-                decoded = head.decode(logits[head.name], batch["controls"])
-                raw[head.name] = [float(decoded[c][0]) for c in CONTROL_NAMES if c in decoded]
-                for control, value in decoded.items():
-                    sums[control] += float(value[0])
-                    counts[control] += 1
+            decoded = {head.name: head.decode(logits[head.name], batch["controls"]) for head in model.heads}
+            order = [(name, c) for name, d in decoded.items() for c in CONTROL_NAMES if c in d]
+            # one copy to the host for all values: on a GPU each float() would wait on its own
+            values = torch.stack([decoded[n][c][0].float() for n, c in order]).tolist() if order else []
     finally:
         if was_training:
             model.train()
+    raw: dict[str, list[float]] = {head.name: [] for head in model.heads}
+    sums = dict.fromkeys(CONTROL_NAMES, 0.0)
+    counts = dict.fromkeys(CONTROL_NAMES, 0)
+    for (name, control), value in zip(order, values, strict=True):
+        raw[name].append(value)
+        sums[control] += value
+        counts[control] += 1
     merged = [sums[c] / counts[c] if counts[c] else 0.0 for c in CONTROL_NAMES]
     return raw, Controls.from_array(merged)
