@@ -1,6 +1,6 @@
 """The learning step and checkpoints, apart from where batches come from (Redis or files).
 
-Checkpoints are three files written atomically: `model.safetensors`, `optimizer.safetensors`
+Checkpoints are three files in one folder, swapped in whole: `model.safetensors`, `optimizer.safetensors`
 and `trainer.json` (batch counter, last published version, optimizer settings). No pickle.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -116,7 +117,9 @@ class Learner:
 
     # -- checkpoints ------------------------------------------------------------------
     def save_checkpoint(self, folder: Path, extra: dict[str, Any] | None = None) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
+        """Write the three files into a fresh folder, then swap it in: a process killed at
+        any moment leaves one complete checkpoint (see `resolve_checkpoint`), never a model
+        of one batch with the counters of another."""
         opt = self.optimizer.state_dict()
         tensors: dict[str, torch.Tensor] = {}
         scalars: dict[str, dict[str, Any]] = {}
@@ -133,12 +136,21 @@ class Learner:
             "state_scalars": scalars,
             **(extra or {}),
         }
-        _atomic(folder / "model.safetensors", lambda p: save_file(self.weights(), p))
-        _atomic(folder / "optimizer.safetensors", lambda p: save_file(tensors, p))
-        _atomic(folder / "trainer.json", lambda p: Path(p).write_text(json.dumps(meta, indent=1)))
+        staging, old = _sibling(folder, "new"), _sibling(folder, "old")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        save_file(self.weights(), str(staging / "model.safetensors"))
+        save_file(tensors, str(staging / "optimizer.safetensors"))
+        (staging / "trainer.json").write_text(json.dumps(meta, indent=1))  # last: marks it complete
+        shutil.rmtree(old, ignore_errors=True)
+        if folder.exists():
+            os.replace(folder, old)
+        os.replace(staging, folder)
+        shutil.rmtree(old, ignore_errors=True)
 
     def load_checkpoint(self, folder: Path) -> dict[str, Any]:
         """Restore model, optimizer and counters; raise WeightsError if the files don't fit."""
+        folder = resolve_checkpoint(folder) or folder
         try:
             meta = json.loads((folder / "trainer.json").read_text())
             self.module.load_state_dict(load_file(folder / "model.safetensors", device=str(self.device)))
@@ -157,11 +169,18 @@ class Learner:
         return meta
 
 
-def _atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(str(tmp))
-    os.replace(tmp, path)
+def _sibling(folder: Path, kind: str) -> Path:
+    return folder.with_name(f"{folder.name}.{kind}")
+
+
+def resolve_checkpoint(folder: Path) -> Path | None:
+    """The complete checkpoint for `folder`: itself, or, when a save was cut off between its
+    two renames, the new copy if it was finished (trainer.json written last), else the old."""
+    for candidate in (folder, _sibling(folder, "new"), _sibling(folder, "old")):
+        if (candidate / "trainer.json").is_file():
+            return candidate
+    return None
 
 
 def checkpoint_exists(folder: Path) -> bool:
-    return (folder / "trainer.json").is_file()
+    return resolve_checkpoint(folder) is not None

@@ -40,8 +40,9 @@ def state(monkeypatch: pytest.MonkeyPatch, r: redis.Redis, keys: Keys) -> Iterat
 
 
 def dagger_config(model_drives: float) -> Config:
-    # min_bins_filled 0: a short episode's last round is sent, whatever bins it filled
-    return load_config(overrides={"collection": {"model_drives": model_drives},
+    # min_bins_filled 0: a short episode's last round is sent, whatever bins it filled;
+    # the model drives from the first published version (the default waits for version 5)
+    return load_config(overrides={"collection": {"model_drives": model_drives, "model_drives_after_version": 1},
                                   "balancing": {"min_bins_filled": 0.0}})
 
 

@@ -93,3 +93,28 @@ def test_checkpoint_resume_keeps_counters(r: redis.Redis, keys: Keys, tmp_path: 
     for a, b in zip(trainer.learner.model.parameters(), fresh.learner.model.parameters(), strict=True):
         assert torch.equal(a.detach().cpu(), b.detach().cpu())
     assert fresh.publish() == 4  # the published version never goes backwards
+
+
+def test_a_save_cut_off_between_its_renames_leaves_one_complete_checkpoint(tmp_path: Path) -> None:
+    cfg = tiny_config()
+    model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width))
+    learner = Learner(model, 1e-3, device="cpu")
+    ckpt = tmp_path / "ckpt"
+    learner.batches = 10
+    learner.save_checkpoint(ckpt)
+    learner.batches = 20
+    learner.save_checkpoint(ckpt)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no staging or old copy left
+    # the moments a kill can leave behind: the old set moved aside, the new one (complete or not) staged
+    (tmp_path / "ckpt").rename(tmp_path / "ckpt.old")
+    learner.batches = 30
+    learner.save_checkpoint(tmp_path / "scratch")
+    (tmp_path / "scratch").rename(tmp_path / "ckpt.new")
+    fresh = Learner(build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width)),
+                    1e-3, device="cpu")
+    assert checkpoint_exists(ckpt)
+    fresh.load_checkpoint(ckpt)
+    assert fresh.batches == 30  # the finished new copy
+    (tmp_path / "ckpt.new" / "trainer.json").unlink()  # the new copy was cut off before its last file
+    fresh.load_checkpoint(ckpt)
+    assert fresh.batches == 20  # the old one, whole
