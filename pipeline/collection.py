@@ -249,7 +249,7 @@ class CollectorState:
         self.game_key: str | None = None
         self.model: Any = None  # DAgger: the latest weights' model, built on the CPU ...
         self.model_version = 0  # ... and its version (0: none yet)
-        self.model_key = ""  # the config parts the model was built for
+        self.model_key = ""  # the config the model was built for
         self.model_ticks = 0  # ticks a model drove, over all episodes
         self.state = "idle"
         self.episode: str | None = None
@@ -284,8 +284,7 @@ class CollectorState:
         from pipeline.dagger import MixedDriver, fetch_latest_model
         from pipeline.weights import WeightsStore
 
-        key = cfg.run.name + cfg.model.model_dump_json() + cfg.inputs.model_dump_json() + \
-            json.dumps([o.model_dump() for o in cfg.outputs]) + f"{cfg.game.hood_width}x{cfg.game.hood_height}"
+        key = cfg.to_json()  # a new config may build another model: fetch afresh
         if key != self.model_key:
             self.model, self.model_version, self.model_key = None, 0, key
         try:

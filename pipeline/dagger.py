@@ -30,7 +30,6 @@ class MixedDriver:
         self.model, self.beta, self.segment_s, self.rng = model, beta, segment_s, rng
         self.segment = -1
         self.model_drives = False
-        self.ticks = self.model_ticks = 0
 
     def __call__(self, builder: ContextBuilder, obs: Observation) -> Controls | None:
         from pipeline.models import predict
@@ -39,10 +38,8 @@ class MixedDriver:
         if segment != self.segment:
             self.segment, self.model_drives = segment, self.rng.random() >= self.beta
         self.model_drives = self.model_drives and not obs.info.get("stuck")
-        self.ticks += 1
         if not self.model_drives:
             return None
-        self.model_ticks += 1
         return predict(self.model, builder.context(0))[1]
 
 
@@ -65,12 +62,8 @@ def fetch_latest_model(store: WeightsStore, cfg: Config, have_version: int
     have), (None, None) when nothing is published. Raises WeightsError for weights of another
     model or that do not fit the config, and Redis errors as they come.
     """
-    from pipeline.errors import WeightsError
-
     info = store.latest_info()
     if info is None or info.version == have_version:
         return info, None
-    info, tensors = store.fetch()
-    if info.model != cfg.run.name:
-        raise WeightsError(f"weights are for model {info.model!r}, this run trains {cfg.run.name!r}")
+    info, tensors = store.fetch(model=cfg.run.name)
     return info, build_cpu_model(cfg, tensors)

@@ -87,9 +87,7 @@ class WeightsWatcher(threading.Thread):
             return False
         version = wanted if self.follow == "best" else None
         try:
-            info, tensors = self.store.fetch(version)
-            if info.model != self.model_name:
-                raise WeightsError(f"weights are for model {info.model!r}, this player runs {self.model_name!r}")
+            info, tensors = self.store.fetch(version, model=self.model_name)
             model = self.build(tensors)
         except WeightsError as exc:
             self._bad.add(wanted)
@@ -176,9 +174,8 @@ class Player:
         self.model_created = model_created
         self.stats = PlayerStats()
         self.events: list[dict[str, Any]] = []
-        #: step the game in a second thread while the model predicts: the game applies the
-        #: previous prediction, as a real game running on its own would (one tick of latency)
-        self.overlap = overlap
+        #: with `overlap`, the game steps in a second thread while the model predicts and applies
+        #: the previous prediction, as a real game running on its own would (one tick of latency)
         self._stepper = ThreadPoolExecutor(1, thread_name_prefix="game-step") if overlap else None
         self._previous = Controls()
         if watcher is not None:

@@ -109,8 +109,10 @@ class WeightsStore:
             return None
         return _info(dict(zip([b"version", b"sha256", b"model", b"created", b"batches"], raw, strict=True)))
 
-    def fetch(self, version: int | None = None) -> tuple[WeightsInfo, dict[str, torch.Tensor]]:
-        """Fetch and verify the latest (or one kept) version."""
+    def fetch(self, version: int | None = None, model: str | None = None
+              ) -> tuple[WeightsInfo, dict[str, torch.Tensor]]:
+        """Fetch and verify the latest (or one kept) version; with `model`, refuse another
+        model's weights before decoding them."""
         key = self.keys.weights_latest if version is None else self.keys.weights_version_blob(version)
         raw = self.r.hgetall(key)
         if not raw and version is not None:  # older than keep_versions: the best one keeps its own copy
@@ -119,6 +121,8 @@ class WeightsStore:
         if not raw:
             raise WeightsError(f"no weights published{'' if version is None else f' for version {version}'}")
         info = _info(raw)
+        if model is not None and info.model != model:
+            raise WeightsError(f"weights are for model {info.model!r}, this run is {model!r}")
         return info, from_blob(raw[b"blob"], info.sha256)
 
     def fetch_best(self) -> tuple[WeightsInfo, dict[str, torch.Tensor]] | None:

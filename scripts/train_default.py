@@ -101,12 +101,13 @@ def _collect_worker(job: CollectJob) -> dict[str, int]:
     sets: list[Any] = []
     runner = EpisodeRunner(game, ContextSpec.from_inputs(cfg.inputs, cfg.game.fps), KeepAll, sets.append,
                            f"offline-{job.worker}", job.sample_every)
-    done = 0
+    done = ticks = model_ticks = 0
     while done < job.episodes and time.time() < job.deadline:
         env = sample_environment(cfg.collection, rng)
         assert env.map_seed not in cfg.collection.held_out_seeds
         sets.clear()
-        runner.run(env, job.episode_s, f"w{job.worker}e{done}", drive=driver)
+        summary = runner.run(env, job.episode_s, f"w{job.worker}e{done}", drive=driver)
+        ticks, model_ticks = ticks + summary.ticks, model_ticks + summary.model_ticks
         cols = {f: np.concatenate([s.columns[f] for s in sets]) for f in FIELDS} if sets else None
         if cols is not None:
             name = Path(job.out_dir) / f"shard-w{job.worker:02d}-{done:04d}-seed{env.map_seed}.npz"
@@ -114,9 +115,7 @@ def _collect_worker(job: CollectJob) -> dict[str, int]:
             name.with_suffix(".tmp.npz").rename(name)
         done += 1
     game.close()
-    if driver is None:
-        return {"episodes": done, "ticks": 0, "model_ticks": 0}
-    return {"episodes": done, "ticks": driver.ticks, "model_ticks": driver.model_ticks}
+    return {"episodes": done, "ticks": ticks, "model_ticks": model_ticks}
 
 
 def collect(config: str, data: Path, episodes: int, workers: int, sample_every: int, episode_s: float,

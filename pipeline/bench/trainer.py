@@ -3,7 +3,8 @@
 - ceiling: the same Learner on one synthetic batch already on the device (no Redis, no
   decoding, no host-to-device copy): what the model and optimizer can do.
 - value: the real `Trainer` loop (gated Lua draw, decode and stack in the prefetch
-  thread, copy to the device), timed from its fifth batch, on buffers pre-filled in a throwaway redis-server; a feeder
+  thread, copy to the device), timed from its fifth batch, on buffers pre-filled in a
+  throwaway redis-server; a feeder
   process tops them up when the run needs more than fits in memory.
 """
 
@@ -132,7 +133,7 @@ def run(config_path: str | None = None, seconds: float = 10.0, device: str | Non
             stop = threading.Event()
             thread = threading.Thread(target=trainer.run, args=(stop,), daemon=True)
             thread.start()
-            while learner.batches < 5 and thread.is_alive():  # the feeder process starts, the pipe fills
+            while learner.batches < 5 and thread.is_alive():  # warm: prefetch queue full, kernels tuned
                 time.sleep(0.01)
             sync()
             before, t0 = learner.batches, time.perf_counter()
