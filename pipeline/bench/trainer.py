@@ -4,8 +4,8 @@
   decoding, no host-to-device copy): what the model and optimizer can do.
 - value: the real `Trainer` loop (gated Lua draw, decode and stack in the prefetch
   thread, copy to the device), timed from its fifth batch, on buffers pre-filled in a
-  throwaway redis-server; a feeder
-  process tops them up when the run needs more than fits in memory.
+  throwaway redis-server; a refill process tops them up when the run needs more than
+  fits in memory.
 """
 
 from __future__ import annotations
