@@ -253,6 +253,10 @@ class PlayerConfig(Section):
         False, description="step the game in a second thread while the model predicts; the game "
         "applies the previous prediction (one tick of latency, as with a real game running on its own)",
     )
+    game_process: bool = Field(
+        False, description="run the game backend in a child process, frames through shared memory: "
+        "the game's CPU work and the model no longer share one interpreter lock",
+    )
     follow: Literal["latest", "best"] = "latest"
     device: str = "cpu"
     live_view_fps: NonNegativeFloat = Field(10.0, description="JPEGs/s for the dashboard")

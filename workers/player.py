@@ -72,7 +72,8 @@ def cli(weights_file: str | None, max_steps: int | None, seed: int | None, fast:
     if watcher is not None:
         watcher.current_version = version
         watcher.start()
-    game = load_game(cfg.game.backend, **game_options(cfg, realtime=cfg.player.realtime and not fast))
+    game = load_game(cfg.game.backend, own_process=cfg.player.game_process,
+                     **game_options(cfg, realtime=cfg.player.realtime and not fast))
     reporter = BackgroundReporter(Presence(r, keys, "player", worker_id))
     translate = None
     try:

@@ -35,7 +35,7 @@ def run(config_path: str | None = None, seconds: float = 10.0, device: str | Non
     if dev.type == "cpu":
         torch.set_num_threads(1)
     model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width)).to(dev).eval()
-    game = load_game(cfg.game.backend, **game_options(cfg, realtime=False))
+    game = load_game(cfg.game.backend, own_process=cfg.player.game_process, **game_options(cfg, realtime=False))
     env = Environment(map_seed=cfg.collection.held_out_seeds[0])
     spec = ContextSpec.from_inputs(cfg.inputs, cfg.game.fps)
 
@@ -82,5 +82,6 @@ def run(config_path: str | None = None, seconds: float = 10.0, device: str | Non
          "game_steps_per_s": round(game_steps_per_s, 1),
          "loop_overhead": round(1 - t_fwd / t_loop, 4),
          "overhead_excl_game": round((t_loop - t_fwd - t_game) / t_loop, 4),
-         "unstucks": stats.unstucks, "target_pps": cfg.player.pps, "overlap": cfg.player.overlap},
+         "unstucks": stats.unstucks, "target_pps": cfg.player.pps, "overlap": cfg.player.overlap,
+         "game_process": cfg.player.game_process},
     )

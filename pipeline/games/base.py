@@ -112,8 +112,13 @@ class Game(Protocol):
         ...
 
 
-def load_game(backend: str, **options: Any) -> Game:
-    """Build a backend from a short name (`sim`, `gta5`, `screen`) or `package.module:Class`."""
+def load_game(backend: str, *, own_process: bool = False, **options: Any) -> Game:
+    """Build a backend from a short name (`sim`, `gta5`, `screen`) or `package.module:Class`;
+    with `own_process` it runs in a child process (`pipeline.games.process`)."""
+    if own_process:
+        from pipeline.games.process import ProcessGame
+
+        return ProcessGame(backend, **options)
     target = BUILTIN_BACKENDS.get(backend, backend)
     if ":" not in target:
         raise ConfigError(

@@ -362,7 +362,8 @@ class SimGame:
         purpose = np.array([math.hypot(tx - car.x, ty - car.y), _wrap(rel)], np.float32)
         frame = self.hood.render(car.x, car.y, car.heading, self.traffic, self.tick)
         if self._bonnet is not None:
-            frame[self._bonnet] = self._bonnet_colour
+            first_row, mask = self._bonnet
+            np.copyto(frame[first_row:], self._bonnet_colour, where=mask)  # 3x a boolean index
         if self.options["minimap"] and self.minimap is not None:
             x, y, w, h = rect = minimap_rect(*self.hood_size)
             if self.tick % 2 == 0 or self._minimap_img is None:  # a map moves slowly: redraw at 15 Hz
@@ -388,8 +389,9 @@ class SimGame:
             lane_offset=float(self._lane_offset()), targets_reached=self.targets_reached, info=info,
         )
 
-    def _bonnet_mask(self, rig: Rig) -> np.ndarray:
-        """Pixels where the car's own bonnet hides the road (fixed to the camera)."""
+    def _bonnet_mask(self, rig: Rig) -> tuple[int, np.ndarray]:
+        """Pixels where the car's own bonnet hides the road (fixed to the camera): the first
+        row it reaches and an (rows, W, 1) mask from there down."""
         spec = self.spec
         fwd_edge = spec.length / 2 - rig.forward  # metres from camera to the bonnet's front edge
         drop = rig.up - (spec.height * 0.62)
@@ -402,7 +404,8 @@ class SimGame:
         mask = np.arange(rig.height)[:, None] >= curve[None, :]
         c = np.asarray(spec.colour, float) * self.look.tint * max(self.look.ambient, 0.12) * 0.8
         self._bonnet_colour = np.clip(c, 0, 255).astype(np.uint8)
-        return mask
+        first_row = int(np.argmax(mask.any(axis=1))) if mask.any() else rig.height
+        return first_row, mask[first_row:, :, None]
 
     # -- the rest of the protocol ------------------------------------------------------------
 
