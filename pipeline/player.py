@@ -140,7 +140,7 @@ class PlayerStats:
     predictions: int = 0
     swaps: int = 0
     unstucks: int = 0
-    swap_pause_ms: float = 0.0
+    swap_pause_ms: float = 0.0  # the last swap: take the prepared model, reset, its first prediction
     fps: float = 0.0
     pps: float = 0.0
     raw: dict[str, list[float]] = field(default_factory=dict)
@@ -252,11 +252,16 @@ class Player:
         self.stats.unstucks += 1
         pause_start = time.monotonic()
         obs = self._retry_game(self.game.respawn, "respawn")
+        swap_start = time.monotonic()
         swapped = self.swap_pending()
         self._previous = Controls()
         self.context.reset()
         self.context.push(obs)
         self.detector.reset(obs)
+        if swapped is not None:
+            # a new model's first call (CUDA graph capture, allocations) belongs in the pause, not the drive
+            self.predict(self.model, self.context.context(0))
+            self.stats.swap_pause_ms = (time.monotonic() - swap_start) * 1000
         event = {"event": "unstuck", "reason": reason, "swapped_to": swapped, "at": time.time()}
         self.events.append(event)
         log.info("unstuck", reason=reason, swapped_to=swapped, version=self.version,
@@ -283,7 +288,6 @@ class Player:
                 self.watcher.prepare_latest()
             except CONNECTION_ERRORS as exc:
                 log.warning("redis_unavailable", what="check_latest", error=str(exc))
-        start = time.monotonic()
         prepared = self.watcher.take()
         if prepared is None:
             return None
@@ -291,7 +295,6 @@ class Player:
         self.version = prepared.info.version
         self.model_created = prepared.info.created
         self.stats.swaps += 1
-        self.stats.swap_pause_ms = (time.monotonic() - start) * 1000
         return self.version
 
     def _report(self) -> None:
@@ -301,6 +304,7 @@ class Player:
             "model_created": self.model_created,
             "pending_version": self.watcher.pending_version if self.watcher else 0,
             "swaps": s.swaps,
+            "swap_pause_ms": round(s.swap_pause_ms, 1),
             "unstucks": s.unstucks,
             "steps": s.steps,
             "pps": round(s.pps, 2),

@@ -11,6 +11,7 @@ import click
 #: target name -> "module:function"; the function takes keyword options and returns bench.result().
 TARGETS: dict[str, str] = {
     "pipeline": "pipeline.bench.pipeline:run",
+    "broadcast": "pipeline.bench.broadcast:run",
     "trainer": "pipeline.bench.trainer:run",
     "player": "pipeline.bench.player:run",
     "ddp": "pipeline.bench.ddp:run",

@@ -30,10 +30,12 @@ def cli(weights_file: str | None, max_steps: int | None, seed: int | None, fast:
     from pipeline.collection import game_options
     from pipeline.context import ContextBuilder
     from pipeline.errors import WeightsError
+    from pipeline.evaluator import build_model_from
     from pipeline.games.base import Environment, load_game
     from pipeline.models import build_model, predict
     from pipeline.player import Player, WeightsWatcher
     from pipeline.samples import ContextSpec
+    from pipeline.training import pick_device
     from pipeline.unstuck import StuckDetector
     from pipeline.weights import WeightsStore, from_blob
 
@@ -47,18 +49,16 @@ def cli(weights_file: str | None, max_steps: int | None, seed: int | None, fast:
     if fetched is None:
         return
     cfg, _ = fetched
-    hw = (cfg.game.hood_height, cfg.game.hood_width)
+    device = pick_device(cfg.player.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        log.warning("cuda_unavailable", what="player.device", using="cpu")
+        device = torch.device("cpu")
 
     def build(tensors: dict[str, torch.Tensor]) -> torch.nn.Module:
-        model = build_model(cfg.model, cfg.inputs, cfg.outputs, hw)
-        try:
-            model.load_state_dict(tensors)
-        except RuntimeError as exc:
-            raise WeightsError(f"weights do not fit the configured model: {str(exc)[:300]}") from None
-        return model.eval()
+        return build_model_from(cfg, tensors).to(device)  # in the watcher thread: off the driving loop
 
     version, created = 0, 0.0
-    model = build_model(cfg.model, cfg.inputs, cfg.outputs, hw).eval()
+    model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width)).eval().to(device)
     if weights_file:
         with open(weights_file, "rb") as fh:
             model = build(from_blob(fh.read()))

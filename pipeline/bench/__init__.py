@@ -11,9 +11,13 @@ import time
 from typing import Any
 
 
-def result(name: str, value: float, unit: str, ceiling: float | None, details: dict[str, Any]) -> dict[str, Any]:
-    """The one shape every benchmark prints: ratio = value / ceiling (None without a ceiling)."""
-    ratio = (value / ceiling) if ceiling else None
+def result(name: str, value: float, unit: str, ceiling: float | None, details: dict[str, Any],
+           lower_is_better: bool = False) -> dict[str, Any]:
+    """The one shape every benchmark prints: ratio = the share of the ceiling reached, so 1.0
+    is the limit either way (value / ceiling; ceiling / value for latencies; None without one)."""
+    ratio = None
+    if ceiling:
+        ratio = (ceiling / value if value else 0.0) if lower_is_better else value / ceiling
     return {
         "name": name,
         "value": round(float(value), 4),
