@@ -94,7 +94,7 @@ def cli(weights_file: str | None, max_steps: int | None, seed: int | None, fast:
     player = Player(
         game, model, ctx, StuckDetector(u.min_displacement_m, u.window_s, u.grace_s), predict, watcher,
         translate=translate, pps=cfg.player.pps, realtime=not fast, max_drive_s=u.max_drive_s,
-        report=lambda status: reporter.update(**status, model=cfg.run.name),
+        report=lambda status: reporter.update(**status, model=cfg.run.name, device=str(device)),
         live_view=live_view, version=version, model_created=created, overlap=cfg.player.overlap,
     )
     rng = random.Random()
