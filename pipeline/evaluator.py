@@ -174,11 +174,16 @@ def model_policy(model: Any) -> Policy:
     return Policy("model", model=model, predict=predict)
 
 
-def build_model_from(cfg: Config, tensors: dict[str, Any]) -> Any:
-    """The configured model with these weights, or WeightsError when they do not fit it."""
+def build_model_from(cfg: Config, tensors: dict[str, Any], device: Any = "cpu") -> Any:
+    """The configured model with these weights on `device`, or WeightsError when they do not
+    fit it. It is built on the device: a random CPU initialisation of 23 M parameters that
+    the weights overwrite anyway would cost a player half a second per new version."""
+    import torch
+
     from pipeline.models import build_model
 
-    model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width))
+    with torch.device(device):
+        model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width))
     try:
         model.load_state_dict(tensors)
     except (RuntimeError, KeyError) as exc:

@@ -55,7 +55,7 @@ def cli(weights_file: str | None, max_steps: int | None, seed: int | None, fast:
         device = torch.device("cpu")
 
     def build(tensors: dict[str, torch.Tensor]) -> torch.nn.Module:
-        return build_model_from(cfg, tensors).to(device)  # in the watcher thread: off the driving loop
+        return build_model_from(cfg, tensors, device)  # in the watcher thread: off the driving loop
 
     version, created = 0, 0.0
     model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width)).eval().to(device)

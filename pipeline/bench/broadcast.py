@@ -56,7 +56,7 @@ def _player(url: str, index: int, counts: tuple[int, ...], cfg_json: str, device
     halt = threading.Event()
 
     def build(tensors: dict[str, torch.Tensor]) -> torch.nn.Module:
-        return build_model_from(cfg, tensors).to(device)
+        return build_model_from(cfg, tensors, device)
 
     class TimedWatcher(WeightsWatcher):
         def prepare_latest(self) -> bool:
@@ -82,6 +82,10 @@ def _player(url: str, index: int, counts: tuple[int, ...], cfg_json: str, device
             watcher.n = n  # type: ignore[attr-defined]
             watcher.start()
             threading.Thread(target=raw, args=(n,), daemon=True).start()
+    from pipeline.models import build_model
+
+    # a player drives before any new version: its device and allocator are warm
+    build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width)).to(device)
     time.sleep(1.0)  # subscriptions in place
     ready.wait()
     stop.wait()
@@ -124,7 +128,7 @@ def _swap_pauses(cfg: Config, device: str, swaps: int) -> list[float]:
 
             r, keys = connect(server.url), Keys("bench-swap:")
             stop = threading.Event()
-            watcher = WeightsWatcher(r, keys, lambda t: build_model_from(cfg, t).to(device), cfg.run.name, "latest", stop)
+            watcher = WeightsWatcher(r, keys, lambda t: build_model_from(cfg, t, device), cfg.run.name, "latest", stop)
             hw = (cfg.game.hood_height, cfg.game.hood_width)
             model = build_model(cfg.model, cfg.inputs, cfg.outputs, hw).eval().to(device)
             game = load_game(cfg.game.backend, **game_options(cfg, realtime=False))
