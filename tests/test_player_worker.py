@@ -54,7 +54,8 @@ def test_player_worker_drives_a_game_process_on_the_configured_device(redis_serv
         want = "cuda" if torch.cuda.is_available() else "cpu"
         assert player()["device"].startswith(want)
         assert bool(roles.events("player", "cuda_unavailable")) == (want == "cpu")
-        assert _spawned_children(roles.procs["player"].pid)  # the game runs in a child process
+        children = _spawned_children(roles.procs["player"].pid)
+        assert children  # the game runs in a child process
         store.publish(build_model(cfg.model, cfg.inputs, cfg.outputs, hw).state_dict(), cfg.run.name, 2)
         wait_for(lambda: player().get("model_version") == "2", 60, "the swap to version 2", roles)
         assert float(player()["swap_pause_ms"]) > 0
@@ -62,5 +63,6 @@ def test_player_worker_drives_a_game_process_on_the_configured_device(redis_serv
         wait_for(lambda: int(player()["steps"]) > steps + 30, 30, "the player to drive on after the swap", roles)
         assert not roles.events("player", "game_error")
         assert roles.stop("player") == 0
+        assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]  # ... which ended with it
     finally:
         roles.stop_all()

@@ -13,6 +13,7 @@ raises `GameError`, which the player and evaluator already retry.
 from __future__ import annotations
 
 import multiprocessing as mp
+import signal
 import threading
 from dataclasses import fields
 from multiprocessing.connection import Connection
@@ -65,7 +66,13 @@ def _observation_message(obs: Observation, slots: _FrameSlots) -> dict[str, Any]
 def _serve(conn: Connection, backend: str, options: dict[str, Any]) -> None:
     """The child: build the backend, then answer calls until `close` or the parent goes away."""
     from pipeline.games.base import load_game
+    from pipeline.log import configure_logging
 
+    configure_logging(f"game-{backend}")  # the parent's format and level (from the environment)
+    # Ctrl-C and honcho's SIGTERM reach the whole process group: the parent decides when the
+    # game ends (close, or its pipe closing when it exits), never a half-stopped child mid-step
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     slots = _FrameSlots()
     try:
         game = load_game(backend, **options)
