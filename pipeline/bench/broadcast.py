@@ -48,9 +48,11 @@ def _player(url: str, index: int, counts: tuple[int, ...], cfg_json: str, device
     import torch
 
     from pipeline.evaluator import build_model_from
+    from pipeline.log import configure_logging
     from pipeline.player import WeightsWatcher
     from pipeline.redis_conn import connect
 
+    configure_logging("bench-player", level="WARNING")  # 16 processes x every version: no info lines
     torch.set_num_threads(1)
     cfg = Config.from_json(cfg_json)
     halt = threading.Event()
