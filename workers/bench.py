@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import shutil
+import subprocess
+import sys
 from typing import Any
 
 import click
@@ -27,18 +31,46 @@ def _run(target: str, options: dict[str, Any]) -> dict[str, Any]:
     return fn(**options)
 
 
+#: py-spy output format by file extension (raw: collapsed stacks, one line per stack and count)
+PROFILE_FORMATS = {".svg": "flamegraph", ".json": "speedscope", ".txt": "raw"}
+
+
+def _profiled(argv: list[str], path: str) -> None:
+    """Run this same bench under py-spy: a sampling profiler outside the process, so the loop
+    runs at full speed and every thread and child process (game, stages) is seen."""
+    fmt = PROFILE_FORMATS.get(os.path.splitext(path)[1])
+    if fmt is None:
+        raise click.UsageError(f"--profile: name the file {' | '.join(f'*{e}' for e in PROFILE_FORMATS)}")
+    spy = shutil.which("py-spy") or shutil.which("py-spy", path=os.path.dirname(sys.executable))
+    if spy is None:
+        raise click.ClickException("--profile needs py-spy: pip install 'charles[profile]'")
+    cmd = [spy, "record", "--subprocesses", "--threads", "--rate", "200", "--format", fmt, "--output", path,
+           "--", sys.executable, "-m", "pipeline.cli", "bench", *argv]
+    sys.exit(subprocess.run(cmd, check=False).returncode)
+
+
 @click.command(name="bench")
 @click.argument("target", type=click.Choice(sorted([*TARGETS, "all"]) or ["all"]))
 @click.option("--json", "as_json", is_flag=True, help="print JSON only (one object per line)")
 @click.option("--config", "config_path", default=None, help="config file for targets that take one")
 @click.option("--seconds", default=10.0, show_default=True, help="measuring time per figure")
 @click.option("--device", default=None, help="cpu | cuda: override the config's device where a target uses one")
-def cli(target: str, as_json: bool, config_path: str | None, seconds: float, device: str | None) -> None:
+@click.option("--profile", "profile_path", type=click.Path(dir_okay=False), default=None,
+              help="run the target under py-spy (all threads and child processes): FILE.svg | .json | .txt")
+def cli(target: str, as_json: bool, config_path: str | None, seconds: float, device: str | None,
+        profile_path: str | None) -> None:
     """Measure a stage against its ceiling; `all` runs every target and prints a table."""
     from pipeline.log import configure_logging
     from pipeline.progress import progress_bar
 
     configure_logging("bench")
+    if profile_path is not None:
+        if target == "all":
+            raise click.UsageError("--profile takes one target, not `all`")
+        argv = [target, "--seconds", str(seconds), *(["--json"] if as_json else [])]
+        argv += [*(["--config", config_path] if config_path else []), *(["--device", device] if device else [])]
+        _profiled(argv, profile_path)
+        return
     names = sorted(TARGETS) if target == "all" else [target]
     results = []
     with progress_bar("bench", total=len(names), show=None if len(names) > 1 else False) as bar:
