@@ -36,7 +36,9 @@ def main() -> None:
         for line in fh:
             stack, _, count = line.rstrip("\n").rpartition(" ")
             frames = stack.split(";")
-            thread = frames[1] if len(frames) > 1 and frames[1].startswith("thread") else "?"
+            processes = [f.split(":", 1)[0] for f in frames if f.startswith("process ")]  # parent, child, ...
+            threads = [f for f in frames if f.startswith("thread ")]
+            thread = f"{processes[-1] if processes else '?'} {threads[0] if threads else ''}".strip()
             calls = [_without_line(f) for f in frames if " (" in f and not f.startswith(("process", "thread"))]
             names = [_function(f) for f in calls]
             if not calls or (args.under and args.under not in names):

@@ -44,6 +44,7 @@ def _profiled(argv: list[str], path: str) -> None:
     spy = shutil.which("py-spy") or shutil.which("py-spy", path=os.path.dirname(sys.executable))
     if spy is None:
         raise click.ClickException("--profile needs py-spy: pip install 'charles[profile]'")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     cmd = [spy, "record", "--subprocesses", "--threads", "--rate", "200", "--format", fmt, "--output", path,
            "--", sys.executable, "-m", "pipeline.cli", "bench", *argv]
     sys.exit(subprocess.run(cmd, check=False).returncode)
