@@ -40,6 +40,11 @@ class Keys:
         """Stream of sample-set manifests for one output (transport; rows in `incoming`)."""
         return self._k("stream", output)
 
+    def output_of_stream(self, stream: bytes | str) -> str:
+        """The output a `stream(output)` key belongs to (XREADGROUP replies name the key)."""
+        name = stream.decode() if isinstance(stream, bytes) else stream
+        return name[len(self.stream("")) :]
+
     def incoming(self, set_id: str, row: int | str = "") -> str:
         """String: one row of a published set, until the server checks it and renames it
         into a buffer (it has a TTL: a set never routed cannot leak)."""

@@ -24,13 +24,13 @@ import redis
 import structlog
 
 from pipeline import codec
+from pipeline.consumer_group import PendingRecovery
 from pipeline.errors import CodecError, SampleError
 from pipeline.keys import RECORDER_GROUP, SERVER_GROUP, Keys
 from pipeline.recordings import ChunkMeta, ChunkWriter, DiskBudget, remove_orphans
 from pipeline.samples import FIELDS, SET_ID, ContextSpec, SampleSchema, decode_entry, set_id_of
 
 log = structlog.get_logger(__name__)
-RECLAIM_IDLE_MS = 60_000
 
 
 @dataclass
@@ -90,8 +90,7 @@ class Recorder:
                 self.recorded[meta.output].update(meta.entries)
         self.pending: dict[tuple[str, str], _Pending] = {}
         self.stats = RecorderStats()
-        self._own_pending_done = False
-        self._last_reclaim = 0.0
+        self.recovery = PendingRecovery(r, keys, RECORDER_GROUP, consumer, event_prefix="recorder_")
 
     def reconfigure(self, outputs: list[str], schema: SampleSchema, fps: float, context: ContextSpec,
                     minimap_box: list[float] | None) -> None:
@@ -112,68 +111,21 @@ class Recorder:
             except redis.ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
-        self._own_pending_done = False
+        self.recovery.reset()
 
     # -- reading ------------------------------------------------------------------------------
     def record_once(self, block_ms: int = 500, count: int = 32) -> int:
         """Read one round of entries, then write the chunks that are due; returns entries read."""
         handled = 0
-        if not self._own_pending_done:
-            handled += self._own_pending()
-            self._own_pending_done = True
-        if time.monotonic() - self._last_reclaim > RECLAIM_IDLE_MS / 2000:
-            handled += self._reclaim_abandoned()
-            self._last_reclaim = time.monotonic()
+        handled += self.recovery.recover(self.outputs, self.handle_entry)
         streams = {self.keys.stream(n): ">" for n in self.outputs}
         resp = self.r.xreadgroup(RECORDER_GROUP, self.consumer, streams, count=count, block=block_ms)
         for stream, entries in resp or []:
-            output = self._output_of(stream)
+            output = self.keys.output_of_stream(stream)
             for entry_id, fields in entries:
                 self.handle_entry(output, entry_id, fields)
                 handled += 1
         self.flush(force=False)
-        return handled
-
-    def _output_of(self, stream: bytes | str) -> str:
-        name = stream.decode() if isinstance(stream, bytes) else stream
-        return name[len(self.keys.stream("")):]
-
-    def _own_pending(self) -> int:
-        """Entries this consumer read but never acknowledged before it stopped or died."""
-        handled = 0
-        for name in self.outputs:
-            last = "0"
-            while True:
-                resp = self.r.xreadgroup(RECORDER_GROUP, self.consumer, {self.keys.stream(name): last}, count=64)
-                entries = resp[0][1] if resp else []
-                if not entries:
-                    break
-                for entry_id, fields in entries:
-                    last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-                    if fields:
-                        self.handle_entry(name, entry_id, fields)
-                    else:  # trimmed from the stream while pending: nothing left to record
-                        self.r.xack(self.keys.stream(name), RECORDER_GROUP, entry_id)
-                    handled += 1
-        if handled:
-            log.info("recorder_reclaimed_own_pending", entries=handled)
-        return handled
-
-    def _reclaim_abandoned(self) -> int:
-        """Entries pending for another (dead) recorder longer than RECLAIM_IDLE_MS."""
-        handled = 0
-        for name in self.outputs:
-            stream = self.keys.stream(name)
-            _next, claimed, *_ = self.r.xautoclaim(stream, RECORDER_GROUP, self.consumer, RECLAIM_IDLE_MS,
-                                                   "0-0", count=64)
-            for entry_id, fields in claimed:
-                if fields:
-                    self.handle_entry(name, entry_id, fields)
-                else:
-                    self.r.xack(stream, RECORDER_GROUP, entry_id)
-                handled += 1
-        if handled:
-            log.info("recorder_reclaimed_abandoned", entries=handled)
         return handled
 
     def handle_entry(self, output: str, entry_id: bytes | str, fields: dict[bytes, bytes]) -> bool:

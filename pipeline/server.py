@@ -28,6 +28,7 @@ from rq.serializers import JSONSerializer
 
 from pipeline.buffers import Buffers
 from pipeline.config import CollectionConfig, Config
+from pipeline.consumer_group import PendingRecovery
 from pipeline.errors import CodecError, SampleError
 from pipeline.games.base import Environment
 from pipeline.keys import COLLECT_QUEUE, RECORDER_GROUP, SERVER_GROUP, Keys
@@ -36,7 +37,6 @@ from pipeline.samples import EntryView, SampleSchema, check_entry, row_field, se
 
 log = structlog.get_logger(__name__)
 DEADLETTER_MAXLEN = 1000
-RECLAIM_IDLE_MS = 60_000
 RECORDER_CHECK_S = 10.0
 COLLECT_JOB = "pipeline.collection.run_episode"
 
@@ -106,8 +106,7 @@ class Server:
         self.queue = Queue(keys.queue(COLLECT_QUEUE), connection=r, serializer=JSONSerializer)
         self.rng = random.Random(seed)
         self.stats = RouteStats()
-        self._own_pending_done = False
-        self._last_reclaim = 0.0
+        self.recovery = PendingRecovery(r, keys, SERVER_GROUP, consumer)
         self._set_size: dict[str, float] = {}
         self._recorder: dict[str, tuple[float, bool]] = {}  # stream -> (checked at, recorder group seen)
 
@@ -121,19 +120,14 @@ class Server:
             except redis.ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
-        self._own_pending_done = False
+        self.recovery.reset()
         return version
 
     # -- routing ----------------------------------------------------------------------
     def route_once(self, block_ms: int = 500, count: int = 16) -> int:
         """Read and route one round of entries; returns the number of entries handled."""
         handled = 0
-        if not self._own_pending_done:
-            handled += self._route_own_pending()
-            self._own_pending_done = True
-        if time.monotonic() - self._last_reclaim > RECLAIM_IDLE_MS / 2000:
-            handled += self._reclaim_abandoned()
-            self._last_reclaim = time.monotonic()
+        handled += self.recovery.recover(self.outputs, self.handle_entry)
         fills = self.buffers.fills()
         capacity = self.config.buffers.capacity
         open_outputs = [n for n in self.outputs if fills[n] < capacity]
@@ -146,47 +140,10 @@ class Server:
         streams = {self.keys.stream(n): ">" for n in open_outputs}
         resp = self.r.xreadgroup(SERVER_GROUP, self.consumer, streams, count=max(1, min(count, room)), block=block_ms)
         for stream, entries in resp or []:
-            output = self._output_of(stream)
+            output = self.keys.output_of_stream(stream)
             for entry_id, fields in entries:
                 self.handle_entry(output, entry_id, fields)
                 handled += 1
-        return handled
-
-    def _output_of(self, stream: bytes | str) -> str:
-        name = stream.decode() if isinstance(stream, bytes) else stream
-        return name[len(self.keys.stream("")):]
-
-    def _route_own_pending(self) -> int:
-        """Entries this consumer read but never acknowledged before a crash."""
-        handled = 0
-        for name in self.outputs:
-            while True:
-                resp = self.r.xreadgroup(SERVER_GROUP, self.consumer, {self.keys.stream(name): "0"}, count=64)
-                entries = resp[0][1] if resp else []
-                entries = [(i, f) for i, f in entries if f]
-                if not entries:
-                    break
-                for entry_id, fields in entries:
-                    self.handle_entry(name, entry_id, fields)
-                    handled += 1
-        if handled:
-            log.info("reclaimed_own_pending", entries=handled)
-        return handled
-
-    def _reclaim_abandoned(self) -> int:
-        """Entries pending for another (dead) server consumer longer than RECLAIM_IDLE_MS."""
-        handled = 0
-        for name in self.outputs:
-            stream = self.keys.stream(name)
-            _next, claimed, *_ = self.r.xautoclaim(stream, SERVER_GROUP, self.consumer, RECLAIM_IDLE_MS, "0-0", count=64)
-            for entry_id, fields in claimed:
-                if fields:
-                    self.handle_entry(name, entry_id, fields)
-                else:  # trimmed away while pending: nothing to route
-                    self.r.xack(stream, SERVER_GROUP, entry_id)
-                handled += 1
-        if handled:
-            log.info("reclaimed_abandoned", entries=handled)
         return handled
 
     def handle_entry(self, output: str, entry_id: bytes | str, fields: dict[bytes, bytes]) -> bool:

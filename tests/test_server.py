@@ -104,7 +104,7 @@ def test_other_consumers_pending_claimed(r: redis.Redis, keys: Keys) -> None:
     server = make_server(r, keys, consumer="server-2")
     publish_entry(r, keys, "steering", sample_set(server.config, "steering", 2).entry())
     r.xreadgroup(SERVER_GROUP, "dead-server", {keys.stream("steering"): ">"}, count=10)
-    import pipeline.server as mod
+    import pipeline.consumer_group as mod
 
     old = mod.RECLAIM_IDLE_MS
     mod.RECLAIM_IDLE_MS = 0
@@ -113,6 +113,20 @@ def test_other_consumers_pending_claimed(r: redis.Redis, keys: Keys) -> None:
     finally:
         mod.RECLAIM_IDLE_MS = old
     assert r.scard(keys.buffer("steering")) == 2
+
+
+def test_own_pending_past_a_run_of_trimmed_entries_is_routed(r: redis.Redis, keys: Keys) -> None:
+    """A restarted server acknowledges pending entries trimmed away (no fields left) and goes
+    on to the pending entries after them, however many trimmed ones come first."""
+    server = make_server(r, keys)
+    for seed in range(70):
+        publish_entry(r, keys, "steering", sample_set(server.config, "steering", 2, seed).entry())
+    r.xreadgroup(SERVER_GROUP, "server-1", {keys.stream("steering"): ">"}, count=100)  # then it died
+    r.xtrim(keys.stream("steering"), maxlen=1, approximate=False)  # the first 69 are gone while pending
+    restarted = make_server(r, keys)
+    restarted.route_once(block_ms=10)
+    assert r.scard(keys.buffer("steering")) == 2  # the 70th set, behind 69 trimmed entries
+    assert r.xpending(keys.stream("steering"), SERVER_GROUP)["pending"] == 0
 
 
 def test_full_buffer_stops_reading_and_drops_overflow_counted(r: redis.Redis, keys: Keys) -> None:
