@@ -4,6 +4,7 @@ superseded ones skipped, scores and the best pointer written, TensorBoard logged
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 
@@ -109,3 +110,43 @@ def test_tampered_or_foreign_weights_are_not_scored(r: redis.Redis, keys: Keys, 
     gone = evaluation_jobs.evaluate_version({"version": 99, "sha256": "0" * 64})
     assert "no weights" in gone["skipped"]
     assert read_scores(r, keys) == {} and best_version(r, keys) is None
+
+
+def test_evaluator_survives_a_redis_restart_and_scores_after_it(tmp_path: Path) -> None:
+    """kill -9 of an AOF Redis while the evaluator waits for work: it keeps running, and scores
+    what is published after the restart (its registration outlived the kill)."""
+    server = RedisServer(tmp_path / "redis", appendonly=True)
+    server.start()
+    prefix = f"eval-restart-{uuid.uuid4().hex[:8]}:"
+    keys, cfg = Keys(prefix), _config()
+    roles = Roles(server.url, prefix, tmp_path)
+    try:
+        r = server.client()
+        publish_config(r, keys, cfg)
+        roles.start("evaluator", "evaluator", "--nice", "0")
+        worker_key = f"rq:worker:{_wait_for_worker(r, roles)}"
+        r.save()  # its registration is on disk, as after any second of AOF everysec
+        server.restart(kill=True, down_s=1.0)
+        r = server.client()
+        assert r.exists(worker_key)  # the registration outlived the kill
+        model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width))
+        enqueue_evaluation(r, keys, WeightsStore(r, keys).publish(model.state_dict(), cfg.run.name, 1))
+        deadline = time.monotonic() + 180
+        while not read_scores(r, keys) and time.monotonic() < deadline and roles.procs["evaluator"].poll() is None:
+            time.sleep(0.5)
+        log = roles.log("evaluator")
+        assert set(read_scores(r, keys)) == {1}, log[-3000:]
+        assert roles.stop("evaluator") == 0, log[-3000:]
+    finally:
+        roles.stop_all()
+        server.stop(kill=True)
+
+
+def _wait_for_worker(r: redis.Redis, roles: Roles) -> str:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        names = [k.decode().split(":", 2)[2] for k in r.scan_iter("rq:worker:evaluator*")]
+        if names:
+            return names[0]
+        time.sleep(0.2)
+    raise AssertionError("the evaluator never registered with rq:\n" + roles.log("evaluator")[-3000:])

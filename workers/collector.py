@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
 import click
 import structlog
@@ -22,13 +21,13 @@ from pipeline.log import configure_logging
 from pipeline.presence import Presence, new_worker_id
 from pipeline.redis_conn import (
     CONNECTION_ERRORS,
-    Backoff,
     connect,
     keys_from_env,
     redis_url,
     safe_url,
 )
 from pipeline.rq_guard import guarded_job_class
+from pipeline.rq_loop import work_until_done
 from pipeline.server import COLLECT_JOB
 
 log = structlog.get_logger("collector")
@@ -89,30 +88,14 @@ def cli(burst: bool, max_jobs: int | None, niceness: int) -> None:
     presence = Presence(r, keys, "collector", worker_id)
     current: dict[str, CollectorWorker] = {}
     threading.Thread(target=_heartbeat, args=(presence, stop, current), daemon=True).start()
-    backoff = Backoff()
-    done = 0
+
+    def make_worker() -> CollectorWorker:
+        current["worker"] = CollectorWorker([keys.queue(COLLECT_QUEUE)], connection=rq_conn, name=worker_id,
+                                            serializer=JSONSerializer, job_class=EPISODE_JOB)
+        return current["worker"]
+
     try:
-        while True:
-            try:
-                worker = CollectorWorker([keys.queue(COLLECT_QUEUE)], connection=rq_conn, name=worker_id,
-                                         serializer=JSONSerializer, job_class=EPISODE_JOB)
-                current["worker"] = worker
-                if rq_conn.exists(worker.key) and not rq_conn.hexists(worker.key, "death"):
-                    worker.register_death()  # our own previous rq worker, left registered when Redis went away
-                worker.work(burst=burst, max_jobs=None if max_jobs is None else max_jobs - done,
-                            logging_level="WARNING")
-                done += worker.successful_job_count + worker.failed_job_count
-                if burst or (max_jobs is not None and done >= max_jobs) or worker._shutdown_requested_date:
-                    break
-                if worker.successful_job_count:
-                    backoff.reset()
-                delay = backoff.next_delay()  # rq quit on an error it logged above: never spin
-                log.warning("rq_worker_restarting", retry_in_s=round(delay, 2))
-                time.sleep(delay)
-            except CONNECTION_ERRORS as exc:
-                delay = backoff.next_delay()
-                log.warning("redis_unavailable", what="collector", error=str(exc), retry_in_s=round(delay, 2))
-                time.sleep(delay)
+        work_until_done(make_worker, rq_conn, "collector", burst=burst, max_jobs=max_jobs)
     finally:
         stop.set()
         try:

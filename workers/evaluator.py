@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 
 import click
 import structlog
@@ -22,13 +21,13 @@ from pipeline.log import configure_logging
 from pipeline.presence import Presence, new_worker_id
 from pipeline.redis_conn import (
     CONNECTION_ERRORS,
-    Backoff,
     connect,
     keys_from_env,
     redis_url,
     safe_url,
 )
 from pipeline.rq_guard import guarded_job_class
+from pipeline.rq_loop import work_until_done
 from pipeline.scoreboard import EVALUATE_JOB
 
 log = structlog.get_logger("evaluator")
@@ -61,28 +60,20 @@ def cli(burst: bool, max_jobs: int | None, niceness: int) -> None:
     stop = threading.Event()
     presence = Presence(r, keys, "evaluator", worker_id)
     threading.Thread(target=_heartbeat, args=(presence, stop), daemon=True).start()
-    backoff = Backoff()
-    done = 0
     queued = False
+
+    def make_worker() -> SimpleWorker:
+        nonlocal queued
+        if not queued:  # once: a version published while no evaluator ran
+            version = queue_latest_if_missing(r, keys)
+            queued = True
+            if version is not None:
+                log.info("queued_latest", version=version)
+        return SimpleWorker([keys.queue(EVALUATE_QUEUE)], connection=r, name=worker_id,
+                            serializer=JSONSerializer, job_class=EVALUATION_JOB)
+
     try:
-        while True:
-            try:
-                if not queued:
-                    version = queue_latest_if_missing(r, keys)
-                    queued = True
-                    if version is not None:
-                        log.info("queued_latest", version=version)
-                worker = SimpleWorker([keys.queue(EVALUATE_QUEUE)], connection=r, name=worker_id,
-                                      serializer=JSONSerializer, job_class=EVALUATION_JOB)
-                worker.work(burst=burst, max_jobs=None if max_jobs is None else max_jobs - done,
-                            logging_level="WARNING")
-                done += worker.successful_job_count + worker.failed_job_count
-                if burst or (max_jobs is not None and done >= max_jobs) or worker._shutdown_requested_date:
-                    break
-            except CONNECTION_ERRORS as exc:
-                delay = backoff.next_delay()
-                log.warning("redis_unavailable", what="evaluator", error=str(exc), retry_in_s=round(delay, 2))
-                time.sleep(delay)
+        work_until_done(make_worker, r, "evaluator", burst=burst, max_jobs=max_jobs)
     finally:
         stop.set()
         try:
