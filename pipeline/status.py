@@ -80,6 +80,7 @@ def snapshot(r: redis.Redis, keys: Keys) -> dict[str, Any]:
             "model_version": int(_num(p.get("model_version"))),
             "pending_version": int(_num(p.get("pending_version"))),
             "swaps": int(_num(p.get("swaps"))),
+            "swap_pause_ms": _num(p.get("swap_pause_ms")),
             "unstucks": int(_num(p.get("unstucks"))),
             "pps": _num(p.get("pps")),
             "fps": _num(p.get("fps")),
@@ -88,6 +89,7 @@ def snapshot(r: redis.Redis, keys: Keys) -> dict[str, Any]:
             "translated": _json(p.get("translated")),
             "applied": _json(p.get("applied")),
             "model": p.get("model"),
+            "device": p.get("device"),
             "model_created": _num(p.get("model_created")) or None,
             "heartbeat_age_s": round(time.time() - _num(p.get("heartbeat")), 2),
         }

@@ -48,6 +48,7 @@ def test_live_pipeline_trains_and_player_swaps_at_unstuck(roles: tuple[Roles, Ke
     assert snap["collectors"] and snap["collectors"][0]["episodes"] >= 0
     player = snap["players"][0]
     assert player["unstucks"] >= player["swaps"] >= 1  # every swap happened during an Unstuck
+    assert player["device"] == "cpu" and player["swap_pause_ms"] > 0  # status says where and how long
     for name in ("player", "trainer", "collector", "server"):
         assert procs.stop(name) == 0, procs.log(name)[-2000:]
     assert "unstuck" in procs.log("player")

@@ -36,7 +36,7 @@ def cli(as_json: bool) -> None:
     t = snap["trainer"]
     console.print(f"[bold]trainer[/] {t['state']}  batches {t['batches']}  samples/s {t['samples_per_s']}")
     for p in snap["players"]:
-        console.print(f"[bold]player[/] {p['id']} v{p['model_version']} swaps {p['swaps']} "
-                      f"unstucks {p['unstucks']} pps {p['pps']}")
+        console.print(f"[bold]player[/] {p['id']} v{p['model_version']} on {p['device'] or '?'} swaps {p['swaps']} "
+                      f"(last pause {p['swap_pause_ms']} ms) unstucks {p['unstucks']} pps {p['pps']}")
     for c in snap["collectors"]:
         console.print(f"[bold]collector[/] {c['id']} {c['state']} episodes {c['episodes']} samples {c['samples']}")
