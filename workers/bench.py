@@ -58,9 +58,11 @@ def _profiled(argv: list[str], path: str) -> None:
 @click.option("--device", default=None, help="cpu | cuda: override the config's device where a target uses one")
 @click.option("--profile", "profile_path", type=click.Path(dir_okay=False), default=None,
               help="run the target under py-spy (all threads and child processes): FILE.svg | .json | .txt")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), default=None,
+              help="also write the results as a markdown table to this file")
 def cli(target: str, as_json: bool, config_path: str | None, seconds: float, device: str | None,
-        profile_path: str | None) -> None:
-    """Measure a stage against its ceiling; `all` runs every target and prints a table."""
+        profile_path: str | None, markdown_path: str | None) -> None:
+    """Measure a stage against its ceiling; `all` runs every target and prints a table (stderr)."""
     from pipeline.log import configure_logging
     from pipeline.progress import progress_bar
 
@@ -88,7 +90,7 @@ def cli(target: str, as_json: bool, config_path: str | None, seconds: float, dev
             results.append(res)
             click.echo(json.dumps(res))
             bar.advance()
-    if target == "all" and not as_json:
+    if target == "all":  # on stderr: with --json, stdout stays one JSON object per line
         from rich.console import Console
         from rich.table import Table
 
@@ -96,3 +98,17 @@ def cli(target: str, as_json: bool, config_path: str | None, seconds: float, dev
         for res in results:
             table.add_row(res["name"], str(res["value"]), res["unit"], str(res["ceiling"]), str(res["ratio"]))
         Console(stderr=True).print(table)
+    if markdown_path is not None:
+        with open(markdown_path, "w", encoding="utf-8") as fh:
+            fh.write(markdown_table(results))
+
+
+def markdown_table(results: list[dict[str, Any]]) -> str:
+    """The results as a markdown table for docs/benchmarks.md: figure, ceiling, machine, date."""
+    rows = ["| target | value | unit | ceiling | ratio | machine | date |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for res in results:
+        m = res["details"]["machine"]
+        machine = f"{m.get('gpu') or 'CPU'}, {m['cpu_count']} cores"
+        rows.append(f"| `{res['name']}` | {res['value']} | {res['unit']} | {res['ceiling']} | {res['ratio']} "
+                    f"| {machine} | {m['date']} |")
+    return "\n".join(rows) + "\n"

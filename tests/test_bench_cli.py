@@ -1,4 +1,5 @@
-"""`charles bench TARGET --profile FILE` runs the target under py-spy and keeps its stacks."""
+"""`charles bench`: `--profile FILE` runs the target under py-spy and keeps its stacks;
+`--markdown FILE` writes the results as a table for the docs."""
 
 from __future__ import annotations
 
@@ -31,3 +32,13 @@ def test_profile_refuses_an_unknown_format_and_all(tmp_path: Path) -> None:
     assert done.returncode == 2 and "*.svg | *.json | *.txt" in done.stderr
     done = _bench("all", "--profile", str(tmp_path / "p.txt"))
     assert done.returncode == 2 and "one target" in done.stderr
+
+
+def test_markdown_table_of_a_run(tmp_path: Path) -> None:
+    out = tmp_path / "bench.md"
+    done = _bench("model", "--seconds", "1", "--json", "--markdown", str(out))
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
+    header, rule, row = out.read_text().splitlines()
+    assert header.startswith("| target | value |") and rule.startswith("| ---")
+    assert row.startswith(f"| `model` | {result['value']} | samples/s |") and result["details"]["machine"]["date"] in row
