@@ -118,3 +118,16 @@ def test_player_drives_a_game_in_its_own_process_overlapped() -> None:
     assert stats.steps == 60 and len(calls) == 60
     assert game.restarts == 0
     assert context.context(0)["frames"].std() > 0  # frames from the child reached the model's context
+
+
+def test_frames_that_grow_get_a_new_block_and_the_old_one_is_released() -> None:
+    before = _shm_blocks()
+    game = ProcessGame("tests.growing_game:GrowingGame")
+    try:
+        frames = [game.reset(Environment()).frame] + [game.step().frame for _ in range(4)]
+        assert [f.shape[0] for f in frames] == [8, 16, 32, 64, 128]
+        assert all(f.min() == f.max() == f.shape[0] for f in frames)  # each from the newest block
+        assert len(_shm_blocks() - before) == 1  # one block per slot alive, the outgrown ones unlinked
+    finally:
+        game.close()
+    assert _shm_blocks() - before == set()

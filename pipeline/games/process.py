@@ -46,7 +46,7 @@ class _FrameSlots:
                 block.unlink()
             block = self._blocks[slot] = SharedMemory(create=True, size=max(image.nbytes, 1))
         np.ndarray(image.shape, image.dtype, buffer=block.buf)[...] = image
-        return {"shm": block.name, "shape": list(image.shape), "dtype": image.dtype.str}
+        return {"slot": slot, "shm": block.name, "shape": list(image.shape), "dtype": image.dtype.str}
 
     def close(self) -> None:
         for block in self._blocks.values():
@@ -115,7 +115,7 @@ class ProcessGame:
         self.backend, self.options = backend, options
         self._ctx = mp.get_context("spawn")  # the parent may hold CUDA and threads: never fork it
         self._lock = threading.Lock()
-        self._views: dict[str, SharedMemory] = {}
+        self._views: dict[str, SharedMemory] = {}  # per slot, the child's current block
         self._env: Environment | None = None
         self.restarts = 0
         self._start()
@@ -204,9 +204,11 @@ class ProcessGame:
 
     def _image(self, ref: dict[str, Any]) -> np.ndarray:
         """A private copy of a frame in shared memory (the child overwrites it next call)."""
-        view = self._views.get(ref["shm"])
-        if view is None:
-            view = self._views[ref["shm"]] = SharedMemory(name=ref["shm"])
+        view = self._views.get(ref["slot"])
+        if view is None or view.name != ref["shm"]:  # first frame, or the child grew the block
+            if view is not None:
+                view.close()
+            view = self._views[ref["slot"]] = SharedMemory(name=ref["shm"])
         shape, dtype = tuple(ref["shape"]), np.dtype(ref["dtype"])
         return np.ndarray(shape, dtype, buffer=view.buf).copy()
 
