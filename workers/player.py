@@ -49,10 +49,7 @@ def cli(weights_file: str | None, max_steps: int | None, seed: int | None, fast:
     if fetched is None:
         return
     cfg, _ = fetched
-    device = pick_device(cfg.player.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        log.warning("cuda_unavailable", what="player.device", using="cpu")
-        device = torch.device("cpu")
+    device = pick_device(cfg.player.device, fall_back=True)
 
     def build(tensors: dict[str, torch.Tensor]) -> torch.nn.Module:
         return build_model_from(cfg, tensors, device)  # in the watcher thread: off the driving loop

@@ -108,10 +108,8 @@ def _collect(out: Any, kind: str, n: int, version: int, since: float) -> list[fl
     return got
 
 
-def _swap_pauses(cfg: Config, device: str, swaps: int) -> list[float]:
+def _swap_pauses(cfg: Config, device: str, swaps: int, r: Any, state: dict[str, Any]) -> list[float]:
     """ms of the pause a swap adds to a real Player's Unstuck (take, reset, first prediction)."""
-    import torch
-
     from pipeline.collection import game_options
     from pipeline.context import ContextBuilder
     from pipeline.evaluator import build_model_from
@@ -120,37 +118,26 @@ def _swap_pauses(cfg: Config, device: str, swaps: int) -> list[float]:
     from pipeline.player import Player, WeightsWatcher
     from pipeline.samples import ContextSpec
     from pipeline.unstuck import StuckDetector
+    from pipeline.weights import WeightsStore
 
-    with tempfile.TemporaryDirectory() as tmp:
-        server = RedisServer(Path(tmp), appendonly=False)
-        server.start()
-        try:
-            from pipeline.redis_conn import connect
-            from pipeline.weights import WeightsStore
-
-            r, keys = connect(server.url), Keys("bench-swap:")
-            stop = threading.Event()
-            watcher = WeightsWatcher(r, keys, lambda t: build_model_from(cfg, t, device), cfg.run.name, "latest", stop)
-            hw = (cfg.game.hood_height, cfg.game.hood_width)
-            model = build_model(cfg.model, cfg.inputs, cfg.outputs, hw).eval().to(device)
-            game = load_game(cfg.game.backend, **game_options(cfg, realtime=False))
-            u = cfg.unstuck
-            player = Player(game, model, ContextBuilder(ContextSpec.from_inputs(cfg.inputs, cfg.game.fps)),
-                            StuckDetector(u.min_displacement_m, u.window_s, u.grace_s), predict, watcher, realtime=False)
-            player.run(Environment(map_seed=cfg.collection.held_out_seeds[0]), stop, max_steps=5)
-            state = {k: v.detach().cpu() for k, v in build_model(cfg.model, cfg.inputs, cfg.outputs, hw).state_dict().items()}
-            pauses = []
-            for i in range(swaps):
-                WeightsStore(r, keys).publish(state, cfg.run.name, batches=i)
-                watcher.prepare_latest()  # what the watcher thread does on the notification
-                player.unstuck("bench")
-                pauses.append(player.stats.swap_pause_ms)
-                if device.startswith("cuda"):
-                    torch.cuda.synchronize()
-            game.close()
-            return pauses
-        finally:
-            server.stop()
+    keys, stop = Keys("bench-swap:"), threading.Event()
+    watcher = WeightsWatcher(r, keys, lambda t: build_model_from(cfg, t, device), cfg.run.name, "latest", stop)
+    model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width))
+    game = load_game(cfg.game.backend, **game_options(cfg, realtime=False))
+    u = cfg.unstuck
+    player = Player(game, model.eval().to(device), ContextBuilder(ContextSpec.from_inputs(cfg.inputs, cfg.game.fps)),
+                    StuckDetector(u.min_displacement_m, u.window_s, u.grace_s), predict, watcher, realtime=False)
+    try:
+        player.run(Environment(map_seed=cfg.collection.held_out_seeds[0]), stop, max_steps=5)
+        pauses = []
+        for i in range(swaps):
+            WeightsStore(r, keys).publish(state, cfg.run.name, batches=i)
+            watcher.prepare_latest()  # what the watcher thread does on the notification
+            player.unstuck("bench")  # its first prediction reads the result back: the GPU is done
+            pauses.append(player.stats.swap_pause_ms)
+        return pauses
+    finally:
+        game.close()
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -159,14 +146,13 @@ def _pct(values: list[float], q: float) -> float:
 
 def run(config_path: str | None = None, device: str | None = None, players: tuple[int, ...] = PLAYER_COUNTS,
         versions: int = 8, swaps: int = 10, **_: Any) -> dict[str, Any]:
-    import torch
-
     from pipeline.models import build_model
     from pipeline.redis_conn import connect
+    from pipeline.training import pick_device
     from pipeline.weights import WeightsStore, to_blob
 
     cfg = load_config(config_path)
-    dev = device or ("cuda" if cfg.player.device == "cuda" and torch.cuda.is_available() else "cpu")
+    dev = str(pick_device(device or cfg.player.device, fall_back=True))
     hw = (cfg.game.hood_height, cfg.game.hood_width)
     state = {k: v.detach().cpu() for k, v in build_model(cfg.model, cfg.inputs, cfg.outputs, hw).state_dict().items()}
     blob_bytes = len(to_blob(state, {"model": cfg.run.name, "batches": "0"}))
@@ -199,6 +185,8 @@ def run(config_path: str | None = None, device: str | None = None, players: tupl
                     raw += _collect(out, "raw", n, v, start)
                 by_count[str(n)] = {"p50_ms": _pct(real, 50), "p99_ms": _pct(real, 99), "raw_p50_ms": _pct(raw, 50),
                                    "raw_p99_ms": _pct(raw, 99), "bytes_sent_per_version": int(np.median(sent))}
+            stop.set()  # the player processes go; the swap is timed alone
+            pauses = _swap_pauses(cfg, dev, swaps, r, state)
         finally:
             stop.set()
             for p in procs:
@@ -206,7 +194,6 @@ def run(config_path: str | None = None, device: str | None = None, players: tupl
                 if p.is_alive():
                     p.kill()
             server.stop()
-    pauses = _swap_pauses(cfg, dev, swaps)
     top = by_count[str(most)]
     return result(
         "broadcast", top["p99_ms"], f"ms p99 publish -> model ready ({most} players)", top["raw_p99_ms"],

@@ -34,10 +34,11 @@ def run(config_path: str | None = None, seconds: float = 10.0, device: str | Non
     import torch
 
     from pipeline.models import batch_to_tensors, build_model, compute_loss, predict
+    from pipeline.training import pick_device
 
     cfg = load_config(config_path)
     name = device or cfg.trainer.device
-    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    dev = pick_device(name)
     hw = (cfg.game.hood_height, cfg.game.hood_width)
     model = build_model(cfg.model, cfg.inputs, cfg.outputs, hw).to(dev)
     batch_size = cfg.trainer.batch_size

@@ -28,10 +28,11 @@ def run(config_path: str | None = None, seconds: float = 10.0, device: str | Non
     from pipeline.models import build_model, predict
     from pipeline.player import Player
     from pipeline.samples import ContextSpec
+    from pipeline.training import pick_device
     from pipeline.unstuck import StuckDetector
 
     cfg = load_config(config_path)
-    dev = torch.device(device or ("cuda" if cfg.player.device == "cuda" and torch.cuda.is_available() else cfg.player.device))
+    dev = pick_device(device or cfg.player.device, fall_back=True)
     if dev.type == "cpu":
         torch.set_num_threads(1)
     model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width)).to(dev).eval()
