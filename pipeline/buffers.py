@@ -63,7 +63,9 @@ local group, entry, output, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local src, dst, set_id, n = ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])
 for i = 0, n - 1 do
   local key, head, len = src .. i, ARGV[9 + 2 * i], tonumber(ARGV[10 + 2 * i])
-  if redis.call('STRLEN', key) ~= len or redis.call('GETRANGE', key, 0, #head - 1) ~= head then
+  -- a row of another type (a collector may write any) must be refused, not raise WRONGTYPE
+  if redis.call('TYPE', key).ok ~= 'string' or redis.call('STRLEN', key) ~= len
+      or redis.call('GETRANGE', key, 0, #head - 1) ~= head then
     return {0, i}
   end
 end

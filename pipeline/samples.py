@@ -312,7 +312,10 @@ class EntryView:
         for name, value in named.items():
             index = name[1:]
             length = len(value)
-            if name != META_FIELD and isinstance(declared, list) and index.isdigit() and int(index) < len(declared):
+            # isdecimal() alone admits other scripts' digits ("r٣") and isdigit() admits "²",
+            # which int() refuses: only ASCII digits name a row
+            if (name != META_FIELD and isinstance(declared, list) and index.isascii() and index.isdecimal()
+                    and int(index) < len(declared)):
                 length = declared[int(index)] if isinstance(declared[int(index)], int) else -1
             heads[name] = (value[:MAX_HEAD_BYTES], length)
         return cls(heads)

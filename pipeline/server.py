@@ -82,6 +82,11 @@ def sample_environment(cfg: CollectionConfig, rng: random.Random) -> Environment
     )
 
 
+def _entry_bytes(fields: dict[bytes, bytes]) -> int:
+    """What an entry weighs on the stream (for the dead letter), whatever it holds."""
+    return sum(len(name) + len(value) for name, value in fields.items())
+
+
 @dataclass
 class RouteStats:
     routed_sets: int = 0
@@ -150,13 +155,18 @@ class Server:
         """Check one manifest and route its rows, or dead-letter it; either way it is acknowledged."""
         entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
         stream = self.keys.stream(output)
-        view = EntryView.of_manifest(fields)
         try:
+            view = EntryView.of_manifest(fields)
             head = check_entry(view, self.schema, self.outputs, self.max_bytes)
             if head.output != output:
                 raise SampleError(f"set for output {head.output!r} arrived on the {output!r} stream")
         except (CodecError, SampleError) as exc:
-            self.dead_letter(stream, entry, str(exc), view.nbytes, fields)
+            self.dead_letter(stream, entry, str(exc), _entry_bytes(fields), fields)
+            return False
+        except Exception as exc:  # a case the checks did not foresee: this entry must not become a poison pill
+            log.exception("entry_check_failed", stream=stream, entry=entry)
+            self.dead_letter(stream, entry, f"unexpected {type(exc).__name__} while checking: {exc}",
+                             _entry_bytes(fields), fields)
             return False
         # the rows were made by the collector and are checked against their heads inside
         # Redis; ids from the set, not the entry: a set published twice cannot duplicate samples

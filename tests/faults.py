@@ -355,4 +355,5 @@ def bad_entries(cfg: Config, output: str, marker: Path) -> list[tuple[str, dict[
         ("needs", {**good, "meta": msgpack.packb({"v": 2, "output": output, "x": {
             b"nd": True, b"type": "|u1", b"kind": b"", b"shape": [2**20, 2**20, 3], b"data": b"\0"}})}),
         ("no 'meta' field", {"other": b"x"}),
+        ("unknown ['r²']", {**good, "r²": good["r0"]}),  # "²".isdigit(), yet int("²") raises: killed the server
     ]

@@ -140,3 +140,38 @@ def test_bad_entries_dead_lettered_while_server_keeps_running(redis_server: Redi
         roles.stop_all()
     assert not marker.exists(), "pickle ran inside the server"
     assert len(roles.events("server", "entry_rejected")) == len(bad)  # each said so in the log too
+
+
+def test_poison_pending_entry_and_foreign_row_type_never_stop_the_server(redis_server: RedisServer, tmp_path: Path) -> None:
+    """A manifest that once killed the server outside its checks (`r²`), left pending by a
+    crash, is dead-lettered on the restart instead of killing it again; a row a collector
+    wrote as a hash (WRONGTYPE inside the routing script) is dead-lettered too."""
+    keys = Keys(unique_prefix("poison"))
+    r = redis_server.client()
+    cfg = load_config(RELIABILITY_CONFIG, overrides={"buffers": {"capacity": 10_000}})
+    config = write_config(tmp_path / "poison.toml", cfg)
+    roles = FaultRoles(redis_server.url, keys.prefix, tmp_path)
+    stream = keys.stream(OUTPUT)
+    for name in cfg.output_names():
+        r.xgroup_create(keys.stream(name), SERVER_GROUP, id="0", mkstream=True)
+    good = sample_set(cfg, OUTPUT, 3, seed=1)
+    poison = publish_entry(r, keys, OUTPUT, {**good.entry(), "r²": good.entry()["r0"]}).decode()
+    r.xreadgroup(SERVER_GROUP, "server-1", {stream: ">"}, count=1)  # read, then the server "crashed"
+    assert r.xpending(stream, SERVER_GROUP)["pending"] == 1
+    hashed = sample_set(cfg, OUTPUT, 2, seed=2)
+    wrong_type = publish_entry(r, keys, OUTPUT, hashed.entry()).decode()
+    r.delete(keys.incoming(hashed.set_id, 1))
+    r.hset(keys.incoming(hashed.set_id, 1), "x", "y")
+    after = sample_set(cfg, OUTPUT, 2, seed=3)
+    publish_entry(r, keys, OUTPUT, after.entry())
+    try:
+        roles.start("server", "server", "--config", str(config))
+        wait_for(lambda: r.scard(keys.buffer(OUTPUT)) >= len(after), 30, "the good set to be routed", roles)
+        letters = {f[b"entry"].decode(): f[b"reason"].decode() for _, f in r.xrange(keys.deadletter)}
+        assert set(letters) == {poison, wrong_type}
+        assert "r²" in letters[poison] and "differs from its header" in letters[wrong_type]
+        assert r.xpending(stream, SERVER_GROUP)["pending"] == 0
+        assert r.scard(keys.buffer(OUTPUT)) == len(after)
+        assert roles.alive("server") and roles.stop("server") == 0
+    finally:
+        roles.stop_all()

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import click
+import redis
 import structlog
 
 from pipeline.config import load_config
@@ -66,5 +67,10 @@ def cli(config_path: Path | None, consumer: str, max_seconds: float | None) -> N
             ready = False
             delay = backoff.next_delay()
             log.warning("redis_unavailable", what="server", error=str(exc), retry_in_s=round(delay, 2))
+            stop.wait(delay)
+        except redis.RedisError as exc:  # e.g. OOM past maxmemory: wait for memory, never exit
+            ready = False
+            delay = backoff.next_delay()
+            log.warning("redis_refused", what="server", error=str(exc), retry_in_s=round(delay, 2))
             stop.wait(delay)
     log.info("server_stopped", routed_sets=server.stats.routed_sets, rejected=server.stats.rejected)
