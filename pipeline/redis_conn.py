@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import redis
 import structlog
@@ -84,13 +84,28 @@ def connect(url: str | None = None) -> redis.Redis:
 
 
 def safe_url(url: str) -> str:
-    """The URL with its password hidden, for logs and consoles."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
+    """The URL with every password hidden, for logs and consoles.
+
+    Both places redis-py takes a password from are redacted: the userinfo
+    (`redis://user:PASSWORD@host`) and the query (`redis://host/0?password=PASSWORD`).
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    rest, hash_, fragment = rest.partition("#")
+    rest, qmark, query = rest.partition("?")
+    if "@" in rest:  # the path is a db number: an '@' before the query ends the userinfo
+        creds, _, host = rest.rpartition("@")
+        rest = f"{creds.split(':', 1)[0]}:***@{host}"
+    if query:
+        query = "&".join(_redact_param(p) for p in query.split("&"))
+    return f"{scheme}{sep}{rest}{qmark}{query}{hash_}{fragment}"
+
+
+def _redact_param(param: str) -> str:
+    name, eq, _ = param.partition("=")
+    secret = any(word in unquote(name).lower() for word in ("pass", "secret", "token", "auth"))
+    return f"{name}{eq}***" if eq and secret else param
 
 
 class Backoff:
