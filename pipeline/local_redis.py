@@ -13,6 +13,19 @@ import redis
 PASSWORD = "test-password-not-secret"
 
 
+def private_data_dir(path: Path) -> None:
+    """Create Redis' data folder 0700 and take group/other access from what is already in it.
+
+    Redis creates its RDB/AOF files with the process umask (0644 by default): start it with
+    umask 077 as well, so files written later are 0600 too.
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    for sub in path.rglob("*"):
+        if not sub.is_symlink():
+            sub.chmod(sub.stat().st_mode & 0o700)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -35,7 +48,7 @@ class RedisServer:
         return f"redis://:{PASSWORD}@127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_data_dir(self.data_dir)
         args = [
             "redis-server",
             "--port", str(self.port),
@@ -47,7 +60,7 @@ class RedisServer:
             "--appendfsync", "everysec",
             "--logfile", str(self.data_dir / "redis.log"),
         ]
-        self.proc = subprocess.Popen(args)
+        self.proc = subprocess.Popen(args, umask=0o077)  # RDB/AOF files 0600, like `charles redis`
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + 15
         while True:

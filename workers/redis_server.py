@@ -1,7 +1,9 @@
 """`charles redis`: run the project's own redis-server from infra/redis.conf.
 
 The port and password come from the environment (.env); they go into a runtime file
-under var/redis (mode 0600, never committed) that includes infra/redis.conf.
+under var/redis (mode 0600, never committed) that includes infra/redis.conf. The data
+folder is 0700 and every file Redis writes in it 0600 (umask 077): the RDB and AOF hold
+every sample, the weights and the config.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from pipeline.local_redis import private_data_dir
 from pipeline.redis_conn import DEFAULT_PORT
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +61,7 @@ def cli(data_dir: Path) -> None:
     if binary is None:
         raise click.ClickException(INSTALL_HINT)
     data_dir = data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_data_dir(data_dir)
     port = int(os.environ.get("CHARLES_REDIS_PORT", DEFAULT_PORT))
     conf = data_dir / "runtime.conf"
     text = runtime_config(data_dir, port, os.environ.get("CHARLES_REDIS_PASSWORD", ""))
@@ -66,4 +69,5 @@ def cli(data_dir: Path) -> None:
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
     conf.chmod(0o600)
+    os.umask(0o077)  # inherited by redis-server: every RDB/AOF file it writes is 0600, dirs 0700
     os.execv(binary, [binary, str(conf)])
