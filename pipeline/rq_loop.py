@@ -9,6 +9,7 @@ burst, its job budget, or a stop request ends it.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 
@@ -21,6 +22,30 @@ from pipeline.redis_conn import CONNECTION_ERRORS, Backoff
 log = structlog.get_logger(__name__)
 
 
+def bounded_unsubscribe(worker: Worker, wait_s: float = 1.0) -> None:
+    """rq's `unsubscribe` without its unbounded join of the pubsub thread.
+
+    After Redis went away, redis-py's pubsub thread waits up to rq's `sleep_time` (60 s) for
+    a resubscription before it looks at its stop flag, and rq joins it without a timeout:
+    a collector told to stop (Ctrl-C) within a minute of a Redis restart hung until it was
+    killed, and work_until_done could not build the next worker meanwhile. The thread is a
+    daemon; it ends by itself once its wait is over.
+    """
+    thread, pubsub = worker.pubsub_thread, worker.pubsub
+    if thread is None or pubsub is None:
+        return
+    try:
+        pubsub.unsubscribe()
+    except CONNECTION_ERRORS:
+        pass
+    try:
+        thread.stop(timeout=wait_s)
+    except TypeError:  # redis-py < 6: stop() takes no timeout and does not join
+        thread.stop()
+        thread.join(wait_s)
+    pubsub.close()
+
+
 def work_until_done(make_worker: Callable[[], Worker], connection: redis.Redis, what: str, burst: bool = False,
                     max_jobs: int | None = None) -> int:
     """Run workers from `make_worker()` until done; returns the jobs they finished or failed."""
@@ -29,6 +54,7 @@ def work_until_done(make_worker: Callable[[], Worker], connection: redis.Redis, 
     while True:
         try:
             worker = make_worker()
+            worker.unsubscribe = functools.partial(bounded_unsubscribe, worker)  # type: ignore[method-assign]
             if connection.exists(worker.key) and not connection.hexists(worker.key, "death"):
                 worker.register_death()  # our own previous worker, left registered when Redis went away
             worker.work(burst=burst, max_jobs=None if max_jobs is None else max_jobs - done, logging_level="WARNING")
