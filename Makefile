@@ -1,4 +1,5 @@
-# The two commands of the README:  `make run` (the whole system on the built-in simulator)
+# The two commands of the README:  `make run` (the whole system on the built-in simulator,
+# every Procfile role under supervisord: a crashed role is restarted, Redis stops last)
 # and `make test`. Both are idempotent: they create .venv when missing, and .env (or the
 # role passwords missing from it) with `charles init`.
 PYTHON ?= python3
@@ -20,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 run: setup
 	@command -v redis-server >/dev/null 2>&1 || { $(BIN)/python -c "from workers.redis_server import INSTALL_HINT; print(INSTALL_HINT)"; exit 1; }
-	$(BIN)/honcho start -c collector=$(COLLECTORS)
+	$(BIN)/charles supervise -c collector=$(COLLECTORS)
 
 test: setup
 	scripts/install-test-deps.sh

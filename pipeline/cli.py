@@ -16,6 +16,7 @@ import click
 COMMANDS: dict[str, tuple[str, str]] = {
     "init": ("workers.init_env:cli", "create .env with a generated Redis password"),
     "redis": ("workers.redis_server:cli", "run the project's own Redis (infra/redis.conf)"),
+    "supervise": ("workers.supervise:cli", "run the Procfile's roles under supervisord (restarts crashes)"),
     "server": ("workers.server:cli", "publish config, route sample sets into buffers, hand out jobs"),
     "collector": ("workers.collector:cli", "rq worker that runs collection episodes"),
     "trainer": ("workers.trainer:cli", "train continuously from the buffers, publish weights"),

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Learning curve from nothing: `honcho start` with the project's Procfile in a scratch folder
+# Learning curve from nothing: `charles supervise` (as `make run`) with the project's Procfile in a scratch folder
 # (own Redis port, empty runs/ and checkpoints/), for MINUTES minutes; then the evaluator
 # scores the last version published, and the evaluation results are exported and plotted.
 #
 #   scripts/learning_curve_run.sh                        # (a) default config, this machine's CPUs
 #   CONFIG=configs/h100.toml COLLECTORS=14 MINUTES=8 LABEL="H100" scripts/learning_curve_run.sh   # (b)
 #
-# Env: CONFIG, MINUTES (30), COLLECTORS (2), CONCURRENCY (honcho -c, default collector=$COLLECTORS),
+# Env: CONFIG, MINUTES (30), COLLECTORS (2), CONCURRENCY (charles supervise -c, default collector=$COLLECTORS),
 # PORT (6496), WORK (var/lc_<name>), LABEL, PNG, PYTHON, ROLES (the Procfile roles to start; the
 # dashboard and TensorBoard are left out by default: nobody watches them and their ports may be taken).
 set -euo pipefail
@@ -41,7 +41,7 @@ set -a; . ./.env; set +a
 date +%s > t0
 echo "learning curve: $LABEL for $MINUTES min in $WORK"
 # shellcheck disable=SC2086
-timeout -s INT -k 60 "$((MINUTES * 60))" honcho start -c "$CONCURRENCY" $ROLES > honcho.log 2>&1 || true
+timeout -s INT -k 90 "$((MINUTES * 60))" charles supervise -c "$CONCURRENCY" $ROLES > supervise.log 2>&1 || true
 
 # the last versions were published while the evaluator was busy: score the newest one now
 charles redis > redis.log 2>&1 &
