@@ -114,6 +114,7 @@ class SimGame:
         self._minimap_img: np.ndarray | None = None
         self._cam_yaw = self.car.heading
         self._anchor = (0.0, self.car.x, self.car.y)  # where the car last made progress
+        self._route_dist = 99.0  # not the last episode's: a reused game must reset as a new one does
         self._new_target()
         spec = self.spec
         hood = Rig(*self.hood_size, float(self.options["hood_fov"]), spec.length / 2 - 1.2, spec.height - 0.05, 3.5)
