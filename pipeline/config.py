@@ -270,6 +270,12 @@ class EvaluatorConfig(Section):
     episode_s: PositiveFloat = 60.0
     environments: list[str] = Field(default_factory=lambda: ["day", "night", "rain", "traffic"])
     episodes_per_environment: PositiveInt = 1
+    processes: Annotated[int, Field(ge=1, le=64)] = Field(
+        1, description="episodes driven at once, each in its own process (1 = in the evaluator's own)")
+    confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = Field(
+        0.9, description="level of the bootstrap intervals around every score")
+    bootstrap_resamples: Annotated[int, Field(ge=100, le=100_000)] = Field(
+        2000, description="random resamples when a plan has more than 5 episodes (up to 5: all, exactly)")
 
 
 class DashboardConfig(Section):

@@ -198,6 +198,17 @@ def episode_metrics(trace: Trace) -> Metrics:
     return _metrics(_count(trace))
 
 
+#: The additive per-episode counts kept in every score record (what the confidence intervals resample).
+EPISODE_FIELDS = ("distance_m", "incidents", "steps", "lane_sum", "lane_n", "progress_m")
+
+
+def episode_counts(trace: Trace) -> dict[str, Any]:
+    """One episode's additive counts, with where it was driven: the unit the bootstrap resamples."""
+    c = _count(trace)
+    return {"environment": trace.environment, "map_seed": trace.map_seed,
+            **{name: getattr(c, name) for name in EPISODE_FIELDS}}
+
+
 def pooled_metrics(traces: Iterable[Trace]) -> Metrics:
     """The scores of several episodes from their summed counts (not a mean of per-episode ratios)."""
     total = _Counts()

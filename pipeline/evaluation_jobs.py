@@ -45,6 +45,8 @@ class EvaluatorState:
         self.keys = Keys()
         self.game: Game | None = None
         self.game_key: str | None = None
+        self.pool: Any = None  # EpisodePool when `evaluator.processes` > 1
+        self.pool_key: str | None = None
         self.writers: dict[str, Any] = {}
         self.state = "idle"
         self.version = 0
@@ -63,6 +65,35 @@ class EvaluatorState:
             self.game = load_game(cfg.game.backend, **game_options(cfg, realtime=False))
             self.game_key = key
         return self.game
+
+    def pool_for(self, cfg: Config) -> Any:
+        """The episode pool for this config (`evaluator.processes` children), kept between jobs."""
+        from pipeline.evaluation_pool import EpisodePool
+
+        key = cfg.model_dump_json()
+        if self.pool is None or self.pool_key != key:
+            if self.pool is not None:
+                self.pool.close()
+            self.pool = EpisodePool(cfg.to_json(), cfg.evaluator.processes)
+            self.pool_key = key
+        return self.pool
+
+    def evaluator_for(self, cfg: Config) -> Any:
+        """An Evaluator on the in-process game, or on the pool when episodes run in parallel."""
+        from pipeline.evaluator import EvalSettings, Evaluator
+
+        settings = EvalSettings.from_config(cfg)
+        if settings.processes > 1:
+            return Evaluator(None, settings, self.pool_for(cfg))
+        return Evaluator(self.game_for(cfg), settings)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
+        if self.game is not None:
+            self.game.close()
+            self.game = None
 
     def writer(self, cfg: Config) -> Any:
         from torch.utils.tensorboard import SummaryWriter
@@ -126,13 +157,7 @@ def evaluate_version(spec: dict[str, Any]) -> dict[str, Any]:
     """rq job: drive version `spec["version"]` on the held-out plan, record scores, maybe move best."""
     from rq import get_current_job
 
-    from pipeline.evaluator import (
-        EvalSettings,
-        Evaluator,
-        build_model_from,
-        model_policy,
-        score_policy,
-    )
+    from pipeline.evaluator import build_model_from, model_policy, score_policy
     from pipeline.server import fetch_config
     from pipeline.weights import WeightsStore
 
@@ -159,11 +184,11 @@ def evaluate_version(spec: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     STATE.version = version
-    evaluator = Evaluator(STATE.game_for(cfg), EvalSettings.from_config(cfg))
+    evaluator = STATE.evaluator_for(cfg)
     try:
         refs = references(r, keys, evaluator, cfg)
         STATE.state = "evaluating"
-        scores = score_policy(evaluator, model_policy(model), refs, STATE.stop)
+        scores = score_policy(evaluator, model_policy(model, blob), refs, STATE.stop)
     except InterruptedError:
         return _skip(version, "stopped")
     finally:

@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 import structlog
 
+from pipeline.confidence import score_intervals
 from pipeline.config import Config
 from pipeline.context import ContextBuilder
 from pipeline.errors import ConfigError, WeightsError
-from pipeline.evaluation import Trace, by_environment, pooled_metrics, ratio_to_npc
+from pipeline.evaluation import Trace, by_environment, episode_counts, pooled_metrics, ratio_to_npc
 from pipeline.games.base import Controls, Environment, Game, Observation
 from pipeline.player import Player
 from pipeline.samples import ContextSpec
@@ -33,7 +34,8 @@ from pipeline.unstuck import StuckDetector
 log = structlog.get_logger(__name__)
 
 #: Bump when the way episodes are driven or scored changes: cached NPC/baseline scores expire.
-PROTOCOL = 1
+#: 2: references keep their per-episode counts (the confidence intervals resample them).
+PROTOCOL = 2
 #: The trivial baseline's throttle: enough to reach town speed on a straight, never steering.
 BASELINE_THROTTLE = 0.5
 
@@ -77,6 +79,9 @@ class EvalSettings:
     min_displacement_m: float
     window_s: float
     grace_s: float
+    confidence: float = 0.9
+    bootstrap_resamples: int = 2000
+    processes: int = 1
 
     @classmethod
     def from_config(cls, cfg: Config, episodes: int | None = None, seconds: float | None = None) -> EvalSettings:
@@ -95,6 +100,9 @@ class EvalSettings:
             min_displacement_m=cfg.unstuck.min_displacement_m,
             window_s=cfg.unstuck.window_s,
             grace_s=cfg.unstuck.grace_s,
+            confidence=e.confidence,
+            bootstrap_resamples=e.bootstrap_resamples,
+            processes=e.processes,
         )
 
     def plan(self) -> list[EpisodePlan]:
@@ -155,6 +163,7 @@ class Policy:
     model: Any = None
     predict: Predict | None = None
     npc: bool = False
+    weights: bytes | None = None  # the model's safetensors blob, for episodes driven in other processes
 
 
 def _constant(controls: Controls) -> Predict:
@@ -168,10 +177,11 @@ NPC = Policy("npc", npc=True)
 BASELINE = Policy("baseline", predict=_constant(Controls(BASELINE_THROTTLE, 0.0)))
 
 
-def model_policy(model: Any) -> Policy:
+def model_policy(model: Any, weights: bytes | None = None) -> Policy:
+    """The model as a driver; `weights` (its safetensors blob) lets an EpisodePool drive it too."""
     from pipeline.models import predict
 
-    return Policy("model", model=model, predict=predict)
+    return Policy("model", model=model, predict=predict, weights=weights)
 
 
 def build_model_from(cfg: Config, tensors: dict[str, Any], device: Any = "cpu") -> Any:
@@ -249,14 +259,23 @@ class TraceRecorder:
 
 
 class Evaluator:
-    """Drives policies through the plan on one game; `run` returns one Trace per episode."""
+    """Drives policies through the plan; `run` returns one Trace per episode, in plan order.
 
-    def __init__(self, game: Game, settings: EvalSettings) -> None:
+    Episodes run one after another on `game`, or, given a `pool` (`EpisodePool`, one game per
+    child process), several at once; every episode is reproducible, so both give the same traces.
+    """
+
+    def __init__(self, game: Game | None, settings: EvalSettings, pool: Any = None) -> None:
+        if game is None and pool is None:
+            raise ValueError("an Evaluator needs a game or an episode pool")
         self.game = game
         self.settings = settings
+        self.pool = pool
 
     def drive(self, policy: Policy, plan: EpisodePlan, stop: threading.Event | None = None) -> Trace:
         s = self.settings
+        if self.game is None:
+            raise ValueError("this Evaluator drives through its pool only")
         trace = Trace(plan.name, plan.env.map_seed, self.game.fps)
         recorder = TraceRecorder(self.game, trace, npc=policy.npc)
         predict = policy.predict or _constant(Controls())
@@ -267,53 +286,67 @@ class Evaluator:
         return trace
 
     def run(self, policy: Policy, stop: threading.Event | None = None) -> list[Trace]:
+        if self.pool is not None:
+            return self.pool.run(policy, self.settings.plan(), stop)
         traces = []
         for plan in self.settings.plan():
             start = time.monotonic()
             trace = self.drive(policy, plan, stop)
             traces.append(trace)
-            m = pooled_metrics([trace])
-            log.info("evaluation_episode", policy=policy.name, environment=plan.name, map_seed=plan.env.map_seed,
-                     km=round(m.distance_m / 1000, 3), incidents=m.incidents,
-                     wall_s=round(time.monotonic() - start, 1))
+            log_episode(policy.name, trace, time.monotonic() - start)
             if stop is not None and stop.is_set():
                 break
         return traces
 
 
+def log_episode(policy: str, trace: Trace, wall_s: float) -> None:
+    m = pooled_metrics([trace])
+    log.info("evaluation_episode", policy=policy, environment=trace.environment, map_seed=trace.map_seed,
+             km=round(m.distance_m / 1000, 3), incidents=m.incidents, wall_s=round(wall_s, 1))
+
+
 def summarize(traces: Sequence[Trace]) -> dict[str, Any]:
-    """Pooled metrics plus the same per environment, as plain JSON."""
+    """Pooled metrics, the same per environment, and each episode's counts, as plain JSON."""
     return {
         "metrics": pooled_metrics(traces).as_dict(),
         "environments": {name: m.as_dict() for name, m in by_environment(traces).items()},
+        "episodes": [episode_counts(t) for t in traces],
     }
 
 
-def compare(summary: dict[str, Any], npc: dict[str, Any]) -> dict[str, Any]:
-    """Add ratio_to_npc overall and per environment (the NPC summary is from the same plan)."""
+def compare(summary: dict[str, Any], npc: dict[str, Any], confidence: float = 0.9,
+            resamples: int = 2000) -> dict[str, Any]:
+    """Add ratio_to_npc overall and per environment (the NPC summary is from the same plan), and
+    the bootstrap intervals of the headline scores (`pipeline.confidence`; None below 2 episodes)."""
     out = {**summary, "ratio_to_npc": ratio_to_npc(summary["metrics"], npc["metrics"])}
     envs = {}
     for name, m in summary["environments"].items():
         ref = npc["environments"].get(name)
         envs[name] = {**m, "ratio_to_npc": ratio_to_npc(m, ref) if ref else None}
     out["environments"] = envs
+    out["intervals"] = score_intervals(summary.get("episodes") or [], npc.get("episodes"), confidence, resamples)
     return out
 
 
 def reference_scores(evaluator: Evaluator, stop: threading.Event | None = None) -> dict[str, Any]:
     """The NPC's and the baseline's summaries on the evaluator's plan (the same for every version)."""
+    s = evaluator.settings
     npc = summarize(evaluator.run(NPC, stop))
-    baseline = compare(summarize(evaluator.run(BASELINE, stop)), npc)
+    baseline = compare(summarize(evaluator.run(BASELINE, stop)), npc, s.confidence, s.bootstrap_resamples)
     return {"npc": npc, "baseline": baseline}
 
 
 def score_policy(evaluator: Evaluator, policy: Policy, references: dict[str, Any],
                  stop: threading.Event | None = None) -> dict[str, Any]:
-    """One policy's scores against the references: metrics, per environment, ratio_to_npc."""
+    """One policy's scores against the references: metrics, per environment, ratio_to_npc, intervals."""
+    s = evaluator.settings
     start = time.monotonic()
-    scores = compare(summarize(evaluator.run(policy, stop)), references["npc"])
+    scores = compare(summarize(evaluator.run(policy, stop)), references["npc"], s.confidence, s.bootstrap_resamples)
     scores["npc"] = references["npc"]["metrics"]
-    scores["baseline"] = {k: references["baseline"][k] for k in ("metrics", "ratio_to_npc")}
+    base = references["baseline"]
+    scores["baseline"] = {"metrics": base["metrics"], "ratio_to_npc": base["ratio_to_npc"],
+                          "intervals": score_intervals(base.get("episodes") or [], references["npc"].get("episodes"),
+                                                       s.confidence, s.bootstrap_resamples)}
     scores["wall_s"] = round(time.monotonic() - start, 2)
     return scores
 

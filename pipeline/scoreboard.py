@@ -4,8 +4,10 @@
   shows it under `evaluation.versions`.
 - `evaluation:reference` caches the NPC's and the baseline's scores per reference key (game,
   plan, durations, Unstuck rules): they do not change between versions, so they are driven once.
-- `weights:best` moves only to a strictly better version (higher ratio_to_npc) of the same
-  model, atomically (Lua), and keeps its own copy of the blob: published versions beyond
+- `weights:best` moves only to a version of the same model that is better by more than the
+  noise: the low end of its ratio_to_npc interval (`pipeline.confidence`) must beat the
+  current best's point estimate (a version scored without an interval uses its point
+  estimate: then strictly better is enough). It moves atomically (Lua), and keeps its own copy of the blob: published versions beyond
   `trainer.keep_versions` are deleted, the best one must stay fetchable for players that
   follow it. A move is announced on the weights channel so those players prepare it at once.
 - Evaluation jobs are enqueued by the trainer right after each publication (the job id
@@ -23,6 +25,7 @@ import redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
+from pipeline.confidence import lower_bound
 from pipeline.keys import EVALUATE_QUEUE, Keys
 from pipeline.weights import WeightsInfo
 
@@ -31,7 +34,8 @@ JOB_TIMEOUT_S = 3 * 3600
 JOB_WAIT_TTL_S = 24 * 3600  # a job nobody picked up in a day is dropped (no evaluator running)
 _JOB_VERSION = re.compile(r"-v(\d+)$")
 
-# KEYS[1] = weights:best; ARGV[1] = score, ARGV[2] = model, ARGV[3..] = field, value, ...
+# KEYS[1] = weights:best; ARGV[1] = the candidate's lower bound, ARGV[2] = model, ARGV[3..] = field, value, ...
+# (the stored `score` is the best's point estimate: a candidate must beat it with its lower bound)
 _MOVE_BEST_LUA = """
 local cur = redis.call('HGET', KEYS[1], 'score')
 local model = redis.call('HGET', KEYS[1], 'model')
@@ -100,18 +104,24 @@ def best_score(record: dict[str, Any]) -> float:
     return -1.0 if ratio is None else float(ratio)
 
 
+def best_claim(record: dict[str, Any]) -> float:
+    """What a candidate offers against the current best: the low end of its ratio_to_npc interval."""
+    low = lower_bound(record)
+    return -1.0 if low is None or record.get("ratio_to_npc") is None else low
+
+
 def move_best(r: redis.Redis, keys: Keys, info: WeightsInfo, blob: bytes, record: dict[str, Any]) -> bool:
-    """Point `best` at this version if it scores strictly better; True when it moved."""
+    """Point `best` at this version if its lower bound beats the best's point estimate; True when it moved."""
     score = best_score(record)
     metrics = record.get("metrics", {})
     fields: dict[str, Any] = {
         "version": info.version, "sha256": info.sha256, "model": info.model, "created": info.created,
-        "batches": info.batches, "blob": blob, "score": repr(score),
+        "batches": info.batches, "blob": blob, "score": repr(score), "lower": repr(best_claim(record)),
         "ratio_to_npc": json.dumps(record.get("ratio_to_npc")),
         "incidents_per_km": json.dumps(metrics.get("incidents_per_km")),
         "scores": json.dumps(record), "moved_at": time.time(),
     }
-    args: list[Any] = [repr(score), info.model]
+    args: list[Any] = [repr(best_claim(record)), info.model]
     for name, value in fields.items():
         args += [name, value]
     moved = bool(r.register_script(_MOVE_BEST_LUA)(keys=[keys.weights_best], args=args))

@@ -88,7 +88,8 @@ class LineGame:
 
 def line_settings(**evaluator: object) -> EvalSettings:
     cfg = tiny_config(game={"fps": 8.0}, collection={"held_out_seeds": [9001, 9002, 9003]},
-                      evaluator={"episode_s": 10.0, "environments": ["day", "night"], **evaluator},
+                      evaluator={"episode_s": 10.0, "environments": ["day", "night"], "episodes_per_environment": 1,
+                                 **evaluator},
                       unstuck={"min_displacement_m": 1.0, "window_s": 1.0, "grace_s": 0.0})
     return EvalSettings.from_config(cfg)
 
@@ -238,6 +239,26 @@ def test_best_pointer_moves_only_to_better_and_players_follow_it(r: redis.Redis,
     assert best.prepare_latest() and best.take().info.version == 3  # type: ignore[union-attr]
     # a version of another model replaces the pointer (scores of different models do not compare)
     assert move_best(r, keys, store.publish(_model_blob()[1], "other", 1), blobs[1], _record(7, 0.1))
+
+
+def test_best_moves_only_beyond_the_noise(r: redis.Redis, keys: Keys) -> None:
+    """A candidate's lower bound must beat the best's point estimate (docs/evaluation.md)."""
+    store = WeightsStore(r, keys)
+    infos, blobs = {}, {}
+    for v in range(1, 5):
+        infos[v] = store.publish(_model_blob(seed=v)[1], "charles_small_cnn", batches=50 * v)
+        blobs[v] = r.hget(keys.weights_version_blob(v), "blob")
+
+    def rec(version: int, ratio: float, low: float, high: float) -> dict[str, object]:
+        return {**_record(version, ratio), "intervals": {"ratio_to_npc": [low, high], "level": 0.9}}
+
+    assert move_best(r, keys, infos[1], blobs[1], rec(1, 0.6, 0.4, 0.75))  # the first scored version
+    assert not move_best(r, keys, infos[2], blobs[2], rec(2, 0.8, 0.55, 0.95))  # higher, but within the noise
+    assert not move_best(r, keys, infos[3], blobs[3], rec(3, 0.75, 0.6, 0.9))  # lower bound = best: not beyond
+    assert best_version(r, keys) == 1
+    assert move_best(r, keys, infos[4], blobs[4], rec(4, 0.7, 0.61, 0.8))  # lower bound above 0.6
+    assert best_version(r, keys) == 4
+    assert r.hget(keys.weights_best, "score") == b"0.7" and r.hget(keys.weights_best, "lower") == b"0.61"
 
 
 def test_status_shows_evaluation(r: redis.Redis, keys: Keys) -> None:

@@ -38,7 +38,7 @@ def _config():  # type: ignore[no-untyped-def]
         run={"name": "eval_tiny"},
         game={"cinematic_width": 32, "cinematic_height": 18},
         model={"width": 8, "dense": 32, "head": [16]},
-        evaluator={"episode_s": 2.0, "environments": ["day", "traffic"]},
+        evaluator={"episode_s": 2.0, "environments": ["day", "traffic"], "episodes_per_environment": 1},
     )
 
 

@@ -23,11 +23,13 @@ REFERENCE_CACHE = Path("var") / "evaluation"
               help="episodes per environment (default: evaluator.episodes_per_environment)")
 @click.option("--seconds", type=click.FloatRange(min=1.0), default=None,
               help="game seconds per episode (default: evaluator.episode_s)")
+@click.option("--processes", type=click.IntRange(min=1, max=64), default=None,
+              help="episodes driven at once, one process each (default: evaluator.processes)")
 @click.option("--sha256", default=None, help="refuse the file unless it has this sha256")
 @click.option("--no-cache", is_flag=True, help="drive the NPC and the baseline again")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def cli(weights_file: Path, config_path: Path | None, episodes: int | None, seconds: float | None,
-        sha256: str | None, no_cache: bool, as_json: bool) -> None:
+        processes: int | None, sha256: str | None, no_cache: bool, as_json: bool) -> None:
     """Drive the model, the NPC and the baseline on the held-out seeds; print the scores."""
     from pipeline.log import configure_logging
 
@@ -53,6 +55,8 @@ def cli(weights_file: Path, config_path: Path | None, episodes: int | None, seco
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
     try:
         cfg = load_config(config_path)
+        if processes is not None:
+            cfg = cfg.model_copy(update={"evaluator": cfg.evaluator.model_copy(update={"processes": processes})})
         settings = EvalSettings.from_config(cfg, episodes=episodes, seconds=seconds)
         tensors, meta = read_weights_file(weights_file, sha256)
         model = build_model_from(cfg, tensors)
@@ -60,13 +64,21 @@ def cli(weights_file: Path, config_path: Path | None, episodes: int | None, seco
         raise click.ClickException(str(exc)) from None
     if meta.get("model") not in (None, cfg.run.name):
         log.warning("model_name_differs", file_model=meta.get("model"), config_model=cfg.run.name)
-    game = load_game(cfg.game.backend, **game_options(cfg, realtime=False))
+    if settings.processes > 1:
+        from pipeline.evaluation_pool import EpisodePool
+
+        game, pool = None, EpisodePool(cfg.to_json(), settings.processes, episodes, seconds)
+    else:
+        game, pool = load_game(cfg.game.backend, **game_options(cfg, realtime=False)), None
     try:
-        evaluator = Evaluator(game, settings)
+        evaluator = Evaluator(game, settings, pool)
         refs = file_cached_references(evaluator, cfg, None if no_cache else REFERENCE_CACHE)
-        scores = score_policy(evaluator, model_policy(model), refs)
+        scores = score_policy(evaluator, model_policy(model, weights_file.read_bytes()), refs)
     finally:
-        game.close()
+        if game is not None:
+            game.close()
+        if pool is not None:
+            pool.close()
     record = {"weights": str(weights_file), "model": cfg.run.name, "batches": int(meta.get("batches", 0) or 0),
               "plan": {"environments": list(settings.environments), "episodes_per_environment":
                        settings.episodes_per_environment, "episode_s": settings.episode_s,
@@ -84,10 +96,17 @@ def _print(record: dict) -> None:
     table = Table("policy", "km", "incidents", "per km", "m between", "|lane| m", "km/h", "ratio to NPC")
     rows = [("model", record["metrics"], record["ratio_to_npc"]), ("npc", record["npc"], 1.0),
             ("baseline", record["baseline"]["metrics"], record["baseline"]["ratio_to_npc"])]
+    intervals = {"model": (record.get("intervals") or {}).get("ratio_to_npc"),
+                 "baseline": (record["baseline"].get("intervals") or {}).get("ratio_to_npc")}
     for name, m, ratio in rows:
+        ci = intervals.get(name)
         lane = m["mean_abs_lane_offset_m"]
         table.add_row(name, f"{m['distance_m'] / 1000:.2f}", str(m["incidents"]), f"{m['incidents_per_km']:.2f}",
                       f"{m['mean_distance_between_incidents_m']:.0f}{'+' if m['censored'] else ''}",
                       "-" if lane is None else f"{lane:.2f}", f"{m['mean_speed_mps'] * 3.6:.1f}",
-                      "-" if ratio is None else f"{ratio:.2f}")
+                      "-" if ratio is None else f"{ratio:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""))
     Console().print(table)
+    level = (record.get("intervals") or {}).get("level")
+    if level:
+        Console().print(f"[dim]brackets: {100 * level:.0f}% bootstrap interval over "
+                        f"{record['metrics']['episodes']} episodes[/]")

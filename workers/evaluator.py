@@ -76,6 +76,7 @@ def cli(burst: bool, max_jobs: int | None, niceness: int) -> None:
         work_until_done(make_worker, r, "evaluator", burst=burst, max_jobs=max_jobs)
     finally:
         stop.set()
+        STATE.close()
         try:
             presence.leave()
         except CONNECTION_ERRORS:
