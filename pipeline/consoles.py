@@ -210,6 +210,90 @@ def player_console(player: dict[str, Any] | None, weights: dict[str, Any] | None
                  border_style="magenta")
 
 
+#: Versions the score tile and the score console show (the newest ones).
+SCORE_POINTS = 60
+
+
+def _interval(record: dict[str, Any] | None) -> list[float] | None:
+    ci = ((record or {}).get("intervals") or {}).get("ratio_to_npc")
+    return [float(ci[0]), float(ci[1])] if isinstance(ci, list) and len(ci) == 2 else None
+
+
+def score_series(snap: dict[str, Any], limit: int = SCORE_POINTS) -> dict[str, Any]:
+    """The driving score per version with its interval, the baseline, `best` and who drives what.
+
+    `points`: `{version, batches, ratio, low, high}` for the newest `limit` scored versions;
+    the NPC is 1.0 by definition; `baseline`: its ratio and interval from the newest record.
+    """
+    evaluation = snap.get("evaluation") or {}
+    records = []
+    for key, rec in (evaluation.get("versions") or {}).items():
+        if isinstance(rec, dict) and str(key).isdigit() and isinstance(rec.get("ratio_to_npc"), int | float):
+            records.append((int(key), rec))
+    records.sort(key=lambda kv: kv[0])
+    records = records[-limit:]
+    points = []
+    for version, rec in records:
+        ci = _interval(rec)
+        points.append({"version": version, "batches": int(rec.get("batches") or 0),
+                       "ratio": float(rec["ratio_to_npc"]), "low": ci[0] if ci else None,
+                       "high": ci[1] if ci else None})
+    base = records[-1][1].get("baseline") if records else None
+    base_ratio = (base or {}).get("ratio_to_npc")
+    base_ci = _interval(base)
+    level = ((records[-1][1].get("intervals") or {}).get("level")) if records else None
+    return {
+        "points": points,
+        "best": evaluation.get("best"),
+        "baseline": None if not isinstance(base_ratio, int | float) else
+        {"ratio": float(base_ratio), "low": base_ci[0] if base_ci else None, "high": base_ci[1] if base_ci else None},
+        "level": level,
+        "players": [{"id": str(p.get("id")), "version": int(p.get("model_version") or 0)}
+                    for p in snap.get("players", [])],
+    }
+
+
+def score_console(snap: dict[str, Any], rows: int = 12, width: int = 36) -> RenderableType:
+    """The driving score per version as a text chart: interval as a bar, the point, NPC and baseline lines."""
+    series = score_series(snap)
+    points = series["points"][-rows:]
+    if not points:
+        return Panel(Text("no version scored yet (the evaluator scores each published version)", style="dim"),
+                     title="[bold]Driving score", border_style="green")
+    top = max(1.2, *(p["high"] or p["ratio"] for p in points))
+    col = lambda v: max(0, min(width - 1, int(round(v / top * (width - 1)))))  # noqa: E731
+    base = series["baseline"]
+    drivers: dict[int, list[str]] = {}
+    for pl in series["players"]:
+        drivers.setdefault(pl["version"], []).append(pl["id"])
+    table = Table(box=None, pad_edge=False, show_edge=False)
+    for name, justify in (("version", "right"), ("batches", "right"), ("ratio [interval]", "left"),
+                          (f"0 .. {top:.2f}  | NPC  : baseline", "left"), ("", "left")):
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for p in points:
+        cells = [" "] * width
+        if base is not None:
+            cells[col(base["ratio"])] = ":"
+        cells[col(1.0)] = "|"
+        if p["low"] is not None and p["high"] is not None:
+            for i in range(col(p["low"]), col(p["high"]) + 1):
+                cells[i] = "-"
+        cells[col(p["ratio"])] = "o"
+        best = p["version"] == series["best"]
+        bar = Text("".join(cells), style="bold green" if best else "cyan")
+        ci = f" [{p['low']:.2f}, {p['high']:.2f}]" if p["low"] is not None else ""
+        tags = (["best"] if best else []) + [f"<- {pid}" for pid in drivers.get(p["version"], [])]
+        table.add_row(f"v{p['version']}", str(p["batches"]), f"{p['ratio']:.2f}{ci}", bar,
+                      Text(" ".join(tags), style="bold green" if best else "magenta"))
+    level = series["level"]
+    foot = Text.assemble(("NPC ", "dim"), "1.00", ("  baseline ", "dim"),
+                         "-" if base is None else f"{base['ratio']:.2f}",
+                         ("  best ", "dim"), f"v{series['best']}" if series["best"] else "-",
+                         ("  intervals ", "dim"), f"{100 * level:.0f}% bootstrap" if level else "-")
+    return Panel(Group(table, foot), title="[bold]Driving score[/] [dim](ratio to NPC per version)",
+                 border_style="green")
+
+
 def pick_player(snap: dict[str, Any], player_id: str | None) -> dict[str, Any] | None:
     """The player with this id (or id prefix); the first one when no id is given."""
     players = snap.get("players", [])

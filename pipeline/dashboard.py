@@ -185,6 +185,7 @@ def public_view(snap: dict[str, Any], rates: consoles.Rates) -> dict[str, Any]:
             for p in snap.get("players", [])
         ],
         "samples_in_per_s": round(rates.total_in_per_s, 2),
+        "scores": consoles.score_series(snap),
     }
 
 

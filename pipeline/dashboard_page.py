@@ -3,8 +3,10 @@
 Kept in Python strings so the page ships inside the package (no package-data rules) and
 works offline; the script is served from `/app.js` so the CSP can forbid inline scripts.
 Layout (seed 000): cinematic camera top-left and large, with the model and its creation
-time in its lower-right corner; hood camera and Convcam on the right; loss curve,
-Server/Trainer console and Player console along the bottom.
+time in its lower-right corner; hood camera and Convcam on the right; loss curve and
+driving score (per version, with its interval, the NPC at 1.0, the baseline, `best` and the
+version each player drives) stacked bottom-left, Server/Trainer console and Player console
+beside them.
 """
 
 from __future__ import annotations
@@ -55,6 +57,10 @@ INDEX_HTML = """<!doctype html>
     <h2>Loss <span class="dim">(TensorBoard: loss/total)</span></h2>
     <div class="body"><canvas id="loss-chart" aria-label="loss curve"></canvas></div>
   </section>
+  <section class="tile" id="tile-score">
+    <h2>Driving score <span class="dim">(ratio to NPC per version, evaluator)</span></h2>
+    <div class="body"><canvas id="score-chart" aria-label="driving score per version"></canvas></div>
+  </section>
   <section class="tile" id="tile-server">
     <h2>Server / Trainer console</h2>
     <div class="body console-box" id="server-console"></div>
@@ -83,10 +89,10 @@ select { background: var(--tile); color: var(--fg); border: 1px solid var(--edge
 .status.up { background: #1b5e20; }
 .status.down { background: #7f1d1d; }
 #layout { display: grid; height: calc(100vh - 40px); gap: 6px; padding: 6px;
-  grid-template-columns: 1fr 1fr 1fr; grid-template-rows: 1fr 1fr 1.15fr;
-  grid-template-areas: "cin cin hood" "cin cin conv" "loss server player"; }
+  grid-template-columns: 1fr 1fr 1fr; grid-template-rows: 1fr 1fr .55fr .75fr;
+  grid-template-areas: "cin cin hood" "cin cin conv" "loss server player" "score server player"; }
 #tile-cinematic { grid-area: cin; } #tile-hood { grid-area: hood; } #tile-convcam { grid-area: conv; }
-#tile-loss { grid-area: loss; } #tile-server { grid-area: server; } #tile-player { grid-area: player; }
+#tile-loss { grid-area: loss; } #tile-score { grid-area: score; } #tile-server { grid-area: server; } #tile-player { grid-area: player; }
 .tile { position: relative; display: flex; flex-direction: column; min-width: 0; min-height: 0;
   background: var(--tile); border: 1px solid var(--edge); border-radius: 4px; overflow: hidden; }
 .tile h2 { margin: 0; padding: 3px 8px; font-size: 12px; font-weight: 600; text-transform: uppercase;
@@ -192,6 +198,7 @@ function render(s) {
   for (const pt of s.loss.points) loss.push(pt);
   if (loss.length > 20000) loss = loss.slice(-20000);
   drawLoss();
+  drawScore();
 }
 
 function niceTicks(lo, hi, n) {
@@ -252,6 +259,85 @@ function drawLoss() {
   g.fillText(`batch ${xs[xs.length - 1]}  loss ${loss[loss.length - 1][1].toFixed(4)}`, w - R, T);
 }
 
+function drawScore() {
+  const canvas = $("score-chart");
+  const dpr = window.devicePixelRatio || 1;
+  const w = canvas.clientWidth, h = canvas.clientHeight;
+  if (!w || !h) return;
+  canvas.width = Math.round(w * dpr); canvas.height = Math.round(h * dpr);
+  const g = canvas.getContext("2d");
+  g.setTransform(dpr, 0, 0, dpr, 0, 0);
+  g.clearRect(0, 0, w, h);
+  g.font = "11px DejaVu Sans Mono, monospace";
+  const sc = last && last.ok ? last.scores : null;
+  const pts = sc ? sc.points : [];
+  if (!pts.length) {
+    g.fillStyle = "#8a94a3"; g.textAlign = "center"; g.textBaseline = "middle";
+    g.fillText("no version scored yet", w / 2, h / 2);
+    return;
+  }
+  const vs = pts.map((p) => p.version);
+  const x0 = Math.min(...vs) - 0.5, x1 = Math.max(...vs) + 0.5;
+  const top = Math.max(1.2, ...pts.map((p) => (p.high != null ? p.high : p.ratio))) * 1.05;
+  const L = 34, R = 8, T = 14, B = 16;
+  const px = (v) => L + (v - x0) / (x1 - x0) * (w - L - R);
+  const py = (y) => T + (1 - Math.min(y, top) / top) * (h - T - B);
+  g.strokeStyle = "#263040"; g.fillStyle = "#8a94a3"; g.lineWidth = 1;
+  g.textAlign = "right"; g.textBaseline = "middle";
+  for (const t of niceTicks(0, top, 4)) {
+    g.beginPath(); g.moveTo(L, py(t)); g.lineTo(w - R, py(t)); g.stroke();
+    g.fillText(t.toFixed(1), L - 4, py(t));
+  }
+  g.textAlign = "center"; g.textBaseline = "top";
+  for (const t of niceTicks(x0, x1, 6)) if (Number.isInteger(t)) g.fillText("v" + t, px(t), h - B + 3);
+  const hline = (y, colour, dash, label) => {
+    g.strokeStyle = colour; g.setLineDash(dash); g.beginPath(); g.moveTo(L, py(y)); g.lineTo(w - R, py(y)); g.stroke();
+    g.setLineDash([]); g.fillStyle = colour; g.textAlign = "left"; g.textBaseline = "bottom";
+    g.fillText(label, L + 3, py(y) - 1);
+  };
+  const base = sc.baseline;
+  if (base) {
+    if (base.low != null) {
+      g.fillStyle = "rgba(138,148,163,0.15)";
+      g.fillRect(L, py(base.high), w - L - R, py(base.low) - py(base.high));
+    }
+    hline(base.ratio, "#8a94a3", [2, 3], "baseline " + base.ratio.toFixed(2));
+  }
+  hline(1.0, "#e6e6e6", [6, 4], "NPC 1.0");
+  // each player's version: a vertical marker with its id
+  const players = sc.players || [];
+  players.forEach((pl, i) => {
+    if (pl.version < x0 || pl.version > x1) return;
+    g.strokeStyle = "#ce93d8"; g.setLineDash([3, 3]); g.beginPath();
+    g.moveTo(px(pl.version), T); g.lineTo(px(pl.version), h - B); g.stroke(); g.setLineDash([]);
+    g.fillStyle = "#ce93d8"; g.textAlign = "right"; g.textBaseline = "top";
+    g.fillText(pl.id + " ▸", px(pl.version) - 2, T + 1 + 11 * i);
+  });
+  const capW = Math.max(2, Math.min(6, (w - L - R) / pts.length / 3));
+  g.strokeStyle = "#4fc3f7"; g.lineWidth = 1.5; g.beginPath();
+  pts.forEach((p, i) => { const X = px(p.version), Y = py(p.ratio); i ? g.lineTo(X, Y) : g.moveTo(X, Y); });
+  g.globalAlpha = 0.35; g.stroke(); g.globalAlpha = 1;
+  for (const p of pts) {
+    const X = px(p.version), best = p.version === sc.best;
+    g.strokeStyle = g.fillStyle = best ? "#66bb6a" : "#4fc3f7";
+    if (p.low != null && p.high != null) {
+      g.lineWidth = 1.2; g.beginPath();
+      g.moveTo(X, py(p.low)); g.lineTo(X, py(p.high));
+      g.moveTo(X - capW, py(p.low)); g.lineTo(X + capW, py(p.low));
+      g.moveTo(X - capW, py(p.high)); g.lineTo(X + capW, py(p.high)); g.stroke();
+    }
+    g.beginPath(); g.arc(X, py(p.ratio), best ? 4.5 : 2.5, 0, 2 * Math.PI); g.fill();
+    if (best) {
+      g.textAlign = "center"; g.textBaseline = "bottom";
+      g.fillText("best", X, py(p.high != null ? p.high : p.ratio) - 3);
+    }
+  }
+  const lastPt = pts[pts.length - 1];
+  g.fillStyle = "#e6e6e6"; g.textAlign = "right"; g.textBaseline = "top";
+  const ci = lastPt.low != null ? ` [${lastPt.low.toFixed(2)}, ${lastPt.high.toFixed(2)}]` : "";
+  g.fillText(`v${lastPt.version} ${lastPt.ratio.toFixed(2)}${ci}` + (sc.best ? `  best v${sc.best}` : ""), w - R, 1);
+}
+
 window.addEventListener("DOMContentLoaded", () => {
   for (const cam of CAMERAS) {
     const img = $("cam-" + cam);
@@ -263,7 +349,7 @@ window.addEventListener("DOMContentLoaded", () => {
     history.replaceState(null, "", wanted ? "?player=" + encodeURIComponent(wanted) : location.pathname);
     connect();
   });
-  window.addEventListener("resize", () => { if (last && last.ok) { fit($("server-console")); fit($("player-console")); } drawLoss(); });
+  window.addEventListener("resize", () => { if (last && last.ok) { fit($("server-console")); fit($("player-console")); } drawLoss(); drawScore(); });
   connect();
 });
 """

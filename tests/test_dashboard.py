@@ -19,10 +19,10 @@ import redis
 from pipeline.dashboard import Hub, create_app, loopback_hosts
 from pipeline.keys import Keys
 from pipeline.local_redis import PASSWORD, RedisServer, free_port
-from tests.live_feed import PlayerFeed, seed_system
+from tests.live_feed import PlayerFeed, beat_player, seed_system
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-TILES = ["tile-cinematic", "tile-hood", "tile-convcam", "tile-loss", "tile-server", "tile-player"]
+TILES = ["tile-cinematic", "tile-hood", "tile-convcam", "tile-loss", "tile-score", "tile-server", "tile-player"]
 
 
 def wait_for(pred: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
@@ -154,6 +154,57 @@ def test_stream_layout_live_in_chromium(r: redis.Redis, keys: Keys, dashboard: s
     finally:
         for feed in feeds:
             feed.halt()
+
+
+def seed_scores(r: redis.Redis, keys: Keys) -> None:
+    """Six scored versions with intervals (v4 is best), the baseline's, and the best pointer."""
+    from pipeline.scoreboard import record_scores
+
+    ratios = {2: (0.31, 0.12, 0.52), 3: (0.48, 0.30, 0.66), 4: (0.93, 0.78, 1.07), 5: (0.71, 0.52, 0.9),
+              6: (0.85, 0.66, 1.02), 7: (0.88, 0.7, 1.05)}
+    for v, (ratio, low, high) in ratios.items():
+        record_scores(r, keys, v, {
+            "version": v, "batches": 50 * v, "ratio_to_npc": ratio, "metrics": {},
+            "intervals": {"ratio_to_npc": [low, high], "level": 0.9},
+            "baseline": {"ratio_to_npc": 0.17, "intervals": {"ratio_to_npc": [0.1, 0.25]}}})
+    r.hset(keys.weights_best, mapping={"version": 4, "score": "0.93"})
+
+
+def test_score_tile_plots_versions_with_intervals(r: redis.Redis, keys: Keys, dashboard: str, browser: Any,
+                                                  tmp_path: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    seed_system(r, keys, ["player-a"], version=7)
+    beat_player(r, keys, "player-b", 5, "model_0003_test")  # a player that follows `best` or lags behind
+    browser.get(dashboard + "/")
+    chart = browser.find_element(By.ID, "score-chart")
+    blank = decode(chart.screenshot_as_png)
+    wait_for(lambda: browser.execute_script("return last && last.ok"), what="a first state")
+    assert browser.execute_script("return last.scores.points.length") == 0
+    seed_scores(r, keys)
+    scores = wait_for(lambda: browser.execute_script("return last.scores.points.length === 6 && last.scores"),
+                      what="six scored versions on the page")
+    assert scores["best"] == 4 and scores["baseline"] == {"ratio": 0.17, "low": 0.1, "high": 0.25}
+    assert scores["points"][2] == {"version": 4, "batches": 200, "ratio": 0.93, "low": 0.78, "high": 1.07}
+    assert sorted((p["id"], p["version"]) for p in scores["players"]) == [("player-a", 7), ("player-b", 5)]
+    browser.save_screenshot(str(tmp_path / "dashboard.png"))
+    png = decode(chart.screenshot_as_png)
+    assert png.shape == blank.shape
+
+    def colour(bgr: tuple[int, int, int]) -> int:  # pixels of one of the chart's colours (BGR)
+        return int((np.abs(png.astype(int) - bgr).sum(axis=2) < 40).sum())
+
+    assert colour((247, 195, 79)) > 40  # the versions' points and interval bars (#4fc3f7)
+    assert colour((106, 187, 102)) > 20  # the best version, in green (#66bb6a)
+    assert colour((216, 147, 206)) > 20  # the players' markers (#ce93d8)
+    assert colour((230, 230, 230)) > 20  # the NPC line at 1.0 and the labels
+    assert float(np.abs(png.astype(int) - blank).mean()) > 1.0
+    # the Server/Trainer console of `charles console` shows the same, in text
+    from pipeline.consoles import score_console, to_text
+    from pipeline.status import snapshot
+
+    text = to_text(score_console(snapshot(r, keys)), width=110)
+    assert "v4" in text and "0.93 [0.78, 1.07]" in text and "best" in text and "<- player-b" in text
 
 
 def test_http_is_read_only_and_leaks_no_secret(redis_server: RedisServer, r: redis.Redis, keys: Keys,

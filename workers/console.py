@@ -1,4 +1,5 @@
-"""`charles console [--player ID]`: the Server/Trainer console, or one player's, live in the terminal."""
+"""`charles console [--player ID]`: the Server/Trainer console with the driving score per version, or one
+player's console, live in the terminal."""
 
 from __future__ import annotations
 
@@ -17,12 +18,12 @@ from pipeline.redis_conn import CONNECTION_ERRORS, connect, keys_from_env, redis
 @click.option("--once", is_flag=True, help="print one frame and exit (scripts, tests)")
 def cli(player_id: str | None, interval: float, once: bool) -> None:
     """Refresh from Redis until Ctrl-C; a Redis outage is shown, not fatal."""
-    from rich.console import Console, RenderableType
+    from rich.console import Console, Group, RenderableType
     from rich.live import Live
     from rich.panel import Panel
     from rich.text import Text
 
-    from pipeline.consoles import Rates, pick_player, player_console, server_console
+    from pipeline.consoles import Rates, pick_player, player_console, score_console, server_console
     from pipeline.log import configure_logging
     from pipeline.process import install_signal_handlers
     from pipeline.status import snapshot
@@ -40,7 +41,7 @@ def cli(player_id: str | None, interval: float, once: bool) -> None:
                          title="[bold]Charles")
         rates.update(snap)
         if player_id is None:
-            return server_console(snap, rates)
+            return Group(server_console(snap, rates), score_console(snap))
         player = pick_player(snap, wanted)
         if player is None and wanted:
             known = ", ".join(str(p.get("id")) for p in snap.get("players", [])) or "none"
