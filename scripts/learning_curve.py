@@ -8,8 +8,10 @@
 moment the server first published the config, i.e. `honcho start`, unless `--t0` says
 otherwise). `plot` draws ratio_to_npc and the mean distance between incidents against
 minutes since the start (the version's publication time: when the model existed, not
-when the evaluator got to it) and against trainer batches, with the NPC and baseline
-references, and prints the numbers the docs quote.
+when the evaluator got to it) and against trainer batches, each ratio with its bootstrap
+interval as an error bar (versions scored before intervals existed have none), with the
+NPC and baseline references (the baseline's interval as a band), `best` ringed, and prints
+the numbers the docs quote.
 """
 
 from __future__ import annotations
@@ -64,9 +66,10 @@ def export(out: Path, t0: float | None, label: str) -> None:
 def summary(data: dict[str, Any], target: float) -> dict[str, Any]:
     """The numbers quoted in docs/evaluation.md."""
     t0 = data["t0"] or min(v["created"] for v in data["versions"])
-    rows = [(round((v["created"] - t0) / 60, 2), v["batches"], v["ratio_to_npc"], v["version"])
+    rows = [(round((v["created"] - t0) / 60, 2), v["batches"], v["ratio_to_npc"], v["version"],
+             (v.get("intervals") or {}).get("ratio_to_npc"))
             for v in data["versions"] if v.get("ratio_to_npc") is not None]
-    hit = next(((m, b, r, ver) for m, b, r, ver in rows if r >= target), None)
+    hit = next(((m, b, r, ver) for m, b, r, ver, _ in rows if r >= target), None)
     best = max(rows, key=lambda x: x[2], default=None)
     first = data["versions"][0] if data["versions"] else None
     return {
@@ -80,7 +83,9 @@ def summary(data: dict[str, Any], target: float) -> dict[str, Any]:
         "npc_mdbi_m": None if first is None else round(first["npc"]["mean_distance_between_incidents_m"], 1),
         "npc_incidents_per_km": None if first is None else round(first["npc"]["incidents_per_km"], 3),
         "baseline_ratio_to_npc": None if first is None else round(first["baseline"]["ratio_to_npc"], 3),
-        "points": [{"minutes": m, "batches": b, "ratio_to_npc": round(r, 3), "version": v} for m, b, r, v in rows],
+        "points": [{"minutes": m, "batches": b, "ratio_to_npc": round(r, 3), "version": v,
+                    "interval": None if ci is None else [round(ci[0], 3), round(ci[1], 3)]}
+                   for m, b, r, v, ci in rows],
     }
 
 
@@ -110,10 +115,21 @@ def plot(exports: tuple[Path, ...], out: Path, title: str, target: float, deadli
         minutes = [(v["created"] - t0) / 60 for v in versions]
         batches = [v["batches"] for v in versions]
         ratio = [v["ratio_to_npc"] for v in versions]
+        cis = [(v.get("intervals") or {}).get("ratio_to_npc") for v in versions]
+        # error bars: distances below and above the point (0 where a version has no interval)
+        yerr = [[r - ci[0] if ci else 0.0 for r, ci in zip(ratio, cis, strict=True)],
+                [ci[1] - r if ci else 0.0 for r, ci in zip(ratio, cis, strict=True)]]
         mdbi = [v["metrics"]["mean_distance_between_incidents_m"] for v in versions]
         ipk = [v["metrics"]["incidents_per_km"] for v in versions]
-        ax_rt.plot(minutes, ratio, "o-", ms=3, label=label)
-        ax_rb.plot(batches, ratio, "o-", ms=3, label=label)
+        level = next(((v.get("intervals") or {}).get("level") for v in versions if v.get("intervals")), None)
+        bars = f"{label} ({100 * level:.0f}% interval)" if level else label
+        ax_rt.errorbar(minutes, ratio, yerr=yerr, fmt="o-", ms=3, capsize=2, elinewidth=0.8, label=bars)
+        ax_rb.errorbar(batches, ratio, yerr=yerr, fmt="o-", ms=3, capsize=2, elinewidth=0.8, label=bars)
+        best = next((i for i, v in enumerate(versions) if v["version"] == data.get("best")), None)
+        if best is not None:
+            for ax, xs in ((ax_rt, minutes), (ax_rb, batches)):
+                ax.plot([xs[best]], [ratio[best]], "o", ms=9, mfc="none", mec="tab:green", mew=1.5,
+                        label=f"best (v{versions[best]['version']})")
         ax_dt.plot(minutes, mdbi, "o-", ms=3, label=f"{label}: model")
         ax_ib.plot(batches, ipk, "o-", ms=3, label=f"{label}: model")
         ref = versions[0]
@@ -123,8 +139,11 @@ def plot(exports: tuple[Path, ...], out: Path, title: str, target: float, deadli
         ax_ib.axhline(ref["npc"]["incidents_per_km"], ls="--", c="k", lw=1, label="NPC expert")
         ax_ib.axhline(2 * ref["npc"]["incidents_per_km"], ls="-.", c="k", lw=0.8, label="2 x NPC")
         ax_ib.axhline(ref["baseline"]["metrics"]["incidents_per_km"], ls=":", c="grey", lw=1, label="baseline")
+        base_ci = (versions[-1]["baseline"].get("intervals") or {}).get("ratio_to_npc")
         for ax in (ax_rt, ax_rb):
             ax.axhline(ref["baseline"]["ratio_to_npc"], ls=":", c="grey", lw=1)
+            if base_ci:
+                ax.axhspan(base_ci[0], base_ci[1], color="grey", alpha=0.12, lw=0)
         reported.append(summary(data, target))
     for ax in (ax_rt, ax_rb):
         ax.axhline(1.0, ls="--", c="k", lw=1)
