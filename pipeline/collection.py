@@ -31,7 +31,7 @@ from pipeline.errors import ConfigError, WeightsError
 from pipeline.games.base import Controls, Environment, Game, Observation, load_game
 from pipeline.keys import Keys
 from pipeline.redis_conn import CONNECTION_ERRORS, Backoff
-from pipeline.samples import ContextSpec, SampleSet, manifest, row_field
+from pipeline.samples import PROVENANCE, ContextSpec, SampleSet, manifest, row_field
 
 log = structlog.get_logger(__name__)
 
@@ -163,11 +163,13 @@ class EpisodeRunner:
         stop: threading.Event | None = None,
         on_tick: Callable[[EpisodeSummary], None] | None = None,
         drive: Callable[[ContextBuilder, Observation], Controls | None] | None = None,
+        policy_version: int = 0,
     ) -> EpisodeSummary:
         """Drive one episode of `episode_s` game seconds and publish every completed set.
 
         `drive` picks each tick's controls from the context and the last observation (None: the
         NPC drives); with a game that labels with its NPC, samples keep expert labels (DAgger).
+        Samples of ticks `drive` steered carry `policy_version` (the weights version behind it).
         """
         start = time.monotonic()
         summary = EpisodeSummary(episode=episode)
@@ -192,6 +194,8 @@ class EpisodeRunner:
             if tick % self.sample_every == 0 and builder.ready(lag):
                 row = builder.context(lag)
                 row["targets"] = _label(obs)
+                row["captured_at"] = time.time()
+                row["policy_version"] = policy_version if controls is not None else 0
                 summary.samples += 1
                 for _ in range(offers(row, self.skip_standing, self.setting_off_repeat)):
                     for output, rows in balancer.add(row):
@@ -209,7 +213,8 @@ class EpisodeRunner:
               summary: EpisodeSummary) -> None:
         if not rows:
             return
-        self.publish(SampleSet(output, self.collector_id, episode, rows_to_columns(rows), env))
+        provenance = {name: np.asarray([row[name] for row in rows]) for name in PROVENANCE}
+        self.publish(SampleSet(output, self.collector_id, episode, rows_to_columns(rows), env, provenance=provenance))
         summary.sets[output] = summary.sets.get(output, 0) + 1
 
 
@@ -339,7 +344,8 @@ def run_episode(spec: dict[str, Any]) -> dict[str, Any]:
     driver = STATE.dagger_driver(cfg, r, spec["episode"])
     STATE.state, STATE.episode = "collecting", spec["episode"]
     try:
-        summary = runner.run(env, float(spec["episode_s"]), spec["episode"], drive=driver)
+        summary = runner.run(env, float(spec["episode_s"]), spec["episode"], drive=driver,
+                             policy_version=STATE.model_version if driver is not None else 0)
         summary.model_version = STATE.model_version if driver is not None else 0
         # the episode is done when its sets are acknowledged: wait out an outage here (the job
         # timeout bounds it), so rq can record the result instead of losing the job with Redis

@@ -9,6 +9,7 @@ config: the workers unpack the sections they need.
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -16,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.errors import ConfigError
+from pipeline.replay import ReplayLimit, deadlock_reasons
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.toml"
@@ -200,6 +202,16 @@ class BuffersConfig(Section):
     incoming_ttl_s: PositiveInt = Field(
         3600, le=7 * 86400, description="rows of a published set that no server routed expire after this"
     )
+    samples_per_insert: float = Field(
+        1.0, ge=1.0, le=10_000,
+        description="draws per inserted sample before it leaves (pipeline/replay.py): 1 = draw and delete "
+        "(the original); more = samples stay, the trainer waits when ahead, the oldest are evicted at capacity",
+    )
+    ratio_tolerance: int = Field(
+        0, ge=0, le=1_000_000_000,
+        description="draws a buffer may bank ahead of the ratio (0 = auto: 10% of a full buffer's worth, "
+        "at least two batch shares)",
+    )
 
 
 class TrainerConfig(Section):
@@ -320,10 +332,21 @@ class Config(Section):
                 f"(got {self.game.backend!r}): only the simulator labels the model's driving with its "
                 "NPC's commands; set collection.model_drives = 0"
             )
+        b = self.buffers
+        stalls = deadlock_reasons(b.samples_per_insert, b.ratio_tolerance, b.capacity, b.start_fraction,
+                                  self.trainer.batch_size, len(self.outputs))
+        if stalls:
+            raise ValueError("the trainer could never draw: " + "; ".join(stalls))
         return self
 
     def output_names(self) -> list[str]:
         return [o.name for o in self.outputs]
+
+    def replay_limit(self) -> ReplayLimit:
+        """The buffers' replay limit, with an automatic tolerance resolved."""
+        share = math.ceil(self.trainer.batch_size / len(self.outputs))
+        b = self.buffers
+        return ReplayLimit.auto(b.samples_per_insert, b.ratio_tolerance, b.capacity, share)
 
     def to_json(self) -> str:
         return self.model_dump_json()
@@ -345,7 +368,9 @@ def _format_errors(source: str, exc: Exception) -> str:
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see configs/default.toml for every key)"
-        lines.append(f"  - {key}: {msg} (got {err.get('input')!r})")
+        # a check across sections gets the whole config as its input: naming it would dump the file
+        got = "" if not err["loc"] else f" (got {err.get('input')!r})"
+        lines.append(f"  - {key}: {msg}{got}")
     return "\n".join(lines)
 
 

@@ -51,7 +51,7 @@ class Keys:
         return self._k("incoming", set_id, str(row))
 
     def buffer(self, output: str) -> str:
-        """Set of sample ids in one output's buffer (SCARD = fill; SPOP = random draw)."""
+        """Set of sample ids in one output's buffer (SCARD = fill; SPOP/SRANDMEMBER = random draw)."""
         return self._k("buffer", output)
 
     def buffer_row(self, output: str, sample_id: str) -> str:
@@ -61,6 +61,15 @@ class Keys:
 
     def buffer_row_prefix(self, output: str) -> str:
         return self.buffer_row(output, "")
+
+    def buffer_order(self, output: str) -> str:
+        """Sorted set of a buffer's sample ids by insert time: the oldest are evicted first."""
+        return self._k("buffer", output, "order")
+
+    def buffer_replay(self, output: str) -> str:
+        """Hash of a buffer's replay limit (`pipeline.replay`): `tokens` (draws banked) and
+        the `inserted`, `drawn` and `evicted` totals."""
+        return self._k("buffer", output, "replay")
 
     def drawn(self, token: str) -> str:
         """Key prefix for the rows of one draw, kept (with a TTL) until that trainer fetched them."""

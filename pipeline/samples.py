@@ -14,12 +14,17 @@ Fields (n = samples, F = context frames, N = history length):
     history    float32 [n, N, 5]        past HISTORY_FEATURES, oldest first, excluding "now"
     game_time  float64 [n]              seconds on the game clock
 Control vectors follow `pipeline.config.CONTROL_NAMES`.
+
+Every row also carries its provenance (not a model input): `captured_at`, the collector's
+wall-clock time of the frame, and `policy_version`, the weights version that drove the car
+then (0: the NPC or a human). The trainer reports the age and policy lag of what it trains on.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,7 +36,7 @@ from pipeline import codec
 from pipeline.config import CONTROL_NAMES, Config, InputsConfig
 from pipeline.errors import CodecError, SampleError
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: A sample set in full ("entry") is `meta` (msgpack: v, set_id, output, collector, episode,
 #: environment, n, row_bytes) and fields `r0`..`r{n-1}`, each a finished buffer row. On the
 #: wire a collector writes the rows as keys of their own and puts a manifest on the stream:
@@ -59,6 +64,8 @@ _DTYPES = {
     "history": np.float32,
     "game_time": np.float64,
 }
+#: Per-row metadata that is not a model input (see the module docstring).
+PROVENANCE: tuple[str, ...] = ("captured_at", "policy_version")
 MAX_SPEED_MPS = 150.0
 MAX_NAME_LEN = 128
 
@@ -185,6 +192,13 @@ class SampleSet:
     environment: dict[str, Any]
     #: unique per set: a set sent twice (a reply lost in a partition) lands on the same sample ids
     set_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: per sample `captured_at` (float64, epoch s) and `policy_version` (int); None: now, and 0
+    provenance: dict[str, np.ndarray] | None = None
+
+    def __post_init__(self) -> None:
+        if self.provenance is None:  # fixed once: a set encoded twice must give the same rows
+            n = len(self)
+            self.provenance = {"captured_at": np.full(n, time.time()), "policy_version": np.zeros(n, np.int64)}
 
     def __len__(self) -> int:
         return int(self.columns["speed"].shape[0])
@@ -208,8 +222,14 @@ class SampleSet:
 
     def rows(self) -> list[bytes]:
         """Each sample encoded on its own, as stored in a buffer (see `encode_row`)."""
+        n = len(self)
+        assert self.provenance is not None
+        captured = np.asarray(self.provenance["captured_at"], np.float64)
+        versions = np.asarray(self.provenance["policy_version"], np.int64)
         return [
-            encode_row({k: np.asarray(v[i]) for k, v in self.columns.items()}, self.episode) for i in range(len(self))
+            encode_row({k: np.asarray(v[i]) for k, v in self.columns.items()}, self.episode,
+                       float(captured[i]), int(versions[i]))
+            for i in range(n)
         ]
 
 
@@ -222,10 +242,11 @@ ROW_MAGIC = b"CR1"
 _ROW_PREFIX = len(ROW_MAGIC) + 4
 
 
-def encode_row(row: dict[str, np.ndarray], episode: str) -> bytes:
+def encode_row(row: dict[str, np.ndarray], episode: str, captured_at: float, policy_version: int) -> bytes:
     frames = np.ascontiguousarray(row["frames"], dtype=np.uint8)
     header = codec.encode(
         {"v": FORMAT_VERSION, "episode": episode, "frames_shape": list(frames.shape),
+         "captured_at": float(captured_at), "policy_version": int(policy_version),
          **{k: np.asarray(v).tolist() for k, v in row.items() if k != "frames"}}
     )
     return b"".join((ROW_MAGIC, len(header).to_bytes(4, "little"), header, memoryview(frames).cast("B")))
@@ -388,7 +409,8 @@ def check_entry(
     return SetHeader(msg["set_id"], output, msg["collector"], msg["episode"], env, n)
 
 
-_ROW_HEADER_KEYS = frozenset({"v", "episode", *FIELDS}) - {"frames"}
+_ROW_HEADER_KEYS = frozenset({"v", "episode", *FIELDS, *PROVENANCE}) - {"frames"}
+MAX_POLICY_VERSION = 2**31 - 1
 
 
 def _header_columns(view: EntryView, episode: str, n: int, schema: SampleSchema) -> dict[str, Any]:
@@ -400,12 +422,22 @@ def _header_columns(view: EntryView, episode: str, n: int, schema: SampleSchema)
             raise SampleError(f"row {i}: fields wrong: {sorted(set(header) ^ _ROW_HEADER_KEYS)}")
         if header.pop("episode") != episode:
             raise SampleError(f"row {i}: episode differs from the set's")
+        check_provenance(header.pop("captured_at"), header.pop("policy_version"), i)
         if tuple(shape) != schema.row_shapes()["frames"]:
             raise SampleError(f"frames: shape {shape}, expected {list(schema.row_shapes()['frames'])}")
         headers.append(header)
     columns = header_columns(headers, schema)
     columns["frames"] = np.broadcast_to(np.zeros((), np.uint8), (n, *schema.row_shapes()["frames"]))
     return columns
+
+
+def check_provenance(captured_at: Any, policy_version: Any, row: int) -> None:
+    """A row's capture time is a finite, non-negative float and its policy version a
+    non-negative int (a collector may lie about its own rows, not break the trainer's stats)."""
+    if not isinstance(captured_at, float) or not math.isfinite(captured_at) or captured_at < 0:
+        raise SampleError(f"row {row}: captured_at must be a finite, non-negative number of seconds")
+    if type(policy_version) is not int or not 0 <= policy_version <= MAX_POLICY_VERSION:
+        raise SampleError(f"row {row}: policy_version must be an int in 0..{MAX_POLICY_VERSION}")
 
 
 def header_columns(headers: list[dict[str, Any]], schema: SampleSchema) -> dict[str, np.ndarray]:
@@ -441,13 +473,18 @@ def decode_entry(
 Allocator = Callable[[tuple[int, ...], np.dtype], np.ndarray]
 
 
-def stack_rows(blobs: list[bytes], schema: SampleSchema, alloc: Allocator | None = None) -> dict[str, np.ndarray]:
+def stack_rows(blobs: list[bytes], schema: SampleSchema, alloc: Allocator | None = None,
+               provenance: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Decode buffer rows and stack them into batch columns, checked against the schema.
 
     `alloc(shape, dtype)` may provide the frames array (e.g. pinned memory for a GPU), so
-    the frames are copied once, from Redis' bytes straight into it.
+    the frames are copied once, from Redis' bytes straight into it. A `provenance` dict
+    receives the rows' `captured_at` and `policy_version` arrays.
     """
     rows = [decode_row(blob) for blob in blobs]
+    if provenance is not None:
+        provenance["captured_at"] = np.asarray([r["captured_at"] for r in rows], np.float64)
+        provenance["policy_version"] = np.asarray([r["policy_version"] for r in rows], np.int64)
     with np.errstate(over="ignore", invalid="ignore"):  # a value beyond float32 becomes inf: refused below
         columns = header_columns(rows, schema)
     frames = [r["frames"] for r in rows]

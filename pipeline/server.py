@@ -107,12 +107,12 @@ class Server:
         self.outputs = config.output_names()
         self.schema = SampleSchema.from_config(config)
         self.max_bytes = int(config.buffers.max_message_mb * 1024 * 1024)
-        self.buffers = Buffers(r, keys, self.outputs, config.buffers.capacity, config.buffers.start_fraction)
+        self.buffers = Buffers(r, keys, self.outputs, config.buffers.capacity, config.buffers.start_fraction,
+                               config.replay_limit())
         self.queue = Queue(keys.queue(COLLECT_QUEUE), connection=r, serializer=JSONSerializer)
         self.rng = random.Random(seed)
         self.stats = RouteStats()
         self.recovery = PendingRecovery(r, keys, SERVER_GROUP, consumer)
-        self._set_size: dict[str, float] = {}
         self._recorder: dict[str, tuple[float, bool]] = {}  # stream -> (checked at, recorder group seen)
 
     # -- setup ----------------------------------------------------------------------
@@ -130,20 +130,14 @@ class Server:
 
     # -- routing ----------------------------------------------------------------------
     def route_once(self, block_ms: int = 500, count: int = 16) -> int:
-        """Read and route one round of entries; returns the number of entries handled."""
+        """Read and route one round of entries; returns the number of entries handled.
+
+        Full buffers keep reading: routing evicts their oldest samples, so the pool stays fresh."""
         handled = 0
         handled += self.recovery.recover(self.outputs, self.handle_entry)
-        fills = self.buffers.fills()
-        capacity = self.config.buffers.capacity
-        open_outputs = [n for n in self.outputs if fills[n] < capacity]
-        self._discard_overflow(fills)
-        if not open_outputs:
-            time.sleep(block_ms / 1000)
-            return handled
-        # read no more sets than fit, so a buffer overshoots its capacity by one set at most
-        room = min(math.ceil((capacity - fills[n]) / self._set_size.get(n, capacity)) for n in open_outputs)
-        streams = {self.keys.stream(n): ">" for n in open_outputs}
-        resp = self.r.xreadgroup(SERVER_GROUP, self.consumer, streams, count=max(1, min(count, room)), block=block_ms)
+        self._discard_overflow()
+        streams = {self.keys.stream(n): ">" for n in self.outputs}
+        resp = self.r.xreadgroup(SERVER_GROUP, self.consumer, streams, count=count, block=block_ms)
         for stream, entries in resp or []:
             output = self.keys.output_of_stream(stream)
             for entry_id, fields in entries:
@@ -178,7 +172,6 @@ class Server:
             return False
         self.stats.routed_sets += 1
         self.stats.routed_samples += head.n
-        self._set_size[output] = 0.8 * self._set_size.get(output, head.n) + 0.2 * head.n
         return True
 
     def _recorded(self, stream: str) -> bool:
@@ -229,12 +222,10 @@ class Server:
                 return len(self.r.xrange(stream, min=f"({last}", max="+", count=100_000))
         return 0
 
-    def _discard_overflow(self, fills: dict[str, int]) -> None:
-        """Bound memory when a full buffer stops reading: drop the oldest unread sets, counted."""
+    def _discard_overflow(self) -> None:
+        """Bound memory when the server falls behind its streams: drop the oldest unread sets, counted."""
         limit = self.config.buffers.stream_maxlen
         for name in self.outputs:
-            if fills[name] < self.config.buffers.capacity:
-                continue
             excess = self.stream_lag(name) - limit
             if excess <= 0:
                 continue
@@ -260,10 +251,10 @@ class Server:
 
     # -- collection jobs ----------------------------------------------------------------
     def wants_data(self) -> bool:
-        """True while some buffer is below capacity and its stream is not already backed up."""
-        fills = self.buffers.fills()
+        """True while the buffers want data (`Buffers.wants_data`: one is below capacity or
+        the trainer spent banked draws) and no stream is already half backed up."""
         half = self.config.buffers.stream_maxlen // 2
-        return any(fills[n] < self.config.buffers.capacity and self.stream_lag(n) < half for n in self.outputs)
+        return self.buffers.wants_data() and all(self.stream_lag(n) < half for n in self.outputs)
 
     def supply_jobs(self) -> int:
         """Keep one queued episode per live collector (plus `jobs_ahead`); returns jobs added."""
@@ -299,10 +290,11 @@ class Server:
 
     # -- status -------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        fills = self.buffers.fills()
+        fills, replay = self.buffers.fills(), self.buffers.replay_stats()
         counters = {k.decode(): int(v) for k, v in self.r.hgetall(self.keys.counters).items()}
         return {
-            "buffers": json.dumps({n: {"fill": fills[n], "capacity": self.config.buffers.capacity} for n in self.outputs}),
+            "buffers": json.dumps({n: {"fill": fills[n], "capacity": self.config.buffers.capacity,
+                                       **{k: round(v, 1) for k, v in replay[n].items()}} for n in self.outputs}),
             "routed_sets": self.stats.routed_sets,
             "routed_samples": self.stats.routed_samples,
             "rejected": self.stats.rejected,

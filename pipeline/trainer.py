@@ -19,7 +19,7 @@ import numpy as np
 import redis
 import structlog
 
-from pipeline.buffers import Buffers
+from pipeline.buffers import FILLING, LIMITED, Buffers
 from pipeline.distributed import DistributedContext
 from pipeline.keys import Keys
 from pipeline.redis_conn import CONNECTION_ERRORS, Backoff
@@ -32,9 +32,12 @@ LOSS_HISTORY_LEN = 2000
 
 
 class BatchDrawer(threading.Thread):
-    """Draws and decodes batches ahead of the training step; puts None while buffers are short."""
+    """Draws and decodes batches ahead of the training step, with each batch's provenance;
+    while the buffers are short (`FILLING`) or the replay limit holds it back (`LIMITED`) it
+    waits and counts the time."""
 
-    def __init__(self, buffers: Buffers, schema: SampleSchema, batch_size: int, out: queue.Queue[tuple[int, Any]],
+    def __init__(self, buffers: Buffers, schema: SampleSchema, batch_size: int,
+                 out: queue.Queue[tuple[int, Any, dict[str, np.ndarray]]],
                  stop: threading.Event, prepare: Callable[[dict[str, np.ndarray]], Any] | None = None,
                  name: str = "batch-drawer", alloc: Any = None) -> None:
         super().__init__(name=name, daemon=True)
@@ -49,6 +52,8 @@ class BatchDrawer(threading.Thread):
         self.redis_ok = True
         self.drawn_samples = 0
         self.bad_rows = 0
+        self.wait_s = {FILLING: 0.0, LIMITED: 0.0}
+        self.last_state = FILLING
 
     def run(self) -> None:
         backoff = Backoff()
@@ -66,20 +71,77 @@ class BatchDrawer(threading.Thread):
                 log.warning("redis_unavailable", what="draw", error=str(exc), retry_in_s=round(delay, 2))
                 self.stop.wait(delay)
                 continue
-            rows = [row for rows in (drawn or {}).values() for row in rows]
-            if not rows:  # below the gate (or empty buffers with a zero gate)
+            except redis.RedisError as exc:  # e.g. OOM, or a script refused: wait, never die
+                delay = backoff.next_delay()
+                log.warning("draw_refused", error=str(exc)[:300], retry_in_s=round(delay, 2))
+                self.stop.wait(delay)
+                continue
+            rows = [row for rows in drawn.rows.values() for row in rows]
+            self.last_state = drawn.state
+            if not rows:  # below the gate, held back by the replay limit, or empty buffers with a zero gate
                 self.waiting = True
-                self.stop.wait(0.25)
+                pause = 0.25 if drawn.state == FILLING else 0.02
+                if drawn.state in self.wait_s:
+                    self.wait_s[drawn.state] += pause
+                self.stop.wait(pause)
                 continue
             self.waiting = False
+            provenance: dict[str, np.ndarray] = {}
             try:
-                columns = stack_rows(rows, self.schema, alloc=self.alloc)
+                columns = stack_rows(rows, self.schema, alloc=self.alloc, provenance=provenance)
             except Exception as exc:  # rows were validated on entry; a bad one is reported, not fatal
                 self.bad_rows += len(rows)
                 log.error("batch_rejected", error=str(exc), rows=len(rows))
                 continue
             self.drawn_samples += len(rows)
-            self.batches.put((len(rows), self.prepare(columns) if self.prepare else columns))
+            self.batches.put((len(rows), self.prepare(columns) if self.prepare else columns, provenance))
+
+
+class DataAge:
+    """What the trainer trains on: its age (now - capture) and policy lag (the version
+    being trained - the version that drove), over a window of recent samples, and how long
+    a frame takes to reach a published version that trained on it."""
+
+    def __init__(self, window: int = 4096) -> None:
+        self.window = window
+        self._ages: list[np.ndarray] = []
+        self._lags: list[np.ndarray] = []
+        self._model_share: list[float] = []
+        self._since_publish: list[np.ndarray] = []
+        self.frame_to_version_s: float | None = None
+
+    def add(self, provenance: dict[str, np.ndarray], version: int, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        captured, versions = provenance["captured_at"], provenance["policy_version"]
+        self._ages.append(now - captured)
+        self._lags.append(version - versions[versions > 0])
+        self._model_share.append(float((versions > 0).mean()) if len(versions) else 0.0)
+        self._since_publish.append(captured)
+        while sum(len(a) for a in self._ages) > self.window and len(self._ages) > 1:
+            self._ages.pop(0)
+            self._lags.pop(0)
+            self._model_share.pop(0)
+
+    def published(self, now: float | None = None) -> None:
+        """A version went out: the frames it trained on since the last one reached it now."""
+        now = time.time() if now is None else now
+        if self._since_publish:
+            self.frame_to_version_s = float(np.median(now - np.concatenate(self._since_publish)))
+        self._since_publish = []
+
+    def stats(self) -> dict[str, float]:
+        if not self._ages:
+            return {}
+        ages = np.concatenate(self._ages)
+        lags = np.concatenate(self._lags)
+        out = {"data_age_p50_s": float(np.percentile(ages, 50)), "data_age_p95_s": float(np.percentile(ages, 95)),
+               "model_driven_share": float(np.mean(self._model_share))}
+        if len(lags):
+            out["policy_lag_p50"] = float(np.percentile(lags, 50))
+            out["policy_lag_p95"] = float(np.percentile(lags, 95))
+        if self.frame_to_version_s is not None:
+            out["frame_to_version_s"] = self.frame_to_version_s
+        return out
 
 
 @dataclass
@@ -120,10 +182,17 @@ class Trainer:
         self.batches_per_s = 0.0
         self.last_metrics: dict[str, float] = {}
         self.published_version = learner.last_version
+        self.age = DataAge()
+        #: seconds the step waited for a batch, and since the first batch (the compute share)
+        self.data_wait_s = 0.0
+        self.first_batch_at: float | None = None
+        self._replay_window: tuple[float, float, float] | None = None  # (time, drawn, inserted)
+        self.replay: dict[str, float] = {}
+        self.draws_per_insert = 0.0
 
     def run(self, stop: threading.Event, max_batches: int | None = None) -> None:
         drawer_stop = threading.Event()
-        ready: queue.Queue[tuple[int, Any]] = queue.Queue(maxsize=max(1, self.s.prefetch))
+        ready: queue.Queue[tuple[int, Any, dict[str, np.ndarray]]] = queue.Queue(maxsize=max(1, self.s.prefetch))
         # a GPU outruns one thread of draw + decode + copy; the CPU has no cycles to spare
         n_drawers = 2 if self.learner.device.type == "cuda" else 1
         drawers = [BatchDrawer(self.buffers, self.schema, self.s.batch_size, ready, drawer_stop,
@@ -132,22 +201,29 @@ class Trainer:
         for d in drawers:
             d.start()
         trained_here = False
-        held: tuple[int, Any] | None = None
+        held: tuple[int, Any, dict[str, np.ndarray]] | None = None
         window_start, window_batches, window_samples = time.monotonic(), 0, 0
         last_status = 0.0
         done = 0
         try:
             while not stop.is_set() and (max_batches is None or done < max_batches):
                 if held is None:
+                    asked = time.monotonic()
                     try:
                         held = ready.get(timeout=0.25)
                     except queue.Empty:
                         if all(d.waiting for d in drawers):
-                            self.state = "waiting" if trained_here else "filling"
+                            limited = any(d.last_state == LIMITED for d in drawers)
+                            self.state = "rate_limited" if limited else "waiting" if trained_here else "filling"
+                    if self.first_batch_at is not None:
+                        self.data_wait_s += time.monotonic() - asked
                 if self.dist is not None and not self.dist.all_ready(held is not None, self.learner.device):
                     continue  # some rank is short of data: everyone waits, batches are kept
                 if held is not None:
-                    (n_samples, batch), held = held, None
+                    (n_samples, batch, provenance), held = held, None
+                    if self.first_batch_at is None:
+                        self.first_batch_at = time.monotonic()
+                    self.age.add(provenance, self.published_version)
                     self.state, trained_here = "training", True
                     log_now = (self.learner.batches + 1) % self.s.log_every == 0
                     metrics = self.learner.step_tensors(batch, with_metrics=log_now)
@@ -187,6 +263,12 @@ class Trainer:
                 self.writer.add_scalar(tag, value, n)
             self.writer.add_scalar("trainer/batches_per_s", self.batches_per_s, n)
             self.writer.add_scalar("trainer/samples_per_s", self.samples_per_s, n)
+            share = self.compute_share()
+            if share is not None:
+                self.writer.add_scalar("trainer/compute_share", share, n)
+            for name, value in {**self.replay, **self.age.stats()}.items():
+                self.writer.add_scalar(f"replay/{name}" if "insert" in name or name == "evicted" else f"data/{name}",
+                                       value, n)
         point = json.dumps({"batch": n, "loss": round(metrics["loss"], 6), "t": round(time.time(), 2)})
         try:
             pipe = self.r.pipeline(transaction=False)
@@ -209,6 +291,7 @@ class Trainer:
             return None
         self.learner.last_version = info.version
         self.published_version = info.version
+        self.age.published()
         log.info("weights_published", version=info.version, batches=info.batches, bytes=None)
         if self.on_publish is not None:
             try:
@@ -221,7 +304,34 @@ class Trainer:
         self.learner.save_checkpoint(self.s.checkpoint_dir, {"model": self.s.model_name})
         log.info("checkpoint_saved", folder=str(self.s.checkpoint_dir), batches=self.learner.batches)
 
+    def compute_share(self) -> float | None:
+        """Share of wall time since the first batch that the step did not wait for data."""
+        if self.first_batch_at is None:
+            return None
+        wall = time.monotonic() - self.first_batch_at
+        return max(0.0, 1.0 - self.data_wait_s / wall) if wall > 0 else None
+
+    def _replay_status(self) -> dict[str, float]:
+        """Draws per insert over all outputs: over the last 10 s window and in total."""
+        stats = self.buffers.replay_stats().values()
+        drawn, inserted = sum(s["drawn"] for s in stats), sum(s["inserted"] for s in stats)
+        now = time.monotonic()
+        if self._replay_window is None:
+            self._replay_window = (now, drawn, inserted)
+        then, drawn0, inserted0 = self._replay_window
+        if now - then >= 10.0:
+            self.draws_per_insert = (drawn - drawn0) / (inserted - inserted0) if inserted > inserted0 else 0.0
+            self._replay_window = (now, drawn, inserted)
+        return {"draws_per_insert": self.draws_per_insert,
+                "draws_per_insert_total": drawn / inserted if inserted else 0.0,
+                "evicted": sum(s["evicted"] for s in stats)}
+
     def _report(self, drawers: list[BatchDrawer]) -> None:
+        try:
+            self.replay = self._replay_status()
+        except redis.RedisError:
+            pass
+        share = self.compute_share()
         status = {
             "state": self.state,
             "batches": self.learner.batches,
@@ -233,6 +343,11 @@ class Trainer:
             "samples_drawn": sum(d.drawn_samples for d in drawers),
             "learning_rate": self.learner.learning_rate,
             "metrics": json.dumps({k: round(v, 5) for k, v in self.last_metrics.items()}),
+            "compute_share": "" if share is None else round(share, 3),
+            "wait_filling_s": round(sum(d.wait_s[FILLING] for d in drawers), 1),
+            "wait_limited_s": round(sum(d.wait_s[LIMITED] for d in drawers), 1),
+            **{k: round(v, 3) for k, v in self.replay.items()},
+            **{k: round(v, 3) for k, v in self.age.stats().items()},
         }
         if self.on_status is not None:
             try:

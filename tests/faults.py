@@ -75,12 +75,10 @@ def unique_prefix(tag: str) -> str:
 
 def prefill(r: redis.Redis, keys: Keys, cfg: Config, per_output: int, tag: str = "prefill") -> int:
     """Put valid rows straight into every buffer, so training can start without waiting for collectors."""
-    buffers = Buffers(r, keys, cfg.output_names(), cfg.buffers.capacity, cfg.buffers.start_fraction)
-    pipe = r.pipeline(transaction=True)
+    buffers = Buffers(r, keys, cfg.output_names(), cfg.buffers.capacity, cfg.buffers.start_fraction,
+                      cfg.replay_limit())
     for i, output in enumerate(cfg.output_names()):
-        rows = sample_set(cfg, output, per_output, seed=i).rows()
-        buffers.add_rows_pipeline(pipe, output, [f"{tag}-{i}:{j}" for j in range(per_output)], rows)
-    pipe.execute()
+        buffers.insert(output, f"{tag}-{i}", sample_set(cfg, output, per_output, seed=i).rows())
     return per_output * len(cfg.output_names())
 
 

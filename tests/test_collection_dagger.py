@@ -7,6 +7,7 @@ real redis-server; the config comes from Redis as a server would publish it.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,13 +17,14 @@ import redis
 import torch
 
 from pipeline import collection
+from pipeline.buffers import Buffers
 from pipeline.collection import CollectorState, run_episode
 from pipeline.config import Config, load_config
 from pipeline.errors import ConfigError
 from pipeline.keys import Keys
 from pipeline.models import build_model
-from pipeline.samples import decode_row
-from pipeline.server import publish_config, sample_environment
+from pipeline.samples import SampleSchema, decode_row, stack_rows
+from pipeline.server import Server, publish_config, sample_environment
 from pipeline.weights import WeightsStore
 
 EPISODE_S = 4.0
@@ -113,3 +115,31 @@ def test_model_drives_needs_the_sim() -> None:
     load_config(overrides={"game": {"backend": "gta5"}, "collection": {"model_drives": 0.0}})
     with pytest.raises(ConfigError, match=r"collection\.model_drives"):
         load_config(overrides={"collection": {"model_drives": 1.5}})
+
+
+def test_capture_time_and_driving_version_reach_the_trainer(r: redis.Redis, keys: Keys, state: CollectorState) -> None:
+    """Each sample carries when it was captured and which weights drove: collector -> stream ->
+    server -> buffer -> the trainer's draw, unchanged."""
+    cfg = dagger_config(1.0)
+    publish_config(r, keys, cfg)
+    server = Server(r, keys, cfg)
+    server.setup()
+    model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width))
+    info = WeightsStore(r, keys).publish(model.state_dict(), cfg.run.name, batches=0)
+    before = time.time()
+    summary = episode(cfg, "provenance-ep")
+    after = time.time()
+    published = published_rows(r, keys)
+    sent = {(row["captured_at"], row["policy_version"]) for row in published}
+    assert info.version in {v for _, v in sent} <= {0, info.version}  # the NPC drives only a stuck model's way out
+    assert all(before <= t <= after for t, _ in sent)
+    assert summary["model_ticks"] > 0
+    while server.route_once(block_ms=10):
+        pass
+    buffers = Buffers(r, keys, cfg.output_names(), cfg.buffers.capacity, 0.0, cfg.replay_limit())
+    drawn = buffers.draw(10_000)
+    rows = [row for rows in drawn.rows.values() for row in rows]
+    provenance: dict[str, np.ndarray] = {}
+    stack_rows(rows, SampleSchema.from_config(cfg), provenance=provenance)
+    got = set(zip(provenance["captured_at"].tolist(), provenance["policy_version"].tolist(), strict=True))
+    assert len(rows) == len(published) and got == sent

@@ -235,7 +235,7 @@ def test_bad_values_named_in_the_error(name: str, value: float, reason: str) -> 
 
 # -- buffer rows (what the trainer decodes) ---------------------------------------------------------
 
-ROW = encode_row({k: v[0] for k, v in sample_set(CFG, "steering", 1).columns.items()}, "e")
+ROW = encode_row({k: v[0] for k, v in sample_set(CFG, "steering", 1).columns.items()}, "e", 1.7e9, 3)
 
 
 @FUZZ

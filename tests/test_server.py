@@ -12,7 +12,7 @@ import redis
 from pipeline.keys import RECORDER_GROUP, SERVER_GROUP, Keys
 from pipeline.samples import manifest
 from pipeline.server import Server, fetch_config, sample_environment
-from tests.factories import publish_entry, sample_set, tiny_config
+from tests.factories import publish_entry, sample_set, stored_rows, tiny_config
 
 
 def make_server(r: redis.Redis, keys: Keys, consumer: str = "server-1", **cfg: object) -> Server:
@@ -129,17 +129,22 @@ def test_own_pending_past_a_run_of_trimmed_entries_is_routed(r: redis.Redis, key
     assert r.xpending(keys.stream("steering"), SERVER_GROUP)["pending"] == 0
 
 
-def test_full_buffer_stops_reading_and_drops_overflow_counted(r: redis.Redis, keys: Keys) -> None:
+def test_full_buffer_evicts_oldest_and_backlog_is_bounded(r: redis.Redis, keys: Keys) -> None:
     server = make_server(r, keys, buffers={"capacity": 4, "stream_maxlen": 3})
-    for seed in range(10):
-        publish_entry(r, keys, "steering", sample_set(server.config, "steering", 2, seed).entry())
-    for _ in range(5):
+    sets = [sample_set(server.config, "steering", 2, seed) for seed in range(10)]
+    for s in sets:
+        publish_entry(r, keys, "steering", s.entry())
+    for _ in range(3):
         server.route_once(block_ms=10)
-    assert 4 <= r.scard(keys.buffer("steering")) <= 5  # stops once full (at most one set over)
     dropped = int(r.hget(keys.counters, "sets_dropped:steering") or 0)
     routed = int(r.hget(keys.counters, "sets_routed:steering"))
-    assert server.stream_lag("steering") == 3  # the unread backlog is bounded
-    assert routed + dropped + 3 == 10  # every set is accounted for
+    assert (dropped, routed) == (7, 3)  # a backlog beyond stream_maxlen: the oldest unread sets go, counted
+    assert server.stream_lag("steering") == 0  # a full buffer keeps reading ...
+    assert r.scard(keys.buffer("steering")) == 4  # ... and evicts its oldest samples
+    assert {i.decode() for i in r.smembers(keys.buffer("steering"))} == {
+        f"{s.set_id}:{i}" for s in sets[-2:] for i in range(2)}
+    assert server.buffers.replay_stats()["steering"]["evicted"] == 2
+    assert stored_rows(r, keys, "steering") == 4  # evicted rows are deleted with their ids
 
 
 def test_jobs_supplied_only_while_data_wanted(r: redis.Redis, keys: Keys) -> None:

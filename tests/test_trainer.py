@@ -6,6 +6,8 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+import pytest
 import redis
 import torch
 
@@ -14,7 +16,7 @@ from pipeline.keys import Keys
 from pipeline.models import build_model
 from pipeline.samples import SampleSchema
 from pipeline.server import Server
-from pipeline.trainer import Trainer, TrainerSettings
+from pipeline.trainer import DataAge, Trainer, TrainerSettings
 from pipeline.training import Learner, checkpoint_exists
 from pipeline.weights import WeightsStore
 from tests.factories import publish_entry, sample_set, tiny_config
@@ -118,3 +120,19 @@ def test_a_save_cut_off_between_its_renames_leaves_one_complete_checkpoint(tmp_p
     (tmp_path / "ckpt.new" / "trainer.json").unlink()  # the new copy was cut off before its last file
     fresh.load_checkpoint(ckpt)
     assert fresh.batches == 20  # the old one, whole
+
+
+def test_data_age_and_policy_lag_of_what_is_trained() -> None:
+    age = DataAge(window=8)
+    # 4 samples captured at t = 90, 92, 94, 96; two driven by version 3, two by the NPC
+    age.add({"captured_at": np.array([90.0, 92.0, 94.0, 96.0]), "policy_version": np.array([3, 0, 3, 0])},
+            version=5, now=100.0)
+    stats = age.stats()
+    assert stats["data_age_p50_s"] == 7.0 and stats["data_age_p95_s"] == pytest.approx(9.7)
+    assert stats["policy_lag_p50"] == 2.0 and stats["model_driven_share"] == 0.5
+    assert "frame_to_version_s" not in stats  # nothing published yet
+    age.published(now=110.0)  # the frames trained since the last publication reached version 6 now
+    assert age.stats()["frame_to_version_s"] == 17.0  # median of 20, 18, 16, 14
+    for _ in range(3):  # the window keeps the newest samples only
+        age.add({"captured_at": np.full(4, 120.0), "policy_version": np.zeros(4, np.int64)}, version=6, now=121.0)
+    assert age.stats()["data_age_p95_s"] == 1.0 and "policy_lag_p50" not in age.stats()

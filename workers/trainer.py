@@ -64,7 +64,7 @@ def cli(max_batches: int | None, device: str | None, niceness: int) -> None:
     presence = Presence(r, keys, "trainer", new_worker_id("trainer"))
     trainer = Trainer(
         r, keys, learner,
-        Buffers(r, keys, cfg.output_names(), cfg.buffers.capacity, cfg.buffers.start_fraction),
+        Buffers(r, keys, cfg.output_names(), cfg.buffers.capacity, cfg.buffers.start_fraction, cfg.replay_limit()),
         SampleSchema.from_config(cfg),
         TrainerSettings(cfg.run.name, t.batch_size, t.publish_every, t.checkpoint_every, t.log_every,
                         t.prefetch, ckpt),

@@ -89,7 +89,7 @@ def _stage(role: str, url: str, prefix: str, cfg_json: str, n: int, ready: Any, 
         drawn = 0
         while drawn < n * SET_SIZE:
             batch = buffers.draw(cfg.trainer.batch_size)
-            rows = [row for rows in (batch or {}).values() for row in rows]
+            rows = [row for rows in batch.rows.values() for row in rows]
             if rows:
                 stack_rows(rows, schema)
                 drawn += len(rows)
@@ -137,6 +137,7 @@ def run(config_path: str | None = None, seconds: float = 10.0, rounds: int = 3, 
 
     cfg = load_config(config_path)
     cfg.buffers.capacity = N_SETS * SET_SIZE * 2
+    cfg.buffers.ratio_tolerance = cfg.buffers.capacity  # draw everything routed, as fast as it comes
     cfg.buffers.stream_maxlen = N_SETS * 2
     set_bytes = sum(len(v) for v in _sets(cfg, 1)[0].entry().values())
     ceilings, values = [], []

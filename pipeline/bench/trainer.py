@@ -42,14 +42,11 @@ def _rows(cfg: Config, n: int) -> list[bytes]:
 
 def _add(r: Any, keys: Keys, outputs: list[str], rows: list[bytes], count: int, tag: str) -> None:
     """Put `count` rows into every output's buffer under fresh ids."""
-    buffers = Buffers(r, keys, outputs, capacity=1)
+    buffers = Buffers(r, keys, outputs, capacity=10**9)
     for start in range(0, count, POOL):
         n = min(POOL, count - start)
-        pipe = r.pipeline(transaction=False)
         for name in outputs:
-            ids = [f"{tag}-{start + i}" for i in range(n)]
-            buffers.add_rows_pipeline(pipe, name, ids, [rows[i % len(rows)] for i in range(n)])
-        pipe.execute()
+            buffers.insert(name, f"{tag}-{start}", [rows[i % len(rows)] for i in range(n)])
 
 
 def _feeder(url: str, prefix: str, cfg_json: str, low_water: int, stop: Any) -> None:
