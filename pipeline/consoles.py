@@ -125,6 +125,16 @@ def server_console(snap: dict[str, Any], rates: Rates | None = None) -> Renderab
         ("  lr ", "dim"), _num(t.get("learning_rate"), "{:.1e}"),
         ("  device ", "dim"), str(t.get("device") or "-"),
         ("  samples in ", "dim"), f"{rates.total_in_per_s:.1f}/s" if rates.ready else "-",
+        ("\n", ""), ("replay ", "dim"), _num(t.get("draws_per_insert"), "{:.2f}"),
+        (f" draws/insert (limit {_replay_limit(snap)})", "dim"),
+        ("  waited ", "dim"), _num(t.get("wait_limited_s"), "{:.0f}"), (" s on the ratio, ", "dim"),
+        _num(t.get("wait_filling_s"), "{:.0f}"), (" s filling", "dim"),
+        ("\n", ""), ("computing ", "dim"), _percent(t.get("compute_share")),
+        ("  data age ", "dim"), _num(t.get("data_age_p50_s"), "{:.0f}"), ("/", "dim"),
+        _num(t.get("data_age_p95_s"), "{:.0f}"), (" s p50/p95", "dim"),
+        ("  policy lag ", "dim"), _num(t.get("policy_lag_p50"), "{:.0f}"), (" versions", "dim"),
+        ("\n", ""), ("model drove ", "dim"), _percent(t.get("model_driven_share")),
+        ("  frame to version ", "dim"), _num(t.get("frame_to_version_s"), "{:.0f}"), (" s", "dim"),
     )
     weights = Text.assemble(
         ("weights ", "dim"), (f"v{w.get('version', 0)}", "bold cyan"),
@@ -134,6 +144,16 @@ def server_console(snap: dict[str, Any], rates: Rates | None = None) -> Renderab
     )
     return Panel(Group(head, buffers, trainer, weights, _connections(snap)),
                  title="[bold]Server / Trainer", border_style="blue")
+
+
+def _percent(share: Any) -> str:
+    return _num(100 * share, "{:.0f}%") if isinstance(share, int | float) else "-"
+
+
+def _replay_limit(snap: dict[str, Any]) -> str:
+    """The configured samples_per_insert, from any buffer's entry (all share it)."""
+    spi = next((b.get("samples_per_insert") for b in snap.get("buffers", {}).values()), None)
+    return "-" if spi is None else f"{spi:g}"
 
 
 def _connections(snap: dict[str, Any]) -> RenderableType:

@@ -26,6 +26,14 @@ def _json(value: str | None) -> Any:
         return None
 
 
+#: trainer status fields the snapshot passes on as numbers, when the trainer reports them
+REPLAY_FIELDS: tuple[str, ...] = (
+    "draws_per_insert", "draws_per_insert_total", "evicted", "wait_filling_s", "wait_limited_s", "compute_share",
+    "data_age_p50_s", "data_age_p95_s", "policy_lag_p50", "policy_lag_p95", "model_driven_share",
+    "frame_to_version_s",
+)
+
+
 def snapshot(r: redis.Redis, keys: Keys) -> dict[str, Any]:
     """Buffers, trainer, weights, players, collectors, dead letters and evaluation, as plain JSON."""
     from pipeline.server import fetch_config
@@ -48,6 +56,7 @@ def snapshot(r: redis.Redis, keys: Keys) -> dict[str, Any]:
             "samples_routed": counters.get(f"samples_routed:{name}", 0),
             "sets_dropped": counters.get(f"sets_dropped:{name}", 0),
             "start_fraction": cfg.buffers.start_fraction if cfg else 0.9,
+            "samples_per_insert": cfg.buffers.samples_per_insert if cfg else 1.0,
         }
         for name, fill in zip(outputs, fills, strict=True)
     }
@@ -65,6 +74,8 @@ def snapshot(r: redis.Redis, keys: Keys) -> dict[str, Any]:
             "device": t.get("device", ""),
             "learning_rate": _num(t.get("learning_rate")),
             "count": len(trainers),
+            # the replay limit and what is trained on (pipeline/replay.py, pipeline/trainer.py)
+            **{name: _num(t.get(name)) for name in REPLAY_FIELDS if t.get(name) not in (None, "")},
         }
     raw_w = r.hmget(keys.weights_latest, ["version", "created", "batches", "model", "sha256"])
     weights = {

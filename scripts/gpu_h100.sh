@@ -5,6 +5,8 @@
 #
 #   scripts/gpu_h100.sh curve     # (b) learning curve: configs/h100.toml from nothing, live pipeline,
 #                                 #     11 collectors, trainer on cuda, 2 evaluators, 7 minutes
+#   scripts/gpu_h100.sh replay    # side by side: h100.toml with samples_per_insert 1 and 8 (env SPI),
+#                                 #     5 collectors each, MINUTES (6) each
 #   scripts/gpu_h100.sh default   # the shipped default model: offline NPC data on 14 cores, Learner
 #                                 #     on cuda, snapshots scored closed-loop, the best one kept, then
 #                                 #     a DAgger round (env COLLECT_MIN TRAIN_MIN DAGGER_ROUNDS DAGGER_MIN
@@ -12,12 +14,12 @@
 #
 # Results go to $OUT/<mode>.tar.gz (one file: the device tool returns at most 8).
 set -euo pipefail
-MODE="${1:?usage: gpu_h100.sh curve|default}"
+MODE="${1:?usage: gpu_h100.sh curve|replay|default}"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 source scripts/gpu_env.sh
 export OMP_NUM_THREADS=1
-python3 -c 'import torch, pipeline.evaluator, rq, honcho; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
+python3 -c 'import torch, pipeline.evaluator, rq, supervisor; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
 RES="/tmp/results/$MODE"
 mkdir -p "$RES"
 case "$MODE" in
@@ -25,8 +27,25 @@ case "$MODE" in
     CONFIG=configs/h100.toml MINUTES="${MINUTES:-7}" CONCURRENCY="collector=11,evaluator=2" COLLECTORS=11 \
       ROLES="redis server trainer collector evaluator" WORK=/tmp/lc_h100 PNG="$RES/learning_curve_h100.png" \
       LABEL="configs/h100.toml, H100 + 16 cores, 11 collectors" scripts/learning_curve_run.sh
-    cp /tmp/lc_h100/{evaluation.json,summary.json,status.json,honcho.log,evaluator-final.log} "$RES/"
+    cp /tmp/lc_h100/{evaluation.json,summary.json,status.json,supervise.log,evaluator-final.log} "$RES/"
     cp -r /tmp/lc_h100/runs "$RES/" || true
+    ;;
+  replay)
+    # side by side on one machine: configs/h100.toml with draw-and-delete (samples_per_insert 1)
+    # and with samples_per_insert 8, each with 5 collectors and one 3-process evaluator, MINUTES each
+    sed 's/^processes = [0-9]*/processes = 3/' configs/h100.toml > /tmp/spi1.toml
+    sed "/^\[buffers\]/a samples_per_insert = ${SPI:-8}.0" /tmp/spi1.toml > /tmp/spi8.toml
+    port=6501
+    for v in spi1 spi8; do
+      CONFIG=/tmp/$v.toml MINUTES="${MINUTES:-6}" CONCURRENCY="collector=5,evaluator=1" COLLECTORS=5 PORT=$port \
+        ROLES="redis server trainer collector evaluator" WORK=/tmp/lc_$v PNG="$RES/learning_curve_h100_$v.png" \
+        LABEL="h100.toml $v, H100 + 16 cores shared by 2 runs, 5 collectors" scripts/learning_curve_run.sh > "$RES/$v.out" 2>&1 &
+      port=$((port + 1))
+    done
+    wait
+    for v in spi1 spi8; do
+      mkdir -p "$RES/$v" && cp /tmp/lc_$v/{evaluation.json,summary.json,status.json,supervise.log,evaluator-final.log} "$RES/$v/" || true
+    done
     ;;
   default)
     # NPC data, training, then DAGGER_ROUNDS rounds in which the model drives a 1-DAGGER_BETA share

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf .gpu && mkdir -p .gpu/whl .gpu/bin
 PKGS="redis hiredis rq croniter msgpack-numpy structlog pydantic pydantic-core annotated-types
-typing-inspection gymnasium farama-notifications honcho starlette uvicorn py-spy"
+typing-inspection gymnasium farama-notifications honcho supervisor starlette uvicorn py-spy"
 for p in $PKGS; do
   v=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('$p'))")
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

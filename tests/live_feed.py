@@ -74,7 +74,9 @@ def seed_system(r: redis.Redis, keys: Keys, player_ids: list[str], version: int 
     r.hset(keys.counters, mapping={"sets_routed:steering": 40, "samples_routed:steering": 80})
     Presence(r, keys, "trainer", "trainer-test").beat(
         state="training", batches=350, samples_per_s=240.0, batches_per_s=7.5, loss=0.2345, version=version,
-        device="cpu", learning_rate=1e-3)
+        device="cpu", learning_rate=1e-3, draws_per_insert=3.875, wait_limited_s=42.4, wait_filling_s=95.0,
+        compute_share=0.81, data_age_p50_s=31.2, data_age_p95_s=118.0, policy_lag_p50=2.0,
+        model_driven_share=0.46, frame_to_version_s=64.0)
     Presence(r, keys, "server", "server-1").beat(routed_sets=40)
     Presence(r, keys, "collector", "collector-test-1").beat(state="episode", episodes=3, samples=900)
     for pid in player_ids:

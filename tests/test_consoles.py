@@ -26,7 +26,8 @@ def test_server_console_shows_every_figure(r: redis.Redis, keys: Keys) -> None:
                      "25.0",  # samples/s in for steering: 50 samples in 2 s
                      "training", "batches 350", "7.50 batch/s", "240.0 samples/s trained", "v7",
                      "collector-test-1", "3 ep 900 smp", "server-1", "player-a", "player-b", "dead letters 0", "redis ",
-                     "MiB"):
+                     "MiB", "3.88 draws/insert (limit 1)", "waited 42 s on the ratio, 95 s filling", "computing 81%",
+                     "data age 31/118 s p50/p95", "policy lag 2 versions", "model drove 46%", "frame to version 64 s"):
         assert expected in text, f"{expected!r} missing from\n{text}"
 
 
