@@ -206,14 +206,15 @@ class Buffers:
 
     def wants_data(self) -> bool:
         """True while some buffer is below capacity or (samples staying after a draw) the
-        trainer spent part of its banked draws: while every buffer is full and the trainer
-        lags the ratio, more data would only be evicted undrawn."""
+        trainer spent half its banked draws on one: while every buffer is full and the
+        trainer lags the ratio, more data would only be evicted undrawn, and on a small
+        machine the collectors' cores are better left to the trainer."""
         fills = self.fills()
         if any(fills[n] < self.capacity for n in self.outputs):
             return True
         if self.limit.delete_on_draw:
             return False
-        return any(s["tokens"] < self.limit.tolerance for s in self.replay_stats().values())
+        return any(s["tokens"] < self.limit.tolerance / 2 for s in self.replay_stats().values())
 
     def route_set(self, output: str, stream: str, group: str, entry_id: str, set_id: str,
                   heads: list[tuple[bytes, int]], copy: bool = False) -> int | None:

@@ -151,3 +151,21 @@ def test_settings_that_could_deadlock_are_refused(buffers: dict, trainer: dict, 
     with pytest.raises(ConfigError, match="the trainer could never draw") as err:
         load_config(overrides={"buffers": buffers, "trainer": trainer})
     assert reason in str(err.value)
+
+
+def test_data_wanted_until_full_then_while_the_trainer_spends_its_bank(r: redis.Redis, keys: Keys) -> None:
+    b = Buffers(r, keys, ["a"], capacity=10, start_fraction=0.0, limit=ReplayLimit(4.0, 20))
+    fill(b, "a", 9)
+    assert b.wants_data()  # below capacity
+    fill(b, "a", 1, start=9)
+    assert not b.wants_data()  # full, and 20 draws banked: more would only be evicted undrawn
+    for _ in range(2):
+        assert b.draw(5).state == DRAWN
+    assert not b.wants_data()  # 10 of 20 left
+    assert b.draw(1).state == DRAWN
+    assert b.wants_data()  # the trainer spent more than half its bank
+    deleting = Buffers(r, Keys(keys.prefix + "del:"), ["a"], capacity=10, start_fraction=0.0)
+    fill(deleting, "a", 10)
+    assert not deleting.wants_data()
+    deleting.draw(1)
+    assert deleting.wants_data()  # draw-and-delete: a drawn sample left a place
