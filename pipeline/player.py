@@ -76,7 +76,7 @@ class WeightsWatcher(threading.Thread):
         """The version this player follows right now (latest, or the evaluator's best)."""
         if self.follow == "best":
             best = self.r.hget(self.keys.weights_best, "version")
-            return None if best is None else int(best)
+            return None if best is None or not best.isdigit() else int(best)
         info = self.store.latest_info()
         return None if info is None else info.version
 
@@ -125,6 +125,10 @@ class WeightsWatcher(threading.Thread):
                 self.connected = False
                 delay = backoff.next_delay()
                 log.warning("redis_unavailable", what="weights", error=str(exc), retry_in_s=round(delay, 2))
+                self.stop.wait(delay)
+            except Exception:  # a malformed weights field or a refused command: keep driving, retry
+                delay = backoff.next_delay()
+                log.exception("weights_watch_failed", retry_in_s=round(delay, 2))
                 self.stop.wait(delay)
             finally:
                 if pubsub is not None:

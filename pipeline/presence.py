@@ -59,10 +59,19 @@ def _scalar(value: Any) -> str | int | float:
     return json.dumps(value)
 
 
-def live_workers(r: redis.Redis, keys: Keys, role: str) -> list[str]:
-    """Ids of workers of a role whose heartbeat has not expired."""
+def live_workers(r: redis.Redis, keys: Keys, role: str, max_ttl_s: int = HEARTBEAT_TTL_S) -> list[str]:
+    """Ids of workers of a role whose heartbeat has not expired. A key without a TTL, or
+    with one longer than a heartbeat's, was not written by `Presence.beat`: a machine with
+    the role's credentials forged it (e.g. to make the server queue a job per fake), and
+    it is not counted."""
     prefix = keys.presence(role, "")
-    return sorted(k.decode()[len(prefix):] for k in r.scan_iter(match=keys.presence_pattern(role), count=500))
+    found = list(r.scan_iter(match=keys.presence_pattern(role), count=500))
+    pipe = r.pipeline(transaction=False)
+    for key in found:
+        pipe.pttl(key)
+    ttls = pipe.execute() if found else []
+    return sorted(k.decode()[len(prefix):] for k, ttl in zip(found, ttls, strict=True)
+                  if 0 < int(ttl) <= max_ttl_s * 1000)
 
 
 def read_statuses(r: redis.Redis, keys: Keys, role: str) -> list[dict[str, str]]:

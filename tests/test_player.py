@@ -164,3 +164,21 @@ def test_overlapped_loop_applies_the_previous_prediction_while_predicting() -> N
         else:
             assert game.applied == expected
             assert game.threads == set(threads)
+
+
+def test_watcher_survives_malformed_weights_fields(r: redis.Redis, keys: Keys) -> None:
+    """Issue 15 #14: a malformed field of the latest weights killed the watcher thread for
+    good; it now says so, waits, and picks up the next good version."""
+    stop = threading.Event()
+    _player, _game, watcher = make_player(r, keys, stop)
+    r.hset(keys.weights_latest, mapping={"version": "abc", "sha256": "x", "model": "m", "created": "t", "batches": "1"})
+    watcher.start()
+    time.sleep(0.5)
+    assert watcher.is_alive()
+    r.delete(keys.weights_latest)
+    WeightsStore(r, keys).publish({"throttle": torch.tensor([0.3])}, "m", batches=2)
+    deadline = time.monotonic() + 20
+    while watcher.pending_version == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    assert watcher.pending_version >= 1

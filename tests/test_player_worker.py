@@ -66,3 +66,24 @@ def test_player_worker_drives_a_game_process_on_the_configured_device(redis_serv
         assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]  # ... which ended with it
     finally:
         roles.stop_all()
+
+
+def test_weights_file_with_another_sha256_is_refused(redis_server: RedisServer, tmp_path: Path) -> None:
+    """Issue 15 #14: `--weights FILE` loaded any file; with `--sha256` one that differs is
+    refused with one line naming the file, and the file's hash is logged either way."""
+    from safetensors.torch import save_file
+
+    keys = Keys(unique_prefix("player-sha"))
+    cfg = load_config(RELIABILITY_CONFIG)
+    publish_config(redis_server.client(), keys, cfg)
+    weights = tmp_path / "model.safetensors"
+    save_file(build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width)).state_dict(),
+              str(weights))
+    roles = FaultRoles(redis_server.url, keys.prefix, tmp_path)
+    try:
+        proc = roles.start("player", "player", "--weights", str(weights), "--sha256", "0" * 64, "--max-steps", "5")
+        assert proc.wait(120) != 0
+        out = (tmp_path / "player.log").read_text()
+        assert f"{weights}: weights blob does not match its sha256" in out and "Traceback" not in out
+    finally:
+        roles.stop_all()

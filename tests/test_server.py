@@ -10,6 +10,7 @@ import numpy as np
 import redis
 
 from pipeline.keys import RECORDER_GROUP, SERVER_GROUP, Keys
+from pipeline.presence import Presence, live_workers
 from pipeline.samples import manifest
 from pipeline.server import Server, fetch_config, sample_environment
 from tests.factories import publish_entry, sample_set, stored_rows, tiny_config
@@ -148,7 +149,7 @@ def test_full_buffer_evicts_oldest_and_backlog_is_bounded(r: redis.Redis, keys: 
 
 
 def test_jobs_supplied_only_while_data_wanted(r: redis.Redis, keys: Keys) -> None:
-    server = make_server(r, keys, buffers={"capacity": 2})
+    server = make_server(r, keys, buffers={"capacity": 2, "samples_per_insert": 1.0})
     assert server.supply_jobs() == 1  # nobody connected yet: one job waits for the first collector
     assert server.supply_jobs() == 0
     job = server.queue.jobs[0]
@@ -218,3 +219,17 @@ def test_rows_copied_while_a_recorder_reads_the_streams(r: redis.Redis, keys: Ke
     assert r.scard(keys.buffer("steering")) == 2
     assert r.get(keys.incoming(s.set_id, 0)) == r.get(keys.buffer_row("steering", f"{s.set_id}:0"))
     assert 0 < r.ttl(keys.incoming(s.set_id, 0)) <= 600  # left for the recorder, still bounded
+
+
+def test_forged_collector_presence_gets_no_jobs(r: redis.Redis, keys: Keys) -> None:
+    """Issue 15 #8: 3000 presence keys without a TTL (or with a long one) made the server
+    queue 3001 jobs; only heartbeats as `Presence.beat` writes them count."""
+    server = make_server(r, keys)
+    pipe = r.pipeline(transaction=False)
+    for i in range(3000):
+        pipe.set(keys.presence("collector", f"fake-{i}"), "{}")
+    pipe.set(keys.presence("collector", "long-lived"), "{}", ex=10**6)
+    pipe.execute()
+    Presence(r, keys, "collector", "honest").beat(state="idle")
+    assert live_workers(r, keys, "collector") == ["honest"]
+    assert server.supply_jobs() == 1 + server.config.collection.jobs_ahead

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import threading
 
@@ -19,10 +20,13 @@ log = structlog.get_logger("player")
 @click.command(name="player")
 @click.option("--weights", "weights_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="start from a local safetensors file instead of the published weights")
+@click.option("--sha256", "weights_sha256", default=None,
+              help="with --weights: the file's expected sha256 (hex); refused when it differs")
 @click.option("--max-steps", type=int, default=None, help="stop after this many predictions (tests)")
 @click.option("--seed", type=int, default=None, help="map seed to drive on")
 @click.option("--fast", is_flag=True, help="do not pace to real time (tests, benchmarks)")
-def cli(weights_file: str | None, max_steps: int | None, seed: int | None, fast: bool) -> None:
+def cli(weights_file: str | None, weights_sha256: str | None, max_steps: int | None, seed: int | None,
+        fast: bool) -> None:
     """Acquire config and weights, drive, hot-swap at Unstuck, until SIGTERM."""
     configure_logging("player")
     import torch
@@ -58,7 +62,13 @@ def cli(weights_file: str | None, max_steps: int | None, seed: int | None, fast:
     model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width)).eval().to(device)
     if weights_file:
         with open(weights_file, "rb") as fh:
-            model = build(from_blob(fh.read()))
+            blob = fh.read()
+        digest = hashlib.sha256(blob).hexdigest()
+        log.info("weights_file", path=weights_file, sha256=digest)  # to compare with where it came from
+        try:
+            model = build(from_blob(blob, weights_sha256.lower() if weights_sha256 else None))
+        except WeightsError as exc:
+            raise click.ClickException(f"{weights_file}: {exc} (sha256 {digest})") from None
     else:
         try:
             info, tensors = WeightsStore(r, keys).fetch()
