@@ -160,15 +160,17 @@ def _connections(snap: dict[str, Any]) -> RenderableType:
     table = Table(box=None, pad_edge=False, show_edge=False, title=None)
     for col in ("connected", "id", "state", "work", "heartbeat"):
         table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=26 if col == "id" else None)
-    rows: list[tuple[str, str, str, str, Text]] = []
+    # ids and states come from the workers (untrusted): plain Text, never parsed as markup
+    rows: list[tuple[str, Text, Text, str, Text]] = []
     for s in snap.get("servers", []):
-        rows.append(("server", str(s.get("id")), "routing", "", _heartbeat(s.get("heartbeat_age_s", 0.0))))
+        rows.append(("server", Text(str(s.get("id"))), Text("routing"), "",
+                     _heartbeat(s.get("heartbeat_age_s", 0.0))))
     for c in snap.get("collectors", []):
-        rows.append(("collector", str(c.get("id")), str(c.get("state", "?")),
+        rows.append(("collector", Text(str(c.get("id"))), Text(str(c.get("state", "?"))),
                      f"{c.get('episodes', 0)} ep {c.get('samples', 0)} smp",
                      _heartbeat(c.get("heartbeat_age_s", 0.0))))
     for p in snap.get("players", []):
-        rows.append(("player", str(p.get("id")), f"v{p.get('model_version', 0)}",
+        rows.append(("player", Text(str(p.get("id"))), Text(f"v{p.get('model_version', 0)}"),
                      f"{p.get('pps', 0):.1f} PPS", _heartbeat(p.get("heartbeat_age_s", 0.0))))
     for row in rows[:MAX_ROWS]:
         table.add_row(*row)
@@ -205,7 +207,7 @@ def player_console(player: dict[str, Any] | None, weights: dict[str, Any] | None
         text = Text("  ".join(_num(v, "{:+.3f}") for v in vals), style="bold")
         if name in translated:
             text.append(f" [{_num(translated[name], '{:+.3f}')}]", style="cyan")
-        preds.add_row(name, text)
+        preds.add_row(Text(name), text)
     for control, value in applied.items():  # merged controls, when outputs are not one per control
         if control in raw:
             continue
@@ -226,7 +228,7 @@ def player_console(player: dict[str, Any] | None, weights: dict[str, Any] | None
         ("  Unstucks ", "dim"), str(player.get("unstucks", 0)),
         ("  steps ", "dim"), str(player.get("steps", 0)),
     )
-    return Panel(Group(head, preds, speed), title=f"[bold]Player[/] [dim]{player.get('id', '')}",
+    return Panel(Group(head, preds, speed), title=Text.assemble(("Player ", "bold"), (str(player.get("id", "")), "dim")),
                  border_style="magenta")
 
 

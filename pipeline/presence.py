@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 import uuid
@@ -74,14 +75,25 @@ def live_workers(r: redis.Redis, keys: Keys, role: str, max_ttl_s: int = HEARTBE
                   if 0 < int(ttl) <= max_ttl_s * 1000)
 
 
+#: C0 and C1 control characters (ESC and OSC sequences included): a status value is shown
+#: on terminals and web pages, and any holder of the role's credentials may write one
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+MAX_STATUS_VALUE = 4096
+
+
 def read_statuses(r: redis.Redis, keys: Keys, role: str) -> list[dict[str, str]]:
-    """Status hashes of the live workers of a role, decoded to str."""
+    """Status hashes of the live workers of a role, decoded to str, without control
+    characters and cut to `MAX_STATUS_VALUE` characters (they are untrusted input)."""
     out = []
     for worker_id in live_workers(r, keys, role):
         raw = r.hgetall(keys.status(role, worker_id))
         if raw:
-            out.append({k.decode(): v.decode(errors="replace") for k, v in raw.items()})
+            out.append({_clean(k): _clean(v) for k, v in raw.items()})
     return out
+
+
+def _clean(value: bytes) -> str:
+    return _CONTROL.sub("", value[:MAX_STATUS_VALUE].decode(errors="replace"))
 
 
 class BackgroundReporter:

@@ -26,6 +26,20 @@ def _json(value: str | None) -> Any:
         return None
 
 
+def _controls(value: Any) -> dict[str, float | list[float]]:
+    """A player's predictions or controller values as {name: number or list of numbers};
+    anything else a player wrote there (it is untrusted) becomes {}."""
+    if not isinstance(value, dict):
+        return {}
+
+    def number(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool)
+
+    ok = all(isinstance(k, str) and (number(v) or (isinstance(v, list) and all(number(x) for x in v)))
+             for k, v in value.items())
+    return value if ok else {}
+
+
 #: trainer status fields the snapshot passes on as numbers, when the trainer reports them
 REPLAY_FIELDS: tuple[str, ...] = (
     "draws_per_insert", "draws_per_insert_total", "evicted", "wait_filling_s", "wait_limited_s", "compute_share",
@@ -96,9 +110,9 @@ def snapshot(r: redis.Redis, keys: Keys) -> dict[str, Any]:
             "pps": _num(p.get("pps")),
             "fps": _num(p.get("fps")),
             "steps": int(_num(p.get("steps"))),
-            "raw": _json(p.get("raw")),
-            "translated": _json(p.get("translated")),
-            "applied": _json(p.get("applied")),
+            "raw": _controls(_json(p.get("raw"))),
+            "translated": _controls(_json(p.get("translated"))),
+            "applied": _controls(_json(p.get("applied"))),
             "model": p.get("model"),
             "device": p.get("device"),
             "model_created": _num(p.get("model_created")) or None,

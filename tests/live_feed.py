@@ -64,7 +64,7 @@ class FeatureModel:
 
 def seed_system(r: redis.Redis, keys: Keys, player_ids: list[str], version: int = 7) -> None:
     """Config, weights info, a trainer, a server, a collector, players, loss points."""
-    cfg = tiny_config(run={"name": "model_0003_test"})
+    cfg = tiny_config(run={"name": "model_0003_test"}, buffers={"samples_per_insert": 2.0})
     publish_config(r, keys, cfg)
     now = time.time()
     r.hset(keys.weights_latest, mapping={"version": version, "created": now - 120, "batches": 350,

@@ -26,7 +26,7 @@ def test_server_console_shows_every_figure(r: redis.Redis, keys: Keys) -> None:
                      "25.0",  # samples/s in for steering: 50 samples in 2 s
                      "training", "batches 350", "7.50 batch/s", "240.0 samples/s trained", "v7",
                      "collector-test-1", "3 ep 900 smp", "server-1", "player-a", "player-b", "dead letters 0", "redis ",
-                     "MiB", "3.88 draws/insert (limit 1)", "waited 42 s on the ratio, 95 s filling", "computing 81%",
+                     "MiB", "3.88 draws/insert (limit 2)", "waited 42 s on the ratio, 95 s filling", "computing 81%",
                      "data age 31/118 s p50/p95", "policy lag 2 versions", "model drove 46%", "frame to version 64 s"):
         assert expected in text, f"{expected!r} missing from\n{text}"
 
@@ -86,3 +86,30 @@ def test_charles_console_once(redis_server: RedisServer, keys: Keys, monkeypatch
     assert "Server / Trainer" in server.output and "batches 350" in server.output
     assert player.exit_code == 0 and "Unstucks 4" in player.output
     assert "no live player 'nobody'" in missing.output and "player-a" in missing.output
+
+
+def test_hostile_status_fields_render_as_plain_text(r: redis.Redis, keys: Keys) -> None:
+    """Issue 15 #9, #10: a player status `raw='[1, 2]'` broke /api/state and the consoles, a
+    collector state '[/bold]' raised a MarkupError, link markup became a live link in the
+    dashboard's HTML, and ESC/OSC sequences reached terminals raw."""
+    from pipeline.dashboard import public_view
+    from pipeline.presence import Presence
+    from tests.live_feed import beat_player
+
+    seed_system(r, keys, ["player-a"])
+    beat_player(r, keys, "evil\x1b]8;;http://x\x07[link=http://evil.example]click[/link]", 7, "m")
+    Presence(r, keys, "player", "player-raw").beat(raw="[1, 2]", translated='{"steering": "x"}', applied="7")
+    Presence(r, keys, "collector", "c-[/bold]").beat(state="[/bold][link=http://evil.example]x[/link]\x1b[2J")
+    snap = snapshot(r, keys)
+    by_id = {p["id"]: p for p in snap["players"]}
+    assert by_id["player-raw"]["raw"] == {} and by_id["player-raw"]["translated"] == {}
+    assert all("\x1b" not in p["id"] and "\x07" not in p["id"] for p in snap["players"])
+    server = consoles.to_text(consoles.server_console(snap, consoles.Rates()), width=200)
+    assert "[/bold][link=http://evil.example]x[/link][2J" in server and "\x1b" not in server
+    html = consoles.to_html(consoles.server_console(snap, consoles.Rates()))
+    assert "evil.example" in html and "href" not in html
+    for player in snap["players"]:
+        text = consoles.to_text(consoles.player_console(player), width=200)
+        assert "\x1b" not in text
+        assert "href" not in consoles.to_html(consoles.player_console(player))
+    assert public_view(snap, consoles.Rates())["players"]  # what /api/state sends is built
