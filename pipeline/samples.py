@@ -136,6 +136,19 @@ class SampleSchema:
         ctx = ContextSpec.from_inputs(cfg.inputs, cfg.game.fps)
         return cls(cfg.game.hood_height, cfg.game.hood_width, ctx.frames, ctx.history)
 
+    @property
+    def max_head_bytes(self) -> int:
+        """The most a valid row's head (prefix and header) can take under this schema: its
+        numbers at 9 bytes each (msgpack float64) plus names, the episode and the frames'
+        shape. Longer heads are refused before they are decoded (bloat costs memory and CPU)."""
+        numbers = sum(math.prod(shape) for name, shape in self.row_shapes().items() if name != "frames")
+        return 1024 + MAX_NAME_LEN + 9 * (numbers + len(PROVENANCE))
+
+    @property
+    def max_manifest_bytes(self) -> int:
+        """The most a valid manifest can take: a meta and `max_samples` row heads."""
+        return MAX_HEAD_BYTES + self.max_samples * (self.max_head_bytes + 8)
+
     def row_shapes(self) -> dict[str, tuple[int, ...]]:
         return {
             "frames": (self.frames, self.height, self.width, 3),
@@ -417,7 +430,11 @@ def _header_columns(view: EntryView, episode: str, n: int, schema: SampleSchema)
     """The set's columns from its row headers; the frames as a zero-copy stand-in of their shape."""
     headers = []
     for i in range(n):
-        header, shape = decode_row_header(*view.heads[row_field(i)])
+        head, length = view.heads[row_field(i)]
+        if min(len(head), row_head_size(head)) > schema.max_head_bytes:
+            raise SampleError(f"row {i}: a head of {row_head_size(head)} bytes, beyond the "
+                              f"{schema.max_head_bytes} this config's rows can need")
+        header, shape = decode_row_header(head, length)
         if set(header) != _ROW_HEADER_KEYS:
             raise SampleError(f"row {i}: fields wrong: {sorted(set(header) ^ _ROW_HEADER_KEYS)}")
         if header.pop("episode") != episode:
@@ -448,12 +465,17 @@ def header_columns(headers: list[dict[str, Any]], schema: SampleSchema) -> dict[
         if name == "frames":
             continue
         try:
-            column = np.asarray([h[name] for h in headers], dtype=_DTYPES[name])
+            values = [h[name] for h in headers]
         except KeyError:
             raise SampleError(f"{name}: missing from a row") from None
+        empty = math.prod(row_shape) == 0
+        if empty and any(v != [] for v in values):  # an empty field is encoded as [], and must be nothing else
+            raise SampleError(f"{name}: must be empty ([]) under this config")
+        try:
+            column = np.asarray(values, dtype=_DTYPES[name])
         except (ValueError, TypeError, OverflowError):
             raise SampleError(f"{name}: not numbers of one shape in every row") from None
-        if column.size == 0 and math.prod(row_shape) == 0:  # lists keep no shape for empty dimensions
+        if empty:
             column = column.reshape((len(headers), *row_shape))
         columns[name] = column
     return columns

@@ -149,6 +149,10 @@ class Server:
         """Check one manifest and route its rows, or dead-letter it; either way it is acknowledged."""
         entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
         stream = self.keys.stream(output)
+        if _entry_bytes(fields) > self.schema.max_manifest_bytes:  # before any decoding that scales with it
+            self.dead_letter(stream, entry, f"manifest of {_entry_bytes(fields)} bytes exceeds the "
+                             f"{self.schema.max_manifest_bytes} this config's sets can need", _entry_bytes(fields), fields)
+            return False
         try:
             view = EntryView.of_manifest(fields)
             head = check_entry(view, self.schema, self.outputs, self.max_bytes)

@@ -233,3 +233,41 @@ def test_forged_collector_presence_gets_no_jobs(r: redis.Redis, keys: Keys) -> N
     Presence(r, keys, "collector", "honest").beat(state="idle")
     assert live_workers(r, keys, "collector") == ["honest"]
     assert server.supply_jobs() == 1 + server.config.collection.jobs_ahead
+
+
+def _with_row(entry: dict[str, bytes], i: int, **header_changes: object) -> dict[str, bytes]:
+    """The entry with row i's header changed (and the meta's byte count for it)."""
+    from pipeline import codec
+    from pipeline.samples import ROW_MAGIC, decode_row_header, row_head_size
+
+    row = entry[f"r{i}"]
+    head = row[: row_head_size(row)]
+    header, shape = decode_row_header(head, len(row))
+    header.update(frames_shape=shape, **header_changes)
+    packed = codec.encode(header)
+    new_row = ROW_MAGIC + len(packed).to_bytes(4, "little") + packed + row[len(head):]
+    meta = codec.decode(entry["meta"])
+    meta["row_bytes"][i] = len(new_row)
+    return {**entry, "meta": codec.encode(meta), f"r{i}": new_row}
+
+
+def test_bloated_rows_and_manifests_refused_before_decoding(r: redis.Redis, keys: Keys) -> None:
+    """Issue 15 #7: empty columns were reshaped from anything (10,000 empty lists passed), and
+    manifests far beyond what the config's sets need were decoded and routed."""
+    server = make_server(r, keys)
+    assert server.config.inputs.history_length == 0  # history is an empty column here
+    good = sample_set(server.config, "steering", 3, seed=1).entry()
+    cases = {
+        "beyond the": _with_row(good, 1, history=[[] for _ in range(10_000)]),
+        "must be empty": _with_row(good, 2, history=[[]]),
+        "exceeds the": {**good, "meta": good["meta"] + b"\0" * server.schema.max_manifest_bytes},
+    }
+    ids = {publish_entry(r, keys, "steering", fields).decode(): reason for reason, fields in cases.items()}
+    publish_entry(r, keys, "steering", sample_set(server.config, "steering", 3, seed=2).entry())
+    while server.route_once(block_ms=10):
+        pass
+    letters = {f[b"entry"].decode(): f[b"reason"].decode() for _, f in r.xrange(keys.deadletter)}
+    assert set(letters) == set(ids)
+    for entry, reason in ids.items():
+        assert reason in letters[entry], letters[entry]
+    assert r.scard(keys.buffer("steering")) == 3  # the good set still went in
