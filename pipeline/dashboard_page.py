@@ -210,16 +210,24 @@ function niceTicks(lo, hi, n) {
   return ticks;
 }
 
-function drawLoss() {
-  const canvas = $("loss-chart");
+// a canvas sized to its box at the device's pixel ratio, cleared; null while it has no size
+function chart(id) {
+  const canvas = $(id);
   const dpr = window.devicePixelRatio || 1;
   const w = canvas.clientWidth, h = canvas.clientHeight;
-  if (!w || !h) return;
+  if (!w || !h) return null;
   canvas.width = Math.round(w * dpr); canvas.height = Math.round(h * dpr);
   const g = canvas.getContext("2d");
   g.setTransform(dpr, 0, 0, dpr, 0, 0);
   g.clearRect(0, 0, w, h);
   g.font = "11px DejaVu Sans Mono, monospace";
+  return {g, w, h};
+}
+
+function drawLoss() {
+  const c = chart("loss-chart");
+  if (!c) return;
+  const {g, w, h} = c;
   if (!loss.length) {
     g.fillStyle = "#8a94a3"; g.textAlign = "center";
     g.fillText("no training yet (buffers filling)", w / 2, h / 2);
@@ -260,15 +268,9 @@ function drawLoss() {
 }
 
 function drawScore() {
-  const canvas = $("score-chart");
-  const dpr = window.devicePixelRatio || 1;
-  const w = canvas.clientWidth, h = canvas.clientHeight;
-  if (!w || !h) return;
-  canvas.width = Math.round(w * dpr); canvas.height = Math.round(h * dpr);
-  const g = canvas.getContext("2d");
-  g.setTransform(dpr, 0, 0, dpr, 0, 0);
-  g.clearRect(0, 0, w, h);
-  g.font = "11px DejaVu Sans Mono, monospace";
+  const c = chart("score-chart");
+  if (!c) return;
+  const {g, w, h} = c;
   const sc = last && last.ok ? last.scores : null;
   const pts = sc ? sc.points : [];
   if (!pts.length) {
