@@ -11,8 +11,11 @@ import uuid
 from typing import Any
 
 import redis
+import structlog
 
 from pipeline.keys import Keys
+
+log = structlog.get_logger(__name__)
 
 HEARTBEAT_TTL_S = 15
 
@@ -115,18 +118,29 @@ class BackgroundReporter:
             self._latest = status
 
     def _run(self) -> None:
-        from pipeline.redis_conn import CONNECTION_ERRORS
-
+        failing = False
         while not self._stop.wait(self.period_s):
             with self._lock:
                 status = self._latest
             if status is None:
                 continue
-            try:
-                self.presence.beat(**status)
-            except CONNECTION_ERRORS:
-                pass  # the next beat retries; presence expires while Redis is away
+            failing = beat_or_report(lambda s=status: self.presence.beat(**s), failing)
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(2)
+
+
+def beat_or_report(beat: Any, failing: bool) -> bool:
+    """Run one heartbeat; on any Redis error (away, or refusing writes past maxmemory) say so
+    once and return True, so the caller's thread lives on and the next beat retries."""
+    try:
+        beat()
+    except redis.RedisError as exc:
+        if not failing:
+            log.warning("heartbeat_failed", error=str(exc)[:200], retrying=True)
+        return True
+    if failing:
+        log.info("heartbeat_resumed")
+    return False
+

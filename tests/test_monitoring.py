@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -62,3 +63,27 @@ def test_trainer_writes_reference_tags_fill_and_convcam(r: redis.Redis, keys: Ke
     assert img.width >= 256 and img.height > 0
     lr = acc.Scalars("learning_rate")[-1].value
     assert np.isclose(lr, 1e-3)
+
+
+def test_status_reporter_survives_redis_refusing_writes(r: redis.Redis, keys: Keys) -> None:
+    """Issue 15 #2: past maxmemory a player's status reporter thread died (it caught only
+    connection errors) and never wrote again once memory was freed."""
+    from pipeline.presence import BackgroundReporter, Presence
+
+    presence = Presence(r, keys, "player", "oom-player")
+    reporter = BackgroundReporter(presence, period_s=0.05)
+    old = r.config_get("maxmemory")["maxmemory"]
+    try:
+        r.config_set("maxmemory", "1")  # every write is refused with OOM from here
+        reporter.update(steps=1)
+        time.sleep(0.4)
+        assert not r.exists(presence.status_key)
+        assert reporter._thread.is_alive()
+    finally:
+        r.config_set("maxmemory", old)
+    reporter.update(steps=2)
+    deadline = time.monotonic() + 5
+    while r.hget(presence.status_key, "steps") != b"2" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    reporter.close()
+    assert r.hget(presence.status_key, "steps") == b"2"

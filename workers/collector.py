@@ -18,7 +18,7 @@ from rq.serializers import JSONSerializer
 from pipeline.collection import STATE
 from pipeline.keys import COLLECT_QUEUE
 from pipeline.log import configure_logging
-from pipeline.presence import Presence, new_worker_id
+from pipeline.presence import Presence, beat_or_report, new_worker_id
 from pipeline.redis_conn import (
     CONNECTION_ERRORS,
     connect,
@@ -54,20 +54,21 @@ class CollectorWorker(SimpleWorker):
 
 
 def _heartbeat(presence: Presence, stop: threading.Event, current: dict[str, CollectorWorker]) -> None:
+    def beat() -> None:
+        presence.beat(state=STATE.state, episode=STATE.episode or "", episodes=STATE.episodes_done,
+                      samples=STATE.samples,
+                      backlog=len(STATE.publisher.backlog) if STATE.publisher else 0,
+                      published=STATE.publisher.published if STATE.publisher else 0,
+                      dropped=STATE.publisher.dropped if STATE.publisher else 0,
+                      model_ticks=STATE.model_ticks, model_version=STATE.model_version)
+        if STATE.publisher is not None and STATE.state == "idle":
+            STATE.publisher.flush()
+        if "worker" in current:  # last: rq's connection waits minutes on a silent network
+            current["worker"].beat_jobs()
+
+    failing = False
     while not stop.wait(2.0):
-        try:
-            presence.beat(state=STATE.state, episode=STATE.episode or "", episodes=STATE.episodes_done,
-                          samples=STATE.samples,
-                          backlog=len(STATE.publisher.backlog) if STATE.publisher else 0,
-                          published=STATE.publisher.published if STATE.publisher else 0,
-                          dropped=STATE.publisher.dropped if STATE.publisher else 0,
-                          model_ticks=STATE.model_ticks, model_version=STATE.model_version)
-            if STATE.publisher is not None and STATE.state == "idle":
-                STATE.publisher.flush()
-            if "worker" in current:  # last: rq's connection waits minutes on a silent network
-                current["worker"].beat_jobs()
-        except CONNECTION_ERRORS:
-            pass
+        failing = beat_or_report(beat, failing)
 
 
 @click.command(name="collector")

@@ -18,7 +18,7 @@ from rq.serializers import JSONSerializer
 from pipeline.evaluation_jobs import STATE, queue_latest_if_missing
 from pipeline.keys import EVALUATE_QUEUE
 from pipeline.log import configure_logging
-from pipeline.presence import Presence, new_worker_id
+from pipeline.presence import Presence, beat_or_report, new_worker_id
 from pipeline.redis_conn import (
     CONNECTION_ERRORS,
     connect,
@@ -36,12 +36,11 @@ EVALUATION_JOB = guarded_job_class(EVALUATE_JOB)
 
 
 def _heartbeat(presence: Presence, stop: threading.Event) -> None:
+    failing = False
     while not stop.wait(2.0):
-        try:
-            presence.beat(state=STATE.state, version=STATE.version, evaluated=STATE.evaluated,
-                          skipped=STATE.skipped, last=STATE.last)
-        except CONNECTION_ERRORS:
-            pass
+        failing = beat_or_report(lambda: presence.beat(state=STATE.state, version=STATE.version,
+                                                       evaluated=STATE.evaluated, skipped=STATE.skipped,
+                                                       last=STATE.last), failing)
 
 
 @click.command(name="evaluator")
