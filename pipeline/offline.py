@@ -146,11 +146,11 @@ class OfflineTrainer:
         model.train()
         return {k: v / max(n, 1) for k, v in sums.items()}
 
-    def _step(self, columns: dict[str, np.ndarray]) -> dict[str, float]:
+    def _step(self, columns: dict[str, np.ndarray], force_metrics: bool = False) -> dict[str, float]:
         if not self._checked:  # the first batch proves the files match the model's schema
             self.schema.validate_columns(columns)
             self._checked = True
-        metrics = self.learner.step(columns, with_metrics=(self.learner.batches + 1) % self.log_every == 0)
+        metrics = self.learner.step(columns, with_metrics=force_metrics or (self.learner.batches + 1) % self.log_every == 0)
         n = self.learner.batches
         if self.writer is not None and metrics:
             for name, value in metrics.items():
@@ -175,10 +175,12 @@ class OfflineTrainer:
             if max_steps is not None:
                 total = min(total, max_steps - steps)
             with progress_bar(f"epoch {epoch}/{epochs}", total=total, unit="batches", show=show_progress) as bar:
-                for columns in self.train_loader:
+                for i, columns in enumerate(self.train_loader):
                     if (stop is not None and stop.is_set()) or (max_steps is not None and steps >= max_steps):
                         break
-                    metrics = self._step(columns)  # metrics only on logged steps (no sync otherwise)
+                    # metrics only on logged steps (no sync otherwise), and on an epoch's last: an
+                    # epoch shorter than log_every still has a train loss (it was NaN, and so the JSON)
+                    metrics = self._step(columns, force_metrics=i == total - 1)
                     if "loss" in metrics:
                         losses.append(metrics["loss"])
                     steps += 1
