@@ -197,7 +197,7 @@ def split_episodes(episodes: Sequence[Episode], val_fraction: float, seed: int =
     val_ids = {e for e in ids if score(e) < val_fraction}
     if val_fraction > 0 and not val_ids and len(ids) > 1:
         val_ids = {ids[0]}
-    if len(val_ids) == len(ids) and len(ids) > 1:
+    if ids and len(val_ids) == len(ids):  # one recording (or a large fraction): training keeps one
         val_ids.discard(ids[-1])
     train = [ep for ep in episodes if ep.episode not in val_ids]
     val = [ep for ep in episodes if ep.episode in val_ids]

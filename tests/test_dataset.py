@@ -117,6 +117,16 @@ def test_split_by_episode_has_no_episode_on_both_sides(tmp_path: Path) -> None:
     assert split_episodes(episodes, 0.25, seed=3)[1] == val  # stable
 
 
+def test_one_recording_is_trained_on_not_all_validation(tmp_path: Path) -> None:
+    """Issue 18 #1: the only episode went to validation whenever its hash fell under the
+    fraction, and training then failed with a message about recordings too short."""
+    write_ticks(tmp_path, "only", 8)
+    episodes = find_episodes([tmp_path])
+    for seed in range(20):  # some seeds hash it under 0.5
+        train, val = split_episodes(episodes, 0.5, seed=seed)
+        assert [e.episode for e in train] == ["only"] and val == []
+
+
 def test_one_hot_classes_become_independent_keys(tmp_path: Path) -> None:
     classes = ["w", "a", "s", "d", "wa", "wd", "none"]
     onehot = np.eye(7, dtype=np.uint8)
