@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.errors import ConfigError
 from pipeline.replay import ReplayLimit, deadlock_reasons
@@ -47,10 +48,27 @@ class RunConfig(Section):
     checkpoint_dir: str = "checkpoints"
 
 
+def _device(value: str) -> str:
+    if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", value):
+        raise ValueError("not a device; use auto, cpu, cuda or cuda:N")
+    return value
+
+
+def _backend(value: str) -> str:
+    if not re.fullmatch(r"sim|gta5|screen|[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*", value):
+        raise ValueError("unknown backend; use sim, gta5, screen or 'package.module:Class'")
+    return value
+
+
+#: torch device names a config may ask for ("gpu" is not one)
+Device = Annotated[str, AfterValidator(_device)]
+
+
 class GameConfig(Section):
     """Which game backend drives, and how fast its clock runs."""
 
-    backend: str = Field("sim", description="sim | gta5 | screen | 'package.module:Class'")
+    backend: Annotated[str, AfterValidator(_backend)] = Field(
+        "sim", description="sim | gta5 | screen | 'package.module:Class'")
     fps: Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False)] = 30.0
     hood_width: Pixels = 160
     hood_height: Pixels = 120
@@ -224,7 +242,7 @@ class TrainerConfig(Section):
     checkpoint_every: PositiveInt = 200
     log_every: PositiveInt = 10
     convcam_every: PositiveInt = 500
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    device: Device = Field("auto", description="auto | cpu | cuda | cuda:N")
     amp: bool = Field(True, description="mixed precision on CUDA")
     prefetch: int = Field(2, ge=0, description="batches drawn ahead while the model trains")
     keep_versions: PositiveInt = Field(5, description="published versions kept for evaluation")
@@ -270,7 +288,7 @@ class PlayerConfig(Section):
         "the game's CPU work and the model no longer share one interpreter lock",
     )
     follow: Literal["latest", "best"] = "latest"
-    device: str = "cpu"
+    device: Device = Field("cpu", description="cpu | cuda | cuda:N | auto")
     live_view_fps: NonNegativeFloat = Field(10.0, description="JPEGs/s for the dashboard")
     jpeg_quality: Annotated[int, Field(ge=10, le=100)] = 80
     map_seeds: tuple[int, int] = Field((1, 1000), description="seeds the player drives on")
@@ -365,7 +383,7 @@ def _format_errors(source: str, exc: Exception) -> str:
     lines = [f"{source}: {exc.error_count()} invalid setting(s):"]
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "<top level>"
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see configs/default.toml for every key)"
         # a check across sections gets the whole config as its input: naming it would dump the file

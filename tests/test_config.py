@@ -52,3 +52,19 @@ def test_not_toml(tmp_path: Path) -> None:
     path.write_text("[run\nname=")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(path)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"game": {"backend": "simm"}}, "game.backend: unknown backend; use sim, gta5, screen or 'package.module:Class' (got 'simm')"),
+    ({"player": {"device": "gpu"}}, "player.device: not a device; use auto, cpu, cuda or cuda:N (got 'gpu')"),
+    ({"trainer": {"device": "cuda0"}}, "trainer.device: not a device"),
+])
+def test_unknown_backend_and_device_named_in_one_line(overrides: dict, message: str) -> None:  # type: ignore[type-arg]
+    """Issue 18 #3: "simm" was reported as a DAgger problem with a dump of the config (and
+    accepted with model_drives = 0); "gpu" was accepted as a device."""
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=overrides)
+    assert message in str(err.value) and "model_drives" not in str(err.value)
+    assert len(str(err.value).splitlines()) == 2
+    load_config(overrides={"game": {"backend": "my_game.world:Game"}, "collection": {"model_drives": 0.0},
+                           "trainer": {"device": "cuda:1"}})
