@@ -136,7 +136,7 @@ def test_capture_time_and_driving_version_reach_the_trainer(r: redis.Redis, keys
     assert summary["model_ticks"] > 0
     while server.route_once(block_ms=10):
         pass
-    buffers = Buffers(r, keys, cfg.output_names(), cfg.buffers.capacity, 0.0, cfg.replay_limit())
+    buffers = Buffers(r, keys, cfg.output_names(), cfg.buffers.capacity, 0.0)  # draw and delete: everything at once
     drawn = buffers.draw(10_000)
     rows = [row for rows in drawn.rows.values() for row in rows]
     provenance: dict[str, np.ndarray] = {}
