@@ -246,6 +246,11 @@ class TrainerConfig(Section):
     amp: bool = Field(True, description="mixed precision on CUDA")
     prefetch: int = Field(2, ge=0, description="batches drawn ahead while the model trains")
     keep_versions: PositiveInt = Field(5, description="published versions kept for evaluation")
+    ema_decay: float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="publish an exponential moving average of the weights with this decay per batch "
+        "(0 = the last iterate); 0.998 averages over about 500 batches",
+    )
     cpu_threads: int = Field(
         1, ge=0, le=256,
         description="torch threads when training on a CPU (0 = torch's default); collectors and "

@@ -17,6 +17,7 @@ import numpy as np
 import structlog
 import torch
 from safetensors.torch import load_file, save_file
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from pipeline.errors import WeightsError
 
@@ -40,7 +41,7 @@ class Learner:
 
     def __init__(self, model: torch.nn.Module, learning_rate: float, weight_decay: float = 0.0,
                  device: str | torch.device = "auto", amp: bool = True, grad_clip: float = 10.0,
-                 wrap: Any = None) -> None:
+                 wrap: Any = None, ema_decay: float = 0.0) -> None:
         self.device = device if isinstance(device, torch.device) else pick_device(device)
         self.module = model.to(self.device)  # the plain model: heads, weights, checkpoints
         if self.device.type == "cuda":
@@ -56,6 +57,12 @@ class Learner:
         self.batches = 0
         self.last_version = 0
         self._local = threading.local()
+        #: with `ema_decay` > 0, an exponential moving average of the weights (and BatchNorm
+        #: statistics) is what `weights()` publishes and checkpoints keep beside the model:
+        #: one iterate at a constant learning rate carries the noise of its last batches
+        self.ema: AveragedModel | None = None
+        if ema_decay > 0:
+            self.ema = AveragedModel(self.module, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
 
     @property
     def learning_rate(self) -> float:
@@ -112,6 +119,8 @@ class Learner:
         total.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.grad_clip)
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.module)
         self.batches += 1
         if not with_metrics:
             return {}
@@ -121,7 +130,11 @@ class Learner:
         return out
 
     def weights(self) -> dict[str, torch.Tensor]:
-        """Tensors to publish: the model's state dict on the CPU."""
+        """Tensors to publish: the model's state dict (its average with `ema_decay`) on the CPU."""
+        source = self.module if self.ema is None else self.ema.module
+        return {k: v.detach().cpu().contiguous() for k, v in source.state_dict().items()}
+
+    def _raw_weights(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
 
     # -- checkpoints ------------------------------------------------------------------
@@ -148,7 +161,9 @@ class Learner:
         staging, old = _sibling(folder, "new"), _sibling(folder, "old")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        save_file(self.weights(), str(staging / "model.safetensors"))
+        save_file(self._raw_weights(), str(staging / "model.safetensors"))
+        if self.ema is not None:
+            save_file(self.weights(), str(staging / "ema.safetensors"))
         save_file(tensors, str(staging / "optimizer.safetensors"))
         (staging / "trainer.json").write_text(json.dumps(meta, indent=1))  # last: marks it complete
         shutil.rmtree(old, ignore_errors=True)
@@ -163,6 +178,10 @@ class Learner:
         try:
             meta = json.loads((folder / "trainer.json").read_text())
             self.module.load_state_dict(load_file(folder / "model.safetensors", device=str(self.device)))
+            if self.ema is not None:  # a checkpoint without one (averaging just turned on) starts it anew
+                ema = folder / "ema.safetensors"
+                source = load_file(ema, device=str(self.device)) if ema.is_file() else self.module.state_dict()
+                self.ema.module.load_state_dict(source)
             flat = load_file(folder / "optimizer.safetensors", device=str(self.device))
         except (OSError, ValueError, RuntimeError) as exc:
             raise WeightsError(f"{folder}: checkpoint cannot be loaded: {exc}") from None

@@ -136,3 +136,23 @@ def test_data_age_and_policy_lag_of_what_is_trained() -> None:
     for _ in range(3):  # the window keeps the newest samples only
         age.add({"captured_at": np.full(4, 120.0), "policy_version": np.zeros(4, np.int64)}, version=6, now=121.0)
     assert age.stats()["data_age_p95_s"] == 1.0 and "policy_lag_p50" not in age.stats()
+
+
+def test_published_weights_are_the_moving_average_and_survive_a_checkpoint(tmp_path: Path) -> None:
+    cfg = tiny_config(model={"width": 8, "dense": 16, "head": [8]})
+    hw = (cfg.game.hood_height, cfg.game.hood_width)
+    learner = Learner(build_model(cfg.model, cfg.inputs, cfg.outputs, hw), 1e-2, device="cpu", ema_decay=0.75)
+    iterates = []
+    for seed in range(3):
+        learner.step(sample_set(cfg, "steering", 4, seed=seed).columns, with_metrics=False)
+        iterates.append({k: v.clone() for k, v in learner.module.state_dict().items()})
+    name = next(k for k, v in iterates[0].items() if v.dtype.is_floating_point and v.numel() > 1)
+    first, second, third = (it[name] for it in iterates)
+    expected = 0.75 * (0.75 * first + 0.25 * second) + 0.25 * third  # the first update copies
+    assert torch.allclose(learner.weights()[name], expected, atol=1e-6)
+    assert not torch.allclose(learner.weights()[name], third)  # not the last iterate
+    learner.save_checkpoint(tmp_path / "ckpt")
+    again = Learner(build_model(cfg.model, cfg.inputs, cfg.outputs, hw), 1e-2, device="cpu", ema_decay=0.75)
+    again.load_checkpoint(tmp_path / "ckpt")
+    assert torch.equal(again.weights()[name], learner.weights()[name])
+    assert torch.equal(again.module.state_dict()[name], third)

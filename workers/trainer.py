@@ -51,9 +51,10 @@ def cli(max_batches: int | None, device: str | None, niceness: int) -> None:
     dist = DistributedContext.from_env()  # set by torchrun: data-parallel over its ranks
     if dist is not None:
         dev = dist.init()
-        learner = Learner(model, t.learning_rate, t.weight_decay, dev, t.amp, wrap=lambda m: dist.wrap(m, dev))
+        learner = Learner(model, t.learning_rate, t.weight_decay, dev, t.amp, wrap=lambda m: dist.wrap(m, dev),
+                          ema_decay=t.ema_decay)
     else:
-        learner = Learner(model, t.learning_rate, t.weight_decay, device or t.device, t.amp)
+        learner = Learner(model, t.learning_rate, t.weight_decay, device or t.device, t.amp, ema_decay=t.ema_decay)
     if learner.device.type == "cpu" and t.cpu_threads:
         torch.set_num_threads(t.cpu_threads)
     ckpt = Path(cfg.run.checkpoint_dir) / cfg.run.name
