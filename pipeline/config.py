@@ -9,7 +9,6 @@ config: the workers unpack the sections they need.
 from __future__ import annotations
 
 import json
-import math
 import re
 import tomllib
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.errors import ConfigError
-from pipeline.replay import ReplayLimit, deadlock_reasons
+from pipeline.replay import ReplayLimit, deadlock_reasons, split_batch
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.toml"
@@ -355,9 +354,8 @@ class Config(Section):
                 f"(got {self.game.backend!r}): only the simulator labels the model's driving with its "
                 "NPC's commands; set collection.model_drives = 0"
             )
-        b = self.buffers
-        stalls = deadlock_reasons(b.samples_per_insert, b.ratio_tolerance, b.capacity, b.start_fraction,
-                                  self.trainer.batch_size, len(self.outputs))
+        stalls = deadlock_reasons(self.replay_limit(), self.buffers.capacity, self.buffers.start_fraction,
+                                  self._batch_share())
         if stalls:
             raise ValueError("the trainer could never draw: " + "; ".join(stalls))
         return self
@@ -367,9 +365,12 @@ class Config(Section):
 
     def replay_limit(self) -> ReplayLimit:
         """The buffers' replay limit, with an automatic tolerance resolved."""
-        share = math.ceil(self.trainer.batch_size / len(self.outputs))
         b = self.buffers
-        return ReplayLimit.auto(b.samples_per_insert, b.ratio_tolerance, b.capacity, share)
+        return ReplayLimit.auto(b.samples_per_insert, b.ratio_tolerance, b.capacity, self._batch_share())
+
+    def _batch_share(self) -> int:
+        """The most one batch takes from one output's buffer."""
+        return max(split_batch(self.trainer.batch_size, self.output_names()))
 
     def to_json(self) -> str:
         return self.model_dump_json()

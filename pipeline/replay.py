@@ -63,11 +63,9 @@ class ReplayLimit:
         return cls(samples_per_insert, tolerance)
 
 
-def deadlock_reasons(samples_per_insert: float, tolerance: int, capacity: int, start_fraction: float,
-                     batch_size: int, outputs: int) -> list[str]:
-    """Why these settings could stall the trainer for good (empty when they cannot)."""
-    share = math.ceil(batch_size / outputs)
-    limit = ReplayLimit.auto(samples_per_insert, tolerance, capacity, share)
+def deadlock_reasons(limit: ReplayLimit, capacity: int, start_fraction: float, share: int) -> list[str]:
+    """Why these settings could stall the trainer for good (empty when they cannot); `share`
+    is the most a batch takes from one buffer."""
     reasons = []
     if limit.delete_on_draw:
         return reasons

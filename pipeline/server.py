@@ -149,9 +149,10 @@ class Server:
         """Check one manifest and route its rows, or dead-letter it; either way it is acknowledged."""
         entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
         stream = self.keys.stream(output)
-        if _entry_bytes(fields) > self.schema.max_manifest_bytes:  # before any decoding that scales with it
-            self.dead_letter(stream, entry, f"manifest of {_entry_bytes(fields)} bytes exceeds the "
-                             f"{self.schema.max_manifest_bytes} this config's sets can need", _entry_bytes(fields), fields)
+        nbytes = _entry_bytes(fields)
+        if nbytes > self.schema.max_manifest_bytes:  # before any decoding that scales with it
+            self.dead_letter(stream, entry, f"manifest of {nbytes} bytes exceeds the "
+                             f"{self.schema.max_manifest_bytes} this config's sets can need", nbytes, fields)
             return False
         try:
             view = EntryView.of_manifest(fields)
@@ -159,12 +160,12 @@ class Server:
             if head.output != output:
                 raise SampleError(f"set for output {head.output!r} arrived on the {output!r} stream")
         except (CodecError, SampleError) as exc:
-            self.dead_letter(stream, entry, str(exc), _entry_bytes(fields), fields)
+            self.dead_letter(stream, entry, str(exc), nbytes, fields)
             return False
         except Exception as exc:  # a case the checks did not foresee: this entry must not become a poison pill
             log.exception("entry_check_failed", stream=stream, entry=entry)
             self.dead_letter(stream, entry, f"unexpected {type(exc).__name__} while checking: {exc}",
-                             _entry_bytes(fields), fields)
+                             nbytes, fields)
             return False
         # the rows were made by the collector and are checked against their heads inside
         # Redis; ids from the set, not the entry: a set published twice cannot duplicate samples

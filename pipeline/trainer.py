@@ -108,6 +108,7 @@ class DataAge:
         self._lags: list[np.ndarray] = []
         self._model_share: list[float] = []
         self._since_publish: list[np.ndarray] = []
+        self._held = 0  # samples in `_ages`
         self.frame_to_version_s: float | None = None
 
     def add(self, provenance: dict[str, np.ndarray], version: int, now: float | None = None) -> None:
@@ -117,8 +118,9 @@ class DataAge:
         self._lags.append(version - versions[versions > 0])
         self._model_share.append(float((versions > 0).mean()) if len(versions) else 0.0)
         self._since_publish.append(captured)
-        while sum(len(a) for a in self._ages) > self.window and len(self._ages) > 1:
-            self._ages.pop(0)
+        self._held += len(captured)
+        while self._held > self.window and len(self._ages) > 1:  # keep the newest `window` samples
+            self._held -= len(self._ages.pop(0))
             self._lags.pop(0)
             self._model_share.pop(0)
 
@@ -266,9 +268,9 @@ class Trainer:
             share = self.compute_share()
             if share is not None:
                 self.writer.add_scalar("trainer/compute_share", share, n)
-            for name, value in {**self.replay, **self.age.stats()}.items():
-                self.writer.add_scalar(f"replay/{name}" if "insert" in name or name == "evicted" else f"data/{name}",
-                                       value, n)
+            for group, values in (("replay", self.replay), ("data", self.age.stats())):
+                for name, value in values.items():
+                    self.writer.add_scalar(f"{group}/{name}", value, n)
         point = json.dumps({"batch": n, "loss": round(metrics["loss"], 6), "t": round(time.time(), 2)})
         try:
             pipe = self.r.pipeline(transaction=False)
