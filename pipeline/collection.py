@@ -344,9 +344,9 @@ def run_episode(spec: dict[str, Any]) -> dict[str, Any]:
     driver = STATE.dagger_driver(cfg, r, spec["episode"])
     STATE.state, STATE.episode = "collecting", spec["episode"]
     try:
-        summary = runner.run(env, float(spec["episode_s"]), spec["episode"], drive=driver,
-                             policy_version=STATE.model_version if driver is not None else 0)
-        summary.model_version = STATE.model_version if driver is not None else 0
+        version = STATE.model_version if driver is not None else 0
+        summary = runner.run(env, float(spec["episode_s"]), spec["episode"], drive=driver, policy_version=version)
+        summary.model_version = version
         # the episode is done when its sets are acknowledged: wait out an outage here (the job
         # timeout bounds it), so rq can record the result instead of losing the job with Redis
         backoff = Backoff()
