@@ -5,7 +5,8 @@
 #
 #   scripts/gpu_h100.sh curve     # (b) learning curve: configs/h100.toml from nothing, live pipeline,
 #                                 #     11 collectors, trainer on cuda, 2 evaluators, 7 minutes
-#   scripts/gpu_h100.sh replay    # side by side: h100.toml with samples_per_insert 1 and 8 (env SPI),
+#   scripts/gpu_h100.sh replay    # side by side: h100.toml with samples_per_insert 1 and 8 (env SPI; env EMA
+#                                 #     sets the second one's ema_decay),
 #                                 #     5 collectors each, MINUTES (6) each
 #   scripts/gpu_h100.sh default   # the shipped default model: offline NPC data on 14 cores, Learner
 #                                 #     on cuda, snapshots scored closed-loop, the best one kept, then
@@ -35,6 +36,7 @@ case "$MODE" in
     # and with samples_per_insert 8, each with 5 collectors and one 3-process evaluator, MINUTES each
     sed 's/^processes = [0-9]*/processes = 3/' configs/h100.toml > /tmp/spi1.toml
     sed "/^\[buffers\]/a samples_per_insert = ${SPI:-8}.0" /tmp/spi1.toml > /tmp/spi8.toml
+    if [ -n "${EMA:-}" ]; then sed -i "/^\[trainer\]/a ema_decay = $EMA" /tmp/spi8.toml; fi  # the second run averages too
     port=6501
     for v in spi1 spi8; do
       CONFIG=/tmp/$v.toml MINUTES="${MINUTES:-6}" CONCURRENCY="collector=5,evaluator=1" COLLECTORS=5 PORT=$port \
