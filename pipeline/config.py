@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.errors import ConfigError
-from pipeline.replay import ReplayLimit, deadlock_reasons, split_batch
+from pipeline.serve.replay import ReplayLimit, deadlock_reasons, split_batch
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.toml"
@@ -221,7 +221,7 @@ class BuffersConfig(Section):
     )
     samples_per_insert: float = Field(
         1.0, ge=1.0, le=10_000,
-        description="draws per inserted sample before it leaves (pipeline/replay.py): 1 = draw and delete "
+        description="draws per inserted sample before it leaves (pipeline/serve/replay.py): 1 = draw and delete "
         "(the original); more = samples stay, the trainer waits when ahead, the oldest are evicted at capacity",
     )
     ratio_tolerance: int = Field(

@@ -11,8 +11,8 @@ import redis
 import structlog
 
 from pipeline.config import Config
-from pipeline.keys import Keys
-from pipeline.redis_conn import retry_forever
+from pipeline.wire.keys import Keys
+from pipeline.wire.redis_conn import retry_forever
 
 log = structlog.get_logger(__name__)
 
@@ -33,7 +33,7 @@ def install_signal_handlers(stop: threading.Event) -> None:
 
 def wait_for_config(r: redis.Redis, keys: Keys, stop: threading.Event, poll_s: float = 1.0) -> tuple[Config, int] | None:
     """Acquire the active config from Redis, waiting (with backoff) for Redis and the server."""
-    from pipeline.server import fetch_config
+    from pipeline.serve.server import fetch_config
 
     announced = False
     while not stop.is_set():

@@ -45,10 +45,8 @@ def _noisy(tensors: dict, sigma: float, seed: int) -> dict:
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="JSON with every episode's counts")
 def cli(weights: Path, config_path: Path | None, episodes: int, seconds: float | None, processes: int,
         noise: tuple[float, ...], out: Path | None) -> None:
-    from pipeline.confidence import score_intervals
     from pipeline.config import load_config
-    from pipeline.evaluation_pool import EpisodePool
-    from pipeline.evaluator import (
+    from pipeline.evaluate.closed_loop import (
         NPC,
         EvalSettings,
         build_model_from,
@@ -56,8 +54,10 @@ def cli(weights: Path, config_path: Path | None, episodes: int, seconds: float |
         read_weights_file,
         summarize,
     )
+    from pipeline.evaluate.confidence import score_intervals
+    from pipeline.evaluate.pool import EpisodePool
     from pipeline.log import configure_logging
-    from pipeline.weights import to_blob
+    from pipeline.wire.weights import to_blob
 
     configure_logging("eval_noise", level="WARNING")
     cfg = load_config(config_path)

@@ -20,7 +20,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 source scripts/gpu_env.sh
 export OMP_NUM_THREADS=1
-python3 -c 'import torch, pipeline.evaluator, rq, supervisor; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
+python3 -c 'import torch, pipeline.evaluate.closed_loop, rq, supervisor; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
 RES="/tmp/results/$MODE"
 mkdir -p "$RES"
 case "$MODE" in

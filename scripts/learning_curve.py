@@ -34,11 +34,11 @@ def cli() -> None:
 @click.option("--label", default="", help="what this run was (goes into the plot title)")
 def export(out: Path, t0: float | None, label: str) -> None:
     """Write every scored version (and the start time) to a JSON file."""
+    from pipeline.evaluate.scoreboard import best_version, read_scores
     from pipeline.log import configure_logging
-    from pipeline.redis_conn import connect, keys_from_env
-    from pipeline.scoreboard import best_version, read_scores
-    from pipeline.server import fetch_config
-    from pipeline.status import snapshot
+    from pipeline.observe.status import snapshot
+    from pipeline.serve.server import fetch_config
+    from pipeline.wire.redis_conn import connect, keys_from_env
 
     configure_logging("learning_curve", level="WARNING")
     r, keys = connect(), keys_from_env()

@@ -32,9 +32,9 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.keys import Keys  # noqa: E402
-from pipeline.local_redis import free_port  # noqa: E402
-from pipeline.status import snapshot  # noqa: E402
+from pipeline.observe.status import snapshot  # noqa: E402
+from pipeline.wire.keys import Keys  # noqa: E402
+from pipeline.wire.local_redis import free_port  # noqa: E402
 
 
 def rss_mb(pid: int) -> float | None:

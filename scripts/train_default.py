@@ -7,7 +7,7 @@ hour. Here the same `EpisodeRunner` (the NPC drives, `ContextBuilder` labels eve
 `--sample-every`-th tick, training seeds only) keeps every candidate frame, the steering
 imbalance is handled at training time by sampling rarer steering values more often, and
 `Learner` (the live trainer's step) trains the default config's model. Snapshots are
-scored closed-loop on the held-out seeds by `pipeline.evaluator` while training goes on,
+scored closed-loop on the held-out seeds by `pipeline.evaluate.closed_loop` while training goes on,
 and the best one is written as safetensors with a JSON record for the card.
 
     python scripts/train_default.py collect --episodes 120 --workers 2
@@ -35,7 +35,7 @@ from typing import Any
 import click
 import numpy as np
 
-from pipeline.dagger import MixedDriver
+from pipeline.collect.dagger import MixedDriver
 
 ROOT = Path(__file__).resolve().parent.parent
 FIELDS = ("frames", "speed", "purpose", "controls", "targets", "history")
@@ -80,19 +80,19 @@ class CollectJob:
 
 def _collect_worker(job: CollectJob) -> dict[str, int]:
     """One process: episodes with environments the server would choose; one .npz shard each."""
-    from pipeline.collection import EpisodeRunner, game_options
+    from pipeline.collect.episode import EpisodeRunner, game_options
     from pipeline.config import load_config
     from pipeline.games.base import load_game
-    from pipeline.samples import ContextSpec
-    from pipeline.server import sample_environment
+    from pipeline.serve.server import sample_environment
+    from pipeline.wire.samples import ContextSpec
 
     cfg = load_config(job.config)
     rng = random.Random(1000 + job.worker)
     options = game_options(cfg, realtime=False)
     driver = None
     if job.weights is not None:  # DAgger: the model drives on this process's one CPU core
-        from pipeline.dagger import build_cpu_model
-        from pipeline.evaluator import read_weights_file
+        from pipeline.collect.dagger import build_cpu_model
+        from pipeline.evaluate.closed_loop import read_weights_file
 
         options["label_with_npc"] = True
         model = build_cpu_model(cfg, read_weights_file(job.weights)[0])
@@ -185,9 +185,9 @@ def _score_snapshot(args: tuple[str, str, int, int, float]) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    from pipeline.collection import game_options
+    from pipeline.collect.episode import game_options
     from pipeline.config import load_config
-    from pipeline.evaluator import (
+    from pipeline.evaluate.closed_loop import (
         EvalSettings,
         Evaluator,
         build_model_from,
@@ -221,9 +221,9 @@ def train(config: str, data: Path, out: Path, device: str, minutes: float, batch
     from safetensors.torch import save_file
 
     from pipeline.config import load_config
-    from pipeline.evaluator import build_model_from, read_weights_file
+    from pipeline.evaluate.closed_loop import build_model_from, read_weights_file
     from pipeline.models import build_model
-    from pipeline.training import Learner
+    from pipeline.train.learner import Learner
 
     cfg = load_config(config)
     cols = load_shards(data, max_samples)

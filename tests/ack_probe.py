@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.collection import SetPublisher
-from pipeline.redis_conn import Backoff, connect, keys_from_env
+from pipeline.collect.episode import SetPublisher
+from pipeline.wire.redis_conn import Backoff, connect, keys_from_env
 from tests.factories import sample_set, tiny_config
 
 

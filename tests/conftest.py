@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from pipeline.keys import Keys
-from pipeline.local_redis import RedisServer
+from pipeline.wire.keys import Keys
+from pipeline.wire.local_redis import RedisServer
 
 
 @pytest.fixture(scope="session")

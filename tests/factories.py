@@ -9,8 +9,8 @@ import numpy as np
 import redis
 
 from pipeline.config import Config, load_config
-from pipeline.keys import Keys
-from pipeline.samples import SampleSchema, SampleSet, empty_columns, manifest, set_id_of
+from pipeline.wire.keys import Keys
+from pipeline.wire.samples import SampleSchema, SampleSet, empty_columns, manifest, set_id_of
 
 
 def tiny_config(**overrides: object) -> Config:

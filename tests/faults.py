@@ -23,9 +23,9 @@ from typing import Any
 
 import redis
 
-from pipeline.buffers import Buffers
 from pipeline.config import Config
-from pipeline.keys import Keys
+from pipeline.serve.buffers import Buffers
+from pipeline.wire.keys import Keys
 from tests.factories import sample_set
 from tests.processes import ROOT, Roles
 
@@ -116,7 +116,7 @@ def wait_for(pred: Any, timeout: float, what: str, roles: Roles | None = None, p
 
 def status(r: redis.Redis, keys: Keys, role: str) -> list[dict[str, str]]:
     """The live status hashes of a role (empty while Redis is away)."""
-    from pipeline.presence import read_statuses
+    from pipeline.wire.presence import read_statuses
 
     return read_statuses(r, keys, role)
 
@@ -311,7 +311,7 @@ def bad_entries(cfg: Config, output: str, marker: Path) -> list[tuple[str, dict[
     import msgpack_numpy
     import numpy as np
 
-    from pipeline import codec
+    from pipeline.wire import codec
 
     def mutated(change: Any, n: int = 3) -> dict[str, bytes]:
         s = sample_set(cfg, output, n, seed=7)

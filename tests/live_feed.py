@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import redis
 
-from pipeline.keys import Keys
-from pipeline.live_view import LiveView
-from pipeline.presence import Presence
-from pipeline.server import publish_config
+from pipeline.play.live_view import LiveView
+from pipeline.serve.server import publish_config
+from pipeline.wire.keys import Keys
+from pipeline.wire.presence import Presence
 from tests.factories import tiny_config
 
 
@@ -128,6 +128,6 @@ class PlayerFeed(threading.Thread):
 
 
 def info(r: redis.Redis, keys: Keys) -> dict[str, Any]:
-    from pipeline.status import snapshot
+    from pipeline.observe.status import snapshot
 
     return snapshot(r, keys)

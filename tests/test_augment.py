@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.augment import Augmenter, AugmentParams, AugmentSettings, box_to_rect, sim_minimap_box
 from pipeline.games.sim.minimap import minimap_rect
+from pipeline.train.augment import (
+    Augmenter,
+    AugmentParams,
+    AugmentSettings,
+    box_to_rect,
+    sim_minimap_box,
+)
 
 W, H = 64, 48
 

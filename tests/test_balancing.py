@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.balancing import make_balancer, rows_to_columns
-from pipeline.bins import build_binnings
+from pipeline.collect.balancing import make_balancer, rows_to_columns
+from pipeline.collect.bins import build_binnings
 from pipeline.config import BalancingConfig, OutputConfig
-from pipeline.samples import SampleSchema
+from pipeline.wire.samples import SampleSchema
 
 # three classes each over [-1, 1] -> bins for exactly -1, 0, 1
 OUTPUTS = [
@@ -133,7 +133,7 @@ def test_v3_balances_a_skewed_stream() -> None:
 
 
 def test_standing_still_left_out_and_setting_off_offered_again() -> None:
-    from pipeline.collection import offers
+    from pipeline.collect.episode import offers
 
     def row(speed: float, throttle: float) -> dict[str, np.ndarray]:
         return {"speed": np.float32(speed), "targets": np.array([throttle, 0.0], np.float32)}

@@ -11,11 +11,11 @@ from collections import Counter
 import pytest
 import redis
 
-from pipeline.buffers import DRAWN, FILLING, LIMITED, Buffers
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
-from pipeline.keys import Keys
-from pipeline.replay import ReplayLimit, split_batch, start_threshold
+from pipeline.serve.buffers import DRAWN, FILLING, LIMITED, Buffers
+from pipeline.serve.replay import ReplayLimit, split_batch, start_threshold
+from pipeline.wire.keys import Keys
 from tests.factories import stored_rows
 
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import codec
 from pipeline.errors import CodecError
+from pipeline.wire import codec
 
 
 def test_round_trip_arrays_and_scalars() -> None:

@@ -16,16 +16,16 @@ import pytest
 import redis
 import torch
 
-from pipeline import collection
-from pipeline.buffers import Buffers
-from pipeline.collection import CollectorState, run_episode
+from pipeline.collect import episode as collection
+from pipeline.collect.episode import CollectorState, run_episode
 from pipeline.config import Config, load_config
 from pipeline.errors import ConfigError
-from pipeline.keys import Keys
 from pipeline.models import build_model
-from pipeline.samples import SampleSchema, decode_row, stack_rows
-from pipeline.server import Server, publish_config, sample_environment
-from pipeline.weights import WeightsStore
+from pipeline.serve.buffers import Buffers
+from pipeline.serve.server import Server, publish_config, sample_environment
+from pipeline.wire.keys import Keys
+from pipeline.wire.samples import SampleSchema, decode_row, stack_rows
+from pipeline.wire.weights import WeightsStore
 
 EPISODE_S = 4.0
 

@@ -6,8 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.confidence import EXACT_MAX_EPISODES, SEED, lower_bound, resampling, score_intervals
-from pipeline.evaluation import Tick, Trace, episode_counts, pooled_metrics, ratio_to_npc
+from pipeline.evaluate.confidence import (
+    EXACT_MAX_EPISODES,
+    SEED,
+    lower_bound,
+    resampling,
+    score_intervals,
+)
+from pipeline.evaluate.metrics import Tick, Trace, episode_counts, pooled_metrics, ratio_to_npc
 
 
 def ep(distance: float, incidents: int, env: str = "day", seed: int = 9001, lane: float = 0.5) -> dict:

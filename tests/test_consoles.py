@@ -6,10 +6,10 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from pipeline import consoles
-from pipeline.keys import Keys
-from pipeline.local_redis import RedisServer
-from pipeline.status import snapshot
+from pipeline.observe import consoles
+from pipeline.observe.status import snapshot
+from pipeline.wire.keys import Keys
+from pipeline.wire.local_redis import RedisServer
 from tests.live_feed import seed_system
 
 
@@ -92,8 +92,8 @@ def test_hostile_status_fields_render_as_plain_text(r: redis.Redis, keys: Keys) 
     """Issue 15 #9, #10: a player status `raw='[1, 2]'` broke /api/state and the consoles, a
     collector state '[/bold]' raised a MarkupError, link markup became a live link in the
     dashboard's HTML, and ESC/OSC sequences reached terminals raw."""
-    from pipeline.dashboard import public_view
-    from pipeline.presence import Presence
+    from pipeline.observe.dashboard import public_view
+    from pipeline.wire.presence import Presence
     from tests.live_feed import beat_player
 
     seed_system(r, keys, ["player-a"])

@@ -15,7 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.config import ControlConfig
-from pipeline.control import (
+from pipeline.games.base import Controls
+from pipeline.games.io.control import (
     XINPUT_STICK_DEADZONE,
     XINPUT_TRIGGER_DEADZONE,
     ControllerTranslator,
@@ -27,8 +28,7 @@ from pipeline.control import (
     past_deadzone,
     within_deadzone,
 )
-from pipeline.games.base import Controls
-from pipeline.human_input import controls_from_keys, controls_from_pad
+from pipeline.games.io.human_input import controls_from_keys, controls_from_pad
 from tests.fake_vgamepad import RecordingX360Gamepad
 
 STICK_DZ_RAW = 7849  # XInput: |sThumbLX| <= 7849 is ignored

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import convcam
+from pipeline.models import convcam
 
 
 @pytest.mark.parametrize(

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import redis
 
-from pipeline.dashboard import Hub, create_app, loopback_hosts
-from pipeline.keys import Keys
-from pipeline.local_redis import PASSWORD, RedisServer, free_port
+from pipeline.observe.dashboard import Hub, create_app, loopback_hosts
+from pipeline.wire.keys import Keys
+from pipeline.wire.local_redis import PASSWORD, RedisServer, free_port
 from tests.live_feed import PlayerFeed, beat_player, seed_system
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -158,7 +158,7 @@ def test_stream_layout_live_in_chromium(r: redis.Redis, keys: Keys, dashboard: s
 
 def seed_scores(r: redis.Redis, keys: Keys) -> None:
     """Six scored versions with intervals (v4 is best), the baseline's, and the best pointer."""
-    from pipeline.scoreboard import record_scores
+    from pipeline.evaluate.scoreboard import record_scores
 
     ratios = {2: (0.31, 0.12, 0.52), 3: (0.48, 0.30, 0.66), 4: (0.93, 0.78, 1.07), 5: (0.71, 0.52, 0.9),
               6: (0.85, 0.66, 1.02), 7: (0.88, 0.7, 1.05)}
@@ -200,8 +200,8 @@ def test_score_tile_plots_versions_with_intervals(r: redis.Redis, keys: Keys, da
     assert colour((230, 230, 230)) > 20  # the NPC line at 1.0 and the labels
     assert float(np.abs(png.astype(int) - blank).mean()) > 1.0
     # the Server/Trainer console of `charles console` shows the same, in text
-    from pipeline.consoles import score_console, to_text
-    from pipeline.status import snapshot
+    from pipeline.observe.consoles import score_console, to_text
+    from pipeline.observe.status import snapshot
 
     text = to_text(score_console(snapshot(r, keys)), width=110)
     assert "v4" in text and "0.93 [0.78, 1.07]" in text and "best" in text and "<- player-b" in text

@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.bins import build_binnings
+from pipeline.collect.bins import build_binnings
 from pipeline.config import OutputConfig
-from pipeline.dataset import (
+from pipeline.data.chunks import ChunkWriter
+from pipeline.errors import SampleError
+from pipeline.train.dataset import (
     DataSpec,
     RecordedDataset,
     balanced_weights,
@@ -19,9 +21,7 @@ from pipeline.dataset import (
     find_episodes,
     split_episodes,
 )
-from pipeline.errors import SampleError
-from pipeline.recordings import ChunkWriter
-from pipeline.samples import FIELDS, ContextSpec, SampleSchema
+from pipeline.wire.samples import FIELDS, ContextSpec, SampleSchema
 
 W, H = 8, 6
 
@@ -137,7 +137,7 @@ def test_one_hot_classes_become_independent_keys(tmp_path: Path) -> None:
     assert controls.tolist() == [[1, 0], [0, -1], [-1, 0], [0, 1], [1, -1], [1, 1], [0, 0]]
     import torch
 
-    from pipeline.outputs import build_output
+    from pipeline.models.outputs import build_output
 
     head = build_output(OutputConfig(name="keys", type="keys", control="both"))
     encoded = head.encode(torch.from_numpy(controls), torch.zeros(7, 2))

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.keys import Keys
-from pipeline.local_redis import RedisServer
-from pipeline.status import snapshot
+from pipeline.observe.status import snapshot
+from pipeline.wire.keys import Keys
+from pipeline.wire.local_redis import RedisServer
 from tests.processes import ROOT, Roles, wait_until
 
 pytestmark = pytest.mark.slow

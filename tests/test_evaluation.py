@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from pipeline.evaluation import (
+from pipeline.evaluate.metrics import (
     MIN_DISTANCE_M,
     Tick,
     Trace,

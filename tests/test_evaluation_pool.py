@@ -6,9 +6,16 @@ import threading
 
 import torch
 
-from pipeline.collection import game_options
-from pipeline.evaluation_pool import EpisodePool
-from pipeline.evaluator import NPC, EvalSettings, Evaluator, model_policy, score_policy, summarize
+from pipeline.collect.episode import game_options
+from pipeline.evaluate.closed_loop import (
+    NPC,
+    EvalSettings,
+    Evaluator,
+    model_policy,
+    score_policy,
+    summarize,
+)
+from pipeline.evaluate.pool import EpisodePool
 from pipeline.games.base import load_game
 from pipeline.models import build_model
 from tests.factories import tiny_config

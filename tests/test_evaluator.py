@@ -15,7 +15,7 @@ import torch
 from click.testing import CliRunner
 
 from pipeline.errors import ConfigError, WeightsError
-from pipeline.evaluator import (
+from pipeline.evaluate.closed_loop import (
     BASELINE,
     NPC,
     EvalSettings,
@@ -25,14 +25,14 @@ from pipeline.evaluator import (
     read_weights_file,
     summarize,
 )
+from pipeline.evaluate.scoreboard import best_version, move_best, record_scores
 from pipeline.games.base import Controls, Environment, Observation
-from pipeline.keys import Keys
 from pipeline.models import build_model
-from pipeline.player import WeightsWatcher
-from pipeline.scoreboard import best_version, move_best, record_scores
-from pipeline.server import Server, sample_environment
-from pipeline.status import snapshot
-from pipeline.weights import WeightsStore, to_blob
+from pipeline.observe.status import snapshot
+from pipeline.play.player import WeightsWatcher
+from pipeline.serve.server import Server, sample_environment
+from pipeline.wire.keys import Keys
+from pipeline.wire.weights import WeightsStore, to_blob
 from tests.factories import tiny_config
 
 WALL_M = 30.0

@@ -13,20 +13,20 @@ import redis
 import torch
 from rq.registry import FailedJobRegistry
 
-from pipeline.keys import EVALUATE_QUEUE, Keys
-from pipeline.local_redis import RedisServer
-from pipeline.models import build_model
-from pipeline.scoreboard import (
+from pipeline.evaluate.scoreboard import (
     best_version,
     enqueue_evaluation,
     evaluation_queue,
     job_id,
     read_scores,
 )
-from pipeline.server import publish_config
-from pipeline.trainer import Trainer, TrainerSettings
-from pipeline.training import Learner
-from pipeline.weights import WeightsStore
+from pipeline.models import build_model
+from pipeline.serve.server import publish_config
+from pipeline.train.learner import Learner
+from pipeline.train.live import Trainer, TrainerSettings
+from pipeline.wire.keys import EVALUATE_QUEUE, Keys
+from pipeline.wire.local_redis import RedisServer
+from pipeline.wire.weights import WeightsStore
 from tests.factories import tiny_config
 from tests.processes import Roles
 
@@ -92,7 +92,7 @@ def test_tampered_or_foreign_weights_are_not_scored(r: redis.Redis, keys: Keys, 
 
     import rq
 
-    from pipeline import evaluation_jobs
+    from pipeline.evaluate import jobs as evaluation_jobs
 
     cfg = _config()
     publish_config(r, keys, cfg)

@@ -29,10 +29,10 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from pipeline import codec
 from pipeline.config import Config, load_config
 from pipeline.errors import CharlesError, CodecError, ConfigError, SampleError, WeightsError
-from pipeline.samples import (
+from pipeline.wire import codec
+from pipeline.wire.samples import (
     FIELDS,
     ROW_MAGIC,
     SampleSchema,
@@ -41,7 +41,7 @@ from pipeline.samples import (
     encode_row,
     row_field,
 )
-from pipeline.weights import from_blob, to_blob
+from pipeline.wire.weights import from_blob, to_blob
 from tests.factories import sample_set, tiny_config
 
 CFG = tiny_config()

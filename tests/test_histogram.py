@@ -8,12 +8,12 @@ import numpy as np
 import redis
 from click.testing import CliRunner
 
-from pipeline.bins import build_binnings
+from pipeline.collect.bins import build_binnings
 from pipeline.config import Config, OutputConfig
-from pipeline.histogram import bin_counts, targets_from_rows
-from pipeline.keys import Keys
-from pipeline.local_redis import RedisServer
-from pipeline.samples import SampleSet
+from pipeline.data.histogram import bin_counts, targets_from_rows
+from pipeline.wire.keys import Keys
+from pipeline.wire.local_redis import RedisServer
+from pipeline.wire.samples import SampleSet
 from workers.data import cli
 
 OUTPUTS = [

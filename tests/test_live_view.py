@@ -10,9 +10,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from pipeline.keys import Keys
-from pipeline.live_view import CAMERAS, CONVCAM_MIN_WIDTH, LiveView
-from pipeline.local_redis import free_port
+from pipeline.play.live_view import CAMERAS, CONVCAM_MIN_WIDTH, LiveView
+from pipeline.wire.keys import Keys
+from pipeline.wire.local_redis import free_port
 from tests.live_feed import FeatureModel, MovingGame
 
 

@@ -11,12 +11,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from pipeline.collect.context import ContextBuilder
 from pipeline.config import CONFIG_DIR, Config, InputsConfig, ModelConfig, OutputConfig, load_config
-from pipeline.context import ContextBuilder
 from pipeline.errors import ConfigError, MissingExtraError
 from pipeline.games.base import Controls, Observation
 from pipeline.models import backbone_kind, batch_to_tensors, build_model, compute_loss, predict
-from pipeline.samples import ContextSpec, SampleSchema, empty_columns
+from pipeline.wire.samples import ContextSpec, SampleSchema, empty_columns
 
 HAS_TIMM = importlib.util.find_spec("timm") is not None
 SHIPPED = sorted(CONFIG_DIR.glob("*.toml"))

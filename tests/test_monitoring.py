@@ -11,15 +11,15 @@ import redis
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
-from pipeline.buffers import Buffers
-from pipeline.keys import Keys
 from pipeline.models import build_model
-from pipeline.monitoring import TrainerMonitor
-from pipeline.samples import SampleSchema
-from pipeline.server import Server
-from pipeline.trainer import Trainer, TrainerSettings
-from pipeline.training import Learner
-from pipeline.weights import WeightsStore
+from pipeline.serve.buffers import Buffers
+from pipeline.serve.server import Server
+from pipeline.train.learner import Learner
+from pipeline.train.live import Trainer, TrainerSettings
+from pipeline.train.tensorboard import TrainerMonitor
+from pipeline.wire.keys import Keys
+from pipeline.wire.samples import SampleSchema
+from pipeline.wire.weights import WeightsStore
 from tests.factories import publish_entry, sample_set, tiny_config
 
 
@@ -68,7 +68,7 @@ def test_trainer_writes_reference_tags_fill_and_convcam(r: redis.Redis, keys: Ke
 def test_status_reporter_survives_redis_refusing_writes(r: redis.Redis, keys: Keys) -> None:
     """Issue 15 #2: past maxmemory a player's status reporter thread died (it caught only
     connection errors) and never wrote again once memory was freed."""
-    from pipeline.presence import BackgroundReporter, Presence
+    from pipeline.wire.presence import BackgroundReporter, Presence
 
     presence = Presence(r, keys, "player", "oom-player")
     reporter = BackgroundReporter(presence, period_s=0.05)

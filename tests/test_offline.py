@@ -10,15 +10,15 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from pipeline.dataset import DataSpec, RecordedDataset, find_episodes
-from pipeline.drive_recording import DriveRecorder
+from pipeline.data.chunks import ChunkWriter, load_chunk, scan
+from pipeline.data.drive_recorder import DriveRecorder
 from pipeline.games.base import Environment
 from pipeline.games.sim import SimGame
-from pipeline.keys import Keys
-from pipeline.recordings import ChunkWriter, load_chunk, scan
-from pipeline.samples import ContextSpec
-from pipeline.server import publish_config
-from pipeline.weights import WeightsStore
+from pipeline.serve.server import publish_config
+from pipeline.train.dataset import DataSpec, RecordedDataset, find_episodes
+from pipeline.wire.keys import Keys
+from pipeline.wire.samples import ContextSpec
+from pipeline.wire.weights import WeightsStore
 from tests.factories import tiny_config
 
 TOML = """
@@ -66,7 +66,7 @@ def test_drive_recording_labels_each_frame_with_the_next_action(tmp_path: Path) 
 
 def test_seed004_import_converts_one_hot_labels_and_skips_stuck_padding(tmp_path: Path) -> None:
     h5py = pytest.importorskip("h5py")
-    from pipeline.seed004 import import_seed004
+    from pipeline.data.seed004 import import_seed004
 
     src = tmp_path / "seed"
     (src / "stuck").mkdir(parents=True)

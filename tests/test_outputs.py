@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.bins import Binning, build_binnings
+from pipeline.collect.bins import Binning, build_binnings
 from pipeline.config import CONTROL_NAMES, OutputConfig
 from pipeline.errors import ConfigError
-from pipeline.outputs import build_output, build_outputs
+from pipeline.models.outputs import build_output, build_outputs
 
 REG = OutputConfig(name="steering", type="regression", control="steering")
 CLS = OutputConfig(name="steer_cls", type="classification", control="steering", classes=21)
@@ -80,7 +80,7 @@ def test_heads_answer_for_their_bins() -> None:
 
 
 def test_bins_module_does_not_import_torch() -> None:
-    code = "import sys, pipeline.bins, pipeline.balancing; print('torch' in sys.modules)"
+    code = "import sys, pipeline.collect.bins, pipeline.collect.balancing; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

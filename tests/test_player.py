@@ -9,13 +9,13 @@ import numpy as np
 import redis
 import torch
 
-from pipeline.context import ContextBuilder
+from pipeline.collect.context import ContextBuilder
 from pipeline.games.base import Controls, Environment, Observation
-from pipeline.keys import Keys
-from pipeline.player import Player, WeightsWatcher
-from pipeline.samples import ContextSpec
-from pipeline.unstuck import StuckDetector
-from pipeline.weights import WeightsStore
+from pipeline.play.player import Player, WeightsWatcher
+from pipeline.play.unstuck import StuckDetector
+from pipeline.wire.keys import Keys
+from pipeline.wire.samples import ContextSpec
+from pipeline.wire.weights import WeightsStore
 
 
 class WallGame:

@@ -10,11 +10,11 @@ from pathlib import Path
 import torch
 
 from pipeline.config import load_config
-from pipeline.keys import Keys
-from pipeline.local_redis import RedisServer
 from pipeline.models import build_model
-from pipeline.server import publish_config
-from pipeline.weights import WeightsStore
+from pipeline.serve.server import publish_config
+from pipeline.wire.keys import Keys
+from pipeline.wire.local_redis import RedisServer
+from pipeline.wire.weights import WeightsStore
 from tests.faults import RELIABILITY_CONFIG, FaultRoles, status, unique_prefix, wait_for
 
 

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.context import ContextBuilder
+from pipeline.collect.context import ContextBuilder
 from pipeline.errors import ConfigError, GameError
 from pipeline.games.base import Controls, Environment, Observation, load_game
 from pipeline.games.process import ProcessGame
 from pipeline.games.sim import SimGame
-from pipeline.player import Player
-from pipeline.samples import ContextSpec
-from pipeline.unstuck import StuckDetector
+from pipeline.play.player import Player
+from pipeline.play.unstuck import StuckDetector
+from pipeline.wire.samples import ContextSpec
 
 OPTIONS = {"hood_size": (96, 64), "cinematic_size": (128, 72), "realtime": False}
 ENV = Environment(map_seed=8, episode_seed=5, weather="rain", time_of_day=19.0, traffic_density=0.8)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import progress
+from pipeline.observe import progress
 
 
 def test_silent_when_not_a_terminal(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import redis
 
-from pipeline.keys import RECORDER_GROUP, Keys
-from pipeline.recorder import Recorder
-from pipeline.recordings import load_chunk, scan
-from pipeline.samples import ContextSpec, SampleSchema
-from pipeline.server import publish_config
+from pipeline.data.chunks import load_chunk, scan
+from pipeline.data.stream_recorder import Recorder
+from pipeline.serve.server import publish_config
+from pipeline.wire.keys import RECORDER_GROUP, Keys
+from pipeline.wire.samples import ContextSpec, SampleSchema
 from tests.factories import publish_entry, sample_set, tiny_config
 from tests.processes import Roles, wait_until
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.local_redis import free_port
-from pipeline.redis_conn import safe_url
+from pipeline.wire.local_redis import free_port
+from pipeline.wire.redis_conn import safe_url
 
 SECRET = "s3cret-Pa55word-never-printed"
 

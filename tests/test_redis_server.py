@@ -12,7 +12,7 @@ from pathlib import Path
 
 import redis
 
-from pipeline.local_redis import RedisServer, free_port
+from pipeline.wire.local_redis import RedisServer, free_port
 from tests.faults import wait_for
 
 CLI = [sys.executable, "-m", "pipeline.cli"]
@@ -71,7 +71,7 @@ def test_charles_redis_data_is_private(tmp_path: Path) -> None:
 
 
 def test_test_redis_data_is_private(tmp_path: Path) -> None:
-    """The throwaway redis-server of tests and benchmarks (pipeline/local_redis.py) does the same."""
+    """The throwaway redis-server of tests and benchmarks (pipeline/wire/local_redis.py) does the same."""
     server = RedisServer(tmp_path / "redis", appendonly=True)
     server.start()
     try:

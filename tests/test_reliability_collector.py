@@ -20,9 +20,9 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from pipeline.config import load_config
-from pipeline.keys import COLLECT_QUEUE, Keys
-from pipeline.local_redis import RedisServer
-from pipeline.samples import EntryView, SampleSchema, check_entry
+from pipeline.wire.keys import COLLECT_QUEUE, Keys
+from pipeline.wire.local_redis import RedisServer
+from pipeline.wire.samples import EntryView, SampleSchema, check_entry
 from tests.factories import stored_rows
 from tests.faults import (
     RELIABILITY_CONFIG,

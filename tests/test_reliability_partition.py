@@ -22,8 +22,8 @@ import pytest
 import redis
 
 from pipeline.config import load_config
-from pipeline.keys import Keys
-from pipeline.local_redis import PASSWORD
+from pipeline.wire.keys import Keys
+from pipeline.wire.local_redis import PASSWORD
 from tests.faults import (
     RELIABILITY_CONFIG,
     FaultRoles,

@@ -21,11 +21,11 @@ import redis
 import torch
 
 from pipeline.config import load_config
-from pipeline.keys import Keys
-from pipeline.local_redis import PASSWORD, RedisServer
 from pipeline.models import build_model
-from pipeline.server import publish_config
-from pipeline.weights import WeightsInfo, WeightsStore, to_blob
+from pipeline.serve.server import publish_config
+from pipeline.wire.keys import Keys
+from pipeline.wire.local_redis import PASSWORD, RedisServer
+from pipeline.wire.weights import WeightsInfo, WeightsStore, to_blob
 from tests.faults import RELIABILITY_CONFIG, FaultRoles, TcpProxy, status, unique_prefix, wait_for
 
 pytestmark = pytest.mark.slow

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import load_config
-from pipeline.keys import Keys
-from pipeline.local_redis import RedisServer
+from pipeline.wire.keys import Keys
+from pipeline.wire.local_redis import RedisServer
 from tests.faults import (
     RELIABILITY_CONFIG,
     FaultRoles,

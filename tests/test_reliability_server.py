@@ -18,8 +18,8 @@ import pytest
 import redis
 
 from pipeline.config import load_config
-from pipeline.keys import SERVER_GROUP, Keys
-from pipeline.local_redis import RedisServer
+from pipeline.wire.keys import SERVER_GROUP, Keys
+from pipeline.wire.local_redis import RedisServer
 from tests.factories import publish_entry, sample_set, stored_rows
 from tests.faults import (
     RELIABILITY_CONFIG,

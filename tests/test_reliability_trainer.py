@@ -19,12 +19,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pipeline.buffers import Buffers
 from pipeline.config import load_config
-from pipeline.keys import Keys
-from pipeline.local_redis import RedisServer
-from pipeline.samples import ROW_MAGIC
-from pipeline.server import publish_config
+from pipeline.serve.buffers import Buffers
+from pipeline.serve.server import publish_config
+from pipeline.wire.keys import Keys
+from pipeline.wire.local_redis import RedisServer
+from pipeline.wire.samples import ROW_MAGIC
 from tests.faults import (
     RELIABILITY_CONFIG,
     FaultRoles,

@@ -8,8 +8,8 @@ import redis
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
-from pipeline.keys import Keys
-from pipeline.rq_loop import work_until_done
+from pipeline.wire.keys import Keys
+from pipeline.wire.rq_loop import work_until_done
 
 
 def test_a_stale_registration_of_the_same_name_is_retired(r: redis.Redis, keys: Keys) -> None:

@@ -103,8 +103,8 @@ def _wait_for(predicate, timeout_s: float = 2.0) -> bool:  # type: ignore[no-unt
 
 @pytest.mark.parametrize("sender_kind", ["xtest", "xdotool"])
 def test_injected_keys_are_seen_by_the_keyboard_reader(x_display: str, sender_kind: str) -> None:  # noqa: F811
-    from pipeline.devices import make_key_sender
-    from pipeline.x11 import X11KeyState
+    from pipeline.games.io.devices import make_key_sender
+    from pipeline.games.io.x11 import X11KeyState
 
     if sender_kind == "xdotool" and shutil.which("xdotool") is None:
         pytest.skip("xdotool not installed (apt-get install xdotool)")

@@ -60,10 +60,10 @@ def _drive(game: Any, model: Any, predict: Any, context: Any, loops: int) -> dic
 def test_sim_window_screen_backend_model_keyboard_loop(x_display: str, tmp_path: Path,  # noqa: F811
                                                         record_property: pytest.RecordProperty) -> None:
     torch = pytest.importorskip("torch")
+    from pipeline.collect.context import ContextBuilder
     from pipeline.config import load_config
-    from pipeline.context import ContextBuilder
     from pipeline.models import build_model, predict
-    from pipeline.samples import ContextSpec
+    from pipeline.wire.samples import ContextSpec
 
     cfg = load_config()
     model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width)).eval()

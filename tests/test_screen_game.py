@@ -134,7 +134,7 @@ def test_pacer_holds_the_frame_rate_and_rebases_when_late() -> None:
 
 
 def test_keyboard_output_presses_keys_in_x(window: ImageWindow) -> None:
-    from pipeline.x11 import X11KeyState
+    from pipeline.games.io.x11 import X11KeyState
 
     game = make(control={"output": "keyboard", "keyboard_threshold": 0.5}, key_sender="xtest")
     keys = X11KeyState()
@@ -153,7 +153,7 @@ def test_keyboard_output_presses_keys_in_x(window: ImageWindow) -> None:
 
 
 def test_human_driver_is_recorded_from_the_keyboard(window: ImageWindow) -> None:
-    from pipeline.x11 import XTestKeySender
+    from pipeline.games.io.x11 import XTestKeySender
 
     game = make(driver="human", human_input="keyboard")
     person = XTestKeySender()
@@ -178,7 +178,7 @@ def test_human_driver_is_recorded_from_the_keyboard(window: ImageWindow) -> None
 
 
 def test_stuck_without_position_from_frame_motion(window: ImageWindow) -> None:
-    from pipeline.unstuck import StuckDetector
+    from pipeline.play.unstuck import StuckDetector
 
     game = make()
     detector = StuckDetector(min_displacement_m=2.0, window_s=0.3, grace_s=0.0)

@@ -24,11 +24,11 @@ import pytest
 import redis
 import torch
 
-from pipeline.acl import ROLES
 from pipeline.errors import WeightsError
-from pipeline.keys import COLLECT_QUEUE, EVALUATE_QUEUE, Keys
-from pipeline.local_redis import free_port
-from pipeline.weights import from_blob
+from pipeline.wire.acl import ROLES
+from pipeline.wire.keys import COLLECT_QUEUE, EVALUATE_QUEUE, Keys
+from pipeline.wire.local_redis import free_port
+from pipeline.wire.weights import from_blob
 from tests.factories import publish_entry
 from tests.faults import FaultRoles, prefill, unique_prefix, wait_for
 from tests.processes import ROOT
@@ -252,7 +252,7 @@ def test_roles_run_as_their_acl_users(acl_redis: AclRedis, tmp_path: Path) -> No
 
 
 def _statuses(r: redis.Redis, keys: Keys, role: str) -> list[dict[str, str]]:
-    from pipeline.presence import read_statuses
+    from pipeline.wire.presence import read_statuses
 
     return read_statuses(r, keys, role)
 
@@ -375,7 +375,7 @@ def test_rq_queues_and_jobs_use_json(r: redis.Redis, keys: Keys) -> None:
     """What the server really enqueues: a JSON job (rq's default would be a pickle)."""
     from rq.serializers import JSONSerializer
 
-    from pipeline.server import Server
+    from pipeline.serve.server import Server
     from tests.factories import tiny_config
 
     server = Server(r, keys, tiny_config(), seed=1)
@@ -384,7 +384,7 @@ def test_rq_queues_and_jobs_use_json(r: redis.Redis, keys: Keys) -> None:
     assert job_id.startswith(keys.job_id(COLLECT_QUEUE, ""))
     data = zlib.decompress(r.hget(f"rq:job:{job_id}", "data"))  # rq compresses the serialized call
     func, _instance, args, _kwargs = json.loads(data)  # JSON, not pickle
-    assert func == "pipeline.collection.run_episode" and args[0]["episode_s"] > 0
+    assert func == "pipeline.collect.episode.run_episode" and args[0]["episode_s"] > 0
     from workers.collector import EPISODE_JOB
 
     assert EPISODE_JOB.__name__ == "GuardedJob"

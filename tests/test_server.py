@@ -9,10 +9,10 @@ import msgpack_numpy
 import numpy as np
 import redis
 
-from pipeline.keys import RECORDER_GROUP, SERVER_GROUP, Keys
-from pipeline.presence import Presence, live_workers
-from pipeline.samples import manifest
-from pipeline.server import Server, fetch_config, sample_environment
+from pipeline.serve.server import Server, fetch_config, sample_environment
+from pipeline.wire.keys import RECORDER_GROUP, SERVER_GROUP, Keys
+from pipeline.wire.presence import Presence, live_workers
+from pipeline.wire.samples import manifest
 from tests.factories import publish_entry, sample_set, stored_rows, tiny_config
 
 
@@ -105,7 +105,7 @@ def test_other_consumers_pending_claimed(r: redis.Redis, keys: Keys) -> None:
     server = make_server(r, keys, consumer="server-2")
     publish_entry(r, keys, "steering", sample_set(server.config, "steering", 2).entry())
     r.xreadgroup(SERVER_GROUP, "dead-server", {keys.stream("steering"): ">"}, count=10)
-    import pipeline.consumer_group as mod
+    import pipeline.wire.consumer_group as mod
 
     old = mod.RECLAIM_IDLE_MS
     mod.RECLAIM_IDLE_MS = 0
@@ -153,7 +153,7 @@ def test_jobs_supplied_only_while_data_wanted(r: redis.Redis, keys: Keys) -> Non
     assert server.supply_jobs() == 1  # nobody connected yet: one job waits for the first collector
     assert server.supply_jobs() == 0
     job = server.queue.jobs[0]
-    assert job.func_name == "pipeline.collection.run_episode"
+    assert job.func_name == "pipeline.collect.episode.run_episode"
     assert job.args[0]["environment"]["map_seed"] not in server.config.collection.held_out_seeds
     server.queue.empty()
     for output in server.outputs:
@@ -237,8 +237,8 @@ def test_forged_collector_presence_gets_no_jobs(r: redis.Redis, keys: Keys) -> N
 
 def _with_row(entry: dict[str, bytes], i: int, **header_changes: object) -> dict[str, bytes]:
     """The entry with row i's header changed (and the meta's byte count for it)."""
-    from pipeline import codec
-    from pipeline.samples import ROW_MAGIC, decode_row_header, row_head_size
+    from pipeline.wire import codec
+    from pipeline.wire.samples import ROW_MAGIC, decode_row_header, row_head_size
 
     row = entry[f"r{i}"]
     head = row[: row_head_size(row)]

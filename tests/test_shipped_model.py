@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.collection import game_options
+from pipeline.collect.context import ContextBuilder
+from pipeline.collect.episode import game_options
 from pipeline.config import load_config
-from pipeline.context import ContextBuilder
-from pipeline.evaluator import build_model_from, read_weights_file
+from pipeline.evaluate.closed_loop import build_model_from, read_weights_file
 from pipeline.games.base import Environment, load_game
 from pipeline.models import predict
-from pipeline.samples import ContextSpec
+from pipeline.wire.samples import ContextSpec
 
 SHIPPED = Path(__file__).resolve().parent.parent / "models" / "charles_small_cnn.safetensors"
 

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from pipeline.games.base import Controls
-from pipeline.viewer import KeyboardDriver
+from pipeline.games.sim.viewer import KeyboardDriver
 from tests.xwindow import x_display  # noqa: F401 - fixture
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -199,7 +199,7 @@ def test_sim_keyboard_without_keys_stays_put(x_env: dict[str, str], tmp_path: Pa
 
 @pytest.mark.slow
 def test_record_drive_human_keys_in_the_window_are_recorded(x_env: dict[str, str], tmp_path: Path) -> None:
-    from pipeline.recordings import load_chunk, scan
+    from pipeline.data.chunks import load_chunk, scan
 
     out = tmp_path / "drives"
     rec = Driven(["record", "drive", "--out", str(out), "--driver", "human", "--seconds", "60",

@@ -24,9 +24,9 @@ import pytest
 import redis
 from supervisor.xmlrpc import SupervisorTransport
 
-from pipeline.keys import Keys
-from pipeline.local_redis import free_port
 from pipeline.supervision import parse_concurrency, read_procfile, supervisord_config
+from pipeline.wire.keys import Keys
+from pipeline.wire.local_redis import free_port
 from tests.faults import RELIABILITY_CONFIG, wait_for
 from tests.processes import ROOT
 

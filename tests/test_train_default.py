@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from pipeline.config import load_config
-from pipeline.evaluator import build_model_from, read_weights_file
+from pipeline.evaluate.closed_loop import build_model_from, read_weights_file
 from pipeline.models import build_model, predict
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,14 +11,14 @@ import pytest
 import redis
 import torch
 
-from pipeline.buffers import Buffers
-from pipeline.keys import Keys
 from pipeline.models import build_model
-from pipeline.samples import SampleSchema
-from pipeline.server import Server
-from pipeline.trainer import DataAge, Trainer, TrainerSettings
-from pipeline.training import Learner, checkpoint_exists
-from pipeline.weights import WeightsStore
+from pipeline.serve.buffers import Buffers
+from pipeline.serve.server import Server
+from pipeline.train.learner import Learner, checkpoint_exists
+from pipeline.train.live import DataAge, Trainer, TrainerSettings
+from pipeline.wire.keys import Keys
+from pipeline.wire.samples import SampleSchema
+from pipeline.wire.weights import WeightsStore
 from tests.factories import publish_entry, sample_set, tiny_config
 
 

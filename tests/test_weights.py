@@ -9,8 +9,8 @@ import redis
 import torch
 
 from pipeline.errors import WeightsError
-from pipeline.keys import Keys
-from pipeline.weights import WeightsStore, from_blob, parse_notification, to_blob
+from pipeline.wire.keys import Keys
+from pipeline.wire.weights import WeightsStore, from_blob, parse_notification, to_blob
 
 
 def test_round_trip_and_notification(r: redis.Redis, keys: Keys) -> None:

@@ -64,7 +64,7 @@ def cli(target: str, as_json: bool, config_path: str | None, seconds: float, dev
         profile_path: str | None, markdown_path: str | None) -> None:
     """Measure a stage against its ceiling; `all` runs every target and prints a table (stderr)."""
     from pipeline.log import configure_logging
-    from pipeline.progress import progress_bar
+    from pipeline.observe.progress import progress_bar
 
     configure_logging("bench")
     if profile_path is not None:

@@ -1,6 +1,6 @@
 """`charles collector`: an rq worker on the `collect` queue (JSON serializer, never pickle).
 
-Each job is one episode (`pipeline.collection.run_episode`). A heartbeat thread keeps
+Each job is one episode (`pipeline.collect.episode.run_episode`). A heartbeat thread keeps
 this collector's presence and status fresh and flushes any backlog held during an outage.
 """
 
@@ -15,20 +15,20 @@ from rq import SimpleWorker
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from pipeline.collection import STATE
-from pipeline.keys import COLLECT_QUEUE
+from pipeline.collect.episode import STATE
 from pipeline.log import configure_logging
-from pipeline.presence import Presence, beat_or_report, new_worker_id
-from pipeline.redis_conn import (
+from pipeline.serve.server import COLLECT_JOB
+from pipeline.wire.keys import COLLECT_QUEUE
+from pipeline.wire.presence import Presence, beat_or_report, new_worker_id
+from pipeline.wire.redis_conn import (
     CONNECTION_ERRORS,
     connect,
     keys_from_env,
     redis_url,
     safe_url,
 )
-from pipeline.rq_guard import guarded_job_class
-from pipeline.rq_loop import work_until_done
-from pipeline.server import COLLECT_JOB
+from pipeline.wire.rq_guard import guarded_job_class
+from pipeline.wire.rq_loop import work_until_done
 
 log = structlog.get_logger("collector")
 #: A running job whose heartbeat is older than this is failed by rq as abandoned (the collector died).

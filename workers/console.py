@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from pipeline.redis_conn import CONNECTION_ERRORS, connect, keys_from_env, redis_url, safe_url
+from pipeline.wire.redis_conn import CONNECTION_ERRORS, connect, keys_from_env, redis_url, safe_url
 
 
 @click.command(name="console")
@@ -23,10 +23,16 @@ def cli(player_id: str | None, interval: float, once: bool) -> None:
     from rich.panel import Panel
     from rich.text import Text
 
-    from pipeline.consoles import Rates, pick_player, player_console, score_console, server_console
     from pipeline.log import configure_logging
+    from pipeline.observe.consoles import (
+        Rates,
+        pick_player,
+        player_console,
+        score_console,
+        server_console,
+    )
+    from pipeline.observe.status import snapshot
     from pipeline.process import install_signal_handlers
-    from pipeline.status import snapshot
 
     configure_logging("console")
     r, keys = connect(), keys_from_env()

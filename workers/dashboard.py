@@ -11,7 +11,7 @@ import click
 import structlog
 
 from pipeline.log import configure_logging
-from pipeline.redis_conn import CONNECTION_ERRORS, connect, keys_from_env, redis_url, safe_url
+from pipeline.wire.redis_conn import CONNECTION_ERRORS, connect, keys_from_env, redis_url, safe_url
 
 log = structlog.get_logger("dashboard")
 
@@ -26,8 +26,8 @@ def cli(host: str | None, port: int | None, refresh: float) -> None:
     import uvicorn
 
     from pipeline.config import DashboardConfig, PlayerConfig
-    from pipeline.dashboard import Hub, create_app, loopback_hosts
-    from pipeline.server import fetch_config
+    from pipeline.observe.dashboard import Hub, create_app, loopback_hosts
+    from pipeline.serve.server import fetch_config
 
     r, keys = connect(), keys_from_env()
     dash, player = DashboardConfig(), PlayerConfig()

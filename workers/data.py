@@ -18,12 +18,18 @@ def histogram(out_path: str, limit: int, config_path: str | None) -> None:
     """Per-output histograms of every buffer, as a PNG and in the terminal."""
     import structlog
 
-    from pipeline.bins import build_binnings
-    from pipeline.buffers import Buffers
+    from pipeline.collect.bins import build_binnings
     from pipeline.config import Config, load_config
-    from pipeline.histogram import bin_counts, render_png, render_terminal, targets_from_rows
+    from pipeline.data.histogram import bin_counts, render_png, render_terminal, targets_from_rows
     from pipeline.log import configure_logging
-    from pipeline.redis_conn import CONNECTION_ERRORS, connect, keys_from_env, redis_url, safe_url
+    from pipeline.serve.buffers import Buffers
+    from pipeline.wire.redis_conn import (
+        CONNECTION_ERRORS,
+        connect,
+        keys_from_env,
+        redis_url,
+        safe_url,
+    )
 
     configure_logging("data")
     log = structlog.get_logger("data")

@@ -37,10 +37,10 @@ def cli(weights_file: Path, config_path: Path | None, episodes: int | None, seco
     import structlog
     import torch
 
-    from pipeline.collection import game_options
+    from pipeline.collect.episode import game_options
     from pipeline.config import load_config
     from pipeline.errors import ConfigError, WeightsError
-    from pipeline.evaluator import (
+    from pipeline.evaluate.closed_loop import (
         EvalSettings,
         Evaluator,
         build_model_from,
@@ -65,7 +65,7 @@ def cli(weights_file: Path, config_path: Path | None, episodes: int | None, seco
     if meta.get("model") not in (None, cfg.run.name):
         log.warning("model_name_differs", file_model=meta.get("model"), config_model=cfg.run.name)
     if settings.processes > 1:
-        from pipeline.evaluation_pool import EpisodePool
+        from pipeline.evaluate.pool import EpisodePool
 
         game, pool = None, EpisodePool(cfg.to_json(), settings.processes, episodes, seconds)
     else:

@@ -1,6 +1,6 @@
 """`charles evaluator`: an rq worker on the `evaluate` queue (JSON serializer, never pickle).
 
-Each job scores one published version (`pipeline.evaluation_jobs.evaluate_version`); the
+Each job scores one published version (`pipeline.evaluate.jobs.evaluate_version`); the
 trainer queues one per publication. A heartbeat thread keeps this evaluator's presence
 and status (`status:evaluator:<id>`) fresh.
 """
@@ -15,20 +15,20 @@ import structlog
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
-from pipeline.evaluation_jobs import STATE, queue_latest_if_missing
-from pipeline.keys import EVALUATE_QUEUE
+from pipeline.evaluate.jobs import STATE, queue_latest_if_missing
+from pipeline.evaluate.scoreboard import EVALUATE_JOB
 from pipeline.log import configure_logging
-from pipeline.presence import Presence, beat_or_report, new_worker_id
-from pipeline.redis_conn import (
+from pipeline.wire.keys import EVALUATE_QUEUE
+from pipeline.wire.presence import Presence, beat_or_report, new_worker_id
+from pipeline.wire.redis_conn import (
     CONNECTION_ERRORS,
     connect,
     keys_from_env,
     redis_url,
     safe_url,
 )
-from pipeline.rq_guard import guarded_job_class
-from pipeline.rq_loop import work_until_done
-from pipeline.scoreboard import EVALUATE_JOB
+from pipeline.wire.rq_guard import guarded_job_class
+from pipeline.wire.rq_loop import work_until_done
 
 log = structlog.get_logger("evaluator")
 #: The only function an evaluator runs, whatever a (forged) queue entry names.

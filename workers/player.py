@@ -10,9 +10,9 @@ import click
 import structlog
 
 from pipeline.log import configure_logging
-from pipeline.presence import BackgroundReporter, Presence, new_worker_id
 from pipeline.process import install_signal_handlers, wait_for_config
-from pipeline.redis_conn import connect, keys_from_env, redis_url, safe_url
+from pipeline.wire.presence import BackgroundReporter, Presence, new_worker_id
+from pipeline.wire.redis_conn import connect, keys_from_env, redis_url, safe_url
 
 log = structlog.get_logger("player")
 
@@ -31,17 +31,17 @@ def cli(weights_file: str | None, weights_sha256: str | None, max_steps: int | N
     configure_logging("player")
     import torch
 
-    from pipeline.collection import game_options
-    from pipeline.context import ContextBuilder
+    from pipeline.collect.context import ContextBuilder
+    from pipeline.collect.episode import game_options
     from pipeline.errors import WeightsError
-    from pipeline.evaluator import build_model_from
+    from pipeline.evaluate.closed_loop import build_model_from
     from pipeline.games.base import Environment, load_game
     from pipeline.models import build_model, predict
-    from pipeline.player import Player, WeightsWatcher
-    from pipeline.samples import ContextSpec
-    from pipeline.training import pick_device
-    from pipeline.unstuck import StuckDetector
-    from pipeline.weights import WeightsStore, from_blob
+    from pipeline.play.player import Player, WeightsWatcher
+    from pipeline.play.unstuck import StuckDetector
+    from pipeline.train.learner import pick_device
+    from pipeline.wire.samples import ContextSpec
+    from pipeline.wire.weights import WeightsStore, from_blob
 
     torch.set_num_threads(1)
     stop = threading.Event()
@@ -84,14 +84,14 @@ def cli(weights_file: str | None, weights_sha256: str | None, max_steps: int | N
     reporter = BackgroundReporter(Presence(r, keys, "player", worker_id))
     translate = None
     try:
-        from pipeline.control import ControllerTranslator
+        from pipeline.games.io.control import ControllerTranslator
 
         translate = ControllerTranslator.from_config(cfg.control).display
     except ImportError:
         pass
     live_view = None
     try:
-        from pipeline.live_view import LiveView
+        from pipeline.play.live_view import LiveView
 
         live_view = LiveView(r, keys, worker_id, game, cfg.player.live_view_fps, cfg.player.jpeg_quality)
     except ImportError:

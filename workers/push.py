@@ -19,8 +19,14 @@ def cli(checkpoint: Path) -> None:
     """Check the checkpoint against the live config, then publish it as a new weights version."""
     configure_logging("push")
     from pipeline.errors import CharlesError
-    from pipeline.push import push_checkpoint
-    from pipeline.redis_conn import CONNECTION_ERRORS, connect, keys_from_env, redis_url, safe_url
+    from pipeline.play.push import push_checkpoint
+    from pipeline.wire.redis_conn import (
+        CONNECTION_ERRORS,
+        connect,
+        keys_from_env,
+        redis_url,
+        safe_url,
+    )
 
     r, keys = connect(), keys_from_env()
     try:

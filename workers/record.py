@@ -39,11 +39,12 @@ def streams(out_dir: Path, budget_gb: float | None, consumer: str, chunk_rows: i
             compress: bool, max_seconds: float | None) -> None:
     """Record every sample set on the streams (own consumer group) until SIGTERM."""
     configure_logging("recorder")
-    from pipeline.augment import minimap_box_for
-    from pipeline.presence import Presence
+    from pipeline.data.stream_recorder import Recorder
     from pipeline.process import install_signal_handlers, wait_for_config
-    from pipeline.recorder import Recorder
-    from pipeline.redis_conn import (
+    from pipeline.serve.server import fetch_config
+    from pipeline.train.augment import minimap_box_for
+    from pipeline.wire.presence import Presence
+    from pipeline.wire.redis_conn import (
         CONNECTION_ERRORS,
         Backoff,
         connect,
@@ -51,8 +52,7 @@ def streams(out_dir: Path, budget_gb: float | None, consumer: str, chunk_rows: i
         redis_url,
         safe_url,
     )
-    from pipeline.samples import ContextSpec, SampleSchema
-    from pipeline.server import fetch_config
+    from pipeline.wire.samples import ContextSpec, SampleSchema
 
     stop = threading.Event()
     install_signal_handlers(stop)
@@ -124,14 +124,14 @@ def drive(out_dir: Path, config_path: Path | None, driver: str, seconds: float |
     Esc/Q or closing the window ends the recording.
     """
     configure_logging("record")
-    from pipeline.augment import minimap_box_for
-    from pipeline.collection import game_options
+    from pipeline.collect.episode import game_options
     from pipeline.config import load_config
-    from pipeline.drive_recording import DriveRecorder
+    from pipeline.data.chunks import ChunkWriter, DiskBudget
+    from pipeline.data.drive_recorder import DriveRecorder
     from pipeline.errors import CharlesError, ConfigError
     from pipeline.games.base import Environment, load_game
     from pipeline.process import install_signal_handlers
-    from pipeline.recordings import ChunkWriter, DiskBudget
+    from pipeline.train.augment import minimap_box_for
 
     try:
         cfg = load_config(config_path)
@@ -147,7 +147,7 @@ def drive(out_dir: Path, config_path: Path | None, driver: str, seconds: float |
     install_signal_handlers(stop)
     window = None
     if driver == "human" and not real:  # the sim: a window shows the drive, its keys drive
-        from pipeline.viewer import DRIVE_KEYS_HELP, KeyboardDriver, SimWindow, composite
+        from pipeline.games.sim.viewer import DRIVE_KEYS_HELP, KeyboardDriver, SimWindow, composite
 
         try:
             window = SimWindow((cfg.game.cinematic_width, cfg.game.cinematic_height), "Charles record",
@@ -193,10 +193,10 @@ def import_seed004_cmd(src: Path, out_dir: Path, fps: float, stuck_padding: int,
                        minimap_box: str | None) -> None:
     """Convert seed-004 HDF5 (images + one-hot labels) recordings into Charles' format."""
     configure_logging("record")
-    from pipeline.augment import GTA5_MINIMAP_BOX
+    from pipeline.data.chunks import ChunkWriter
+    from pipeline.data.seed004 import import_seed004
     from pipeline.errors import CharlesError
-    from pipeline.recordings import ChunkWriter
-    from pipeline.seed004 import import_seed004
+    from pipeline.train.augment import GTA5_MINIMAP_BOX
 
     box = [float(v) for v in minimap_box.split(",")] if minimap_box else list(GTA5_MINIMAP_BOX)
     if len(box) != 4:
@@ -213,7 +213,7 @@ def import_seed004_cmd(src: Path, out_dir: Path, fps: float, stuck_padding: int,
 @click.argument("dirs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 def info(dirs: tuple[Path, ...]) -> None:
     """Episodes, samples and size of data directories, as one JSON object."""
-    from pipeline.recordings import scan
+    from pipeline.data.chunks import scan
 
     out = {}
     for d in dirs:

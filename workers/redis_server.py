@@ -14,8 +14,8 @@ from pathlib import Path
 
 import click
 
-from pipeline.local_redis import private_data_dir
-from pipeline.redis_conn import DEFAULT_PORT
+from pipeline.wire.local_redis import private_data_dir
+from pipeline.wire.redis_conn import DEFAULT_PORT
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTALL_HINT = (
@@ -34,7 +34,7 @@ def runtime_config(data_dir: Path, port: int, password: str) -> str:
     if len(password) < 16 or password == "change-me":
         raise click.ClickException("CHARLES_REDIS_PASSWORD is too weak (16+ characters): "
                                    "run `charles init` on a fresh .env to generate one")
-    from pipeline.acl import acl_lines
+    from pipeline.wire.acl import acl_lines
 
     try:
         users = acl_lines(os.environ)

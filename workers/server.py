@@ -13,9 +13,10 @@ import structlog
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
 from pipeline.log import configure_logging
-from pipeline.presence import Presence
 from pipeline.process import install_signal_handlers
-from pipeline.redis_conn import (
+from pipeline.serve.server import Server
+from pipeline.wire.presence import Presence
+from pipeline.wire.redis_conn import (
     CONNECTION_ERRORS,
     Backoff,
     connect,
@@ -23,7 +24,6 @@ from pipeline.redis_conn import (
     redis_url,
     safe_url,
 )
-from pipeline.server import Server
 
 log = structlog.get_logger("server")
 

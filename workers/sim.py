@@ -7,13 +7,13 @@ from typing import Any
 
 import click
 
-from pipeline.viewer import KEYS_HELP, VIEWER_INSTALL
+from pipeline.games.sim.viewer import KEYS_HELP, VIEWER_INSTALL
 
 
 def _window(size: tuple[int, int]) -> Any:
     """The pygame window, or a ClickException that says what is missing."""
     from pipeline.errors import GameError, MissingExtraError
-    from pipeline.viewer import SimWindow
+    from pipeline.games.sim.viewer import SimWindow
 
     try:
         return SimWindow(size, "Charles sim")
@@ -76,8 +76,8 @@ def cli(seed: int, episode: int, weather: str, hours: float, car: str, traffic: 
 
     from pipeline.games.base import Environment
     from pipeline.games.sim import SimGame
+    from pipeline.games.sim.viewer import KeyboardDriver, composite
     from pipeline.log import configure_logging
-    from pipeline.viewer import KeyboardDriver, composite
 
     configure_logging("sim")
     log = structlog.get_logger("sim")

@@ -6,14 +6,14 @@ import json
 
 import click
 
-from pipeline.redis_conn import CONNECTION_ERRORS, connect, keys_from_env, redis_url, safe_url
+from pipeline.wire.redis_conn import CONNECTION_ERRORS, connect, keys_from_env, redis_url, safe_url
 
 
 @click.command(name="status")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
 def cli(as_json: bool) -> None:
     """Buffers, trainer, weights, players, collectors, dead letters."""
-    from pipeline.status import snapshot
+    from pipeline.observe.status import snapshot
 
     try:
         snap = snapshot(connect(), keys_from_env())

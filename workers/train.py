@@ -47,10 +47,15 @@ def cli(offline: bool, dirs: tuple[Path, ...], config_path: Path | None, epochs:
     from pipeline.config import load_config
     from pipeline.errors import CharlesError
     from pipeline.models import build_model
-    from pipeline.offline import OfflineSettings, OfflineTrainer, build_datasets, build_loaders
     from pipeline.process import install_signal_handlers
-    from pipeline.samples import SampleSchema
-    from pipeline.training import Learner
+    from pipeline.train.learner import Learner
+    from pipeline.train.offline import (
+        OfflineSettings,
+        OfflineTrainer,
+        build_datasets,
+        build_loaders,
+    )
+    from pipeline.wire.samples import SampleSchema
 
     try:
         cfg = load_config(config_path)

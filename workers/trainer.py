@@ -10,9 +10,9 @@ import click
 import structlog
 
 from pipeline.log import configure_logging
-from pipeline.presence import Presence, new_worker_id
 from pipeline.process import install_signal_handlers, wait_for_config
-from pipeline.redis_conn import connect, keys_from_env, redis_url, safe_url
+from pipeline.wire.presence import Presence, new_worker_id
+from pipeline.wire.redis_conn import connect, keys_from_env, redis_url, safe_url
 
 log = structlog.get_logger("trainer")
 
@@ -29,14 +29,14 @@ def cli(max_batches: int | None, device: str | None, niceness: int) -> None:
     import torch
     from torch.utils.tensorboard import SummaryWriter
 
-    from pipeline.buffers import Buffers
-    from pipeline.distributed import DistributedContext
+    from pipeline.evaluate.scoreboard import enqueue_evaluation
     from pipeline.models import build_model
-    from pipeline.samples import SampleSchema
-    from pipeline.scoreboard import enqueue_evaluation
-    from pipeline.trainer import Trainer, TrainerSettings
-    from pipeline.training import Learner, checkpoint_exists
-    from pipeline.weights import WeightsStore
+    from pipeline.serve.buffers import Buffers
+    from pipeline.train.distributed import DistributedContext
+    from pipeline.train.learner import Learner, checkpoint_exists
+    from pipeline.train.live import Trainer, TrainerSettings
+    from pipeline.wire.samples import SampleSchema
+    from pipeline.wire.weights import WeightsStore
 
     stop = threading.Event()
     install_signal_handlers(stop)
@@ -75,7 +75,7 @@ def cli(max_batches: int | None, device: str | None, niceness: int) -> None:
         on_publish=lambda info: enqueue_evaluation(r, keys, info),
         dist=dist,
     )
-    from pipeline.monitoring import TrainerMonitor
+    from pipeline.train.tensorboard import TrainerMonitor
 
     if writer is not None:
         trainer.on_log = TrainerMonitor(writer, trainer.buffers.fills, cfg.buffers.capacity, learner.module,

@@ -27,8 +27,8 @@ import numpy as np
 
 from pipeline.bench import result
 from pipeline.config import Config, load_config
-from pipeline.keys import Keys
-from pipeline.local_redis import RedisServer
+from pipeline.wire.keys import Keys
+from pipeline.wire.local_redis import RedisServer
 
 PLAYER_COUNTS = (1, 4, 16)
 _RAW_BLOB = "bench-raw-blob"
@@ -47,10 +47,10 @@ def _player(url: str, index: int, counts: tuple[int, ...], cfg_json: str, device
     """One player process: a real watcher and a raw subscriber for every N it belongs to."""
     import torch
 
-    from pipeline.evaluator import build_model_from
+    from pipeline.evaluate.closed_loop import build_model_from
     from pipeline.log import configure_logging
-    from pipeline.player import WeightsWatcher
-    from pipeline.redis_conn import connect
+    from pipeline.play.player import WeightsWatcher
+    from pipeline.wire.redis_conn import connect
 
     configure_logging("bench-player", level="WARNING")  # 16 processes x every version: no info lines
     torch.set_num_threads(1)
@@ -110,15 +110,15 @@ def _collect(out: Any, kind: str, n: int, version: int, since: float) -> list[fl
 
 def _swap_pauses(cfg: Config, device: str, swaps: int, r: Any, state: dict[str, Any]) -> list[float]:
     """ms of the pause a swap adds to a real Player's Unstuck (take, reset, first prediction)."""
-    from pipeline.collection import game_options
-    from pipeline.context import ContextBuilder
-    from pipeline.evaluator import build_model_from
+    from pipeline.collect.context import ContextBuilder
+    from pipeline.collect.episode import game_options
+    from pipeline.evaluate.closed_loop import build_model_from
     from pipeline.games.base import Environment, load_game
     from pipeline.models import build_model, predict
-    from pipeline.player import Player, WeightsWatcher
-    from pipeline.samples import ContextSpec
-    from pipeline.unstuck import StuckDetector
-    from pipeline.weights import WeightsStore
+    from pipeline.play.player import Player, WeightsWatcher
+    from pipeline.play.unstuck import StuckDetector
+    from pipeline.wire.samples import ContextSpec
+    from pipeline.wire.weights import WeightsStore
 
     keys, stop = Keys("bench-swap:"), threading.Event()
     watcher = WeightsWatcher(r, keys, lambda t: build_model_from(cfg, t, device), cfg.run.name, "latest", stop)
@@ -147,9 +147,9 @@ def _pct(values: list[float], q: float) -> float:
 def run(config_path: str | None = None, device: str | None = None, players: tuple[int, ...] = PLAYER_COUNTS,
         versions: int = 8, swaps: int = 10, **_: Any) -> dict[str, Any]:
     from pipeline.models import build_model
-    from pipeline.redis_conn import connect
-    from pipeline.training import pick_device
-    from pipeline.weights import WeightsStore, to_blob
+    from pipeline.train.learner import pick_device
+    from pipeline.wire.redis_conn import connect
+    from pipeline.wire.weights import WeightsStore, to_blob
 
     cfg = load_config(config_path)
     dev = str(pick_device(device or cfg.player.device, fall_back=True))

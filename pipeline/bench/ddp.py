@@ -19,8 +19,8 @@ from typing import Any
 from pipeline.bench import result
 from pipeline.bench.trainer import _add, _rows
 from pipeline.config import load_config
-from pipeline.keys import Keys
-from pipeline.local_redis import RedisServer
+from pipeline.wire.keys import Keys
+from pipeline.wire.local_redis import RedisServer
 
 
 def _torchrun(nproc: int, url: str, prefix: str, config_path: str | None, batches: int, out: Path) -> float:

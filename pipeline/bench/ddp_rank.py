@@ -23,15 +23,15 @@ def main() -> None:
     import redis
     import torch
 
-    from pipeline.buffers import Buffers
     from pipeline.config import load_config
-    from pipeline.distributed import DistributedContext
-    from pipeline.keys import Keys
     from pipeline.models import build_model
-    from pipeline.samples import SampleSchema
-    from pipeline.trainer import Trainer, TrainerSettings
-    from pipeline.training import Learner
-    from pipeline.weights import WeightsStore
+    from pipeline.serve.buffers import Buffers
+    from pipeline.train.distributed import DistributedContext
+    from pipeline.train.learner import Learner
+    from pipeline.train.live import Trainer, TrainerSettings
+    from pipeline.wire.keys import Keys
+    from pipeline.wire.samples import SampleSchema
+    from pipeline.wire.weights import WeightsStore
 
     cfg = load_config(args.config)
     t = cfg.trainer

@@ -15,7 +15,7 @@ import numpy as np
 
 from pipeline.bench import result, timed
 from pipeline.config import load_config
-from pipeline.samples import SampleSchema, empty_columns
+from pipeline.wire.samples import SampleSchema, empty_columns
 
 
 def _columns(cfg: Any, n: int) -> dict[str, np.ndarray]:
@@ -34,7 +34,7 @@ def run(config_path: str | None = None, seconds: float = 10.0, device: str | Non
     import torch
 
     from pipeline.models import batch_to_tensors, build_model, compute_loss, predict
-    from pipeline.training import pick_device
+    from pipeline.train.learner import pick_device
 
     cfg = load_config(config_path)
     name = device or cfg.trainer.device

@@ -5,7 +5,7 @@ in the same run, with the same encoded payloads, timed from a common start to th
 item consumed:
 - ceiling: one process pipelines XADD of the encoded sets (each set in full in one entry),
   another XREADGROUP + XACKs them (every process with the same client settings,
-  `pipeline.redis_conn.connect`);
+  `pipeline.wire.redis_conn.connect`);
 - value: the real path — a collector process encodes and publishes each set (`SetPublisher`:
   rows as keys and a manifest, one MULTI), a server process checks each manifest and routes
   its rows into the buffer (`Buffers.route_set`), a trainer process draws with the gated
@@ -22,9 +22,9 @@ from typing import Any
 
 from pipeline.bench import result
 from pipeline.config import Config, load_config
-from pipeline.keys import Keys
-from pipeline.local_redis import RedisServer
-from pipeline.samples import SampleSchema, SampleSet, empty_columns
+from pipeline.wire.keys import Keys
+from pipeline.wire.local_redis import RedisServer
+from pipeline.wire.samples import SampleSchema, SampleSet, empty_columns
 
 SET_SIZE = 22  # a v3 round over 0.1-wide bins plus endpoints
 N_SETS = 300
@@ -46,11 +46,11 @@ def _sets(cfg: Config, n: int) -> list[SampleSet]:
 
 
 def _stage(role: str, url: str, prefix: str, cfg_json: str, n: int, ready: Any, go: Any, cpu: Any) -> None:
-    from pipeline.buffers import Buffers
-    from pipeline.collection import SetPublisher
-    from pipeline.redis_conn import connect
-    from pipeline.samples import stack_rows
-    from pipeline.server import Server
+    from pipeline.collect.episode import SetPublisher
+    from pipeline.serve.buffers import Buffers
+    from pipeline.serve.server import Server
+    from pipeline.wire.redis_conn import connect
+    from pipeline.wire.samples import stack_rows
 
     cfg = Config.from_json(cfg_json)
     r, keys = connect(url), Keys(prefix)
@@ -133,7 +133,7 @@ def run(config_path: str | None = None, seconds: float = 10.0, rounds: int = 3, 
     """Measure the real path and the raw ceiling side by side on one fresh redis-server:
     `rounds` times each, alternating, on an emptied Redis; the best of each counts (a
     shared machine only ever makes a round slower)."""
-    from pipeline.server import Server
+    from pipeline.serve.server import Server
 
     cfg = load_config(config_path)
     cfg.buffers.capacity = N_SETS * SET_SIZE * 2

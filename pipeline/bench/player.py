@@ -20,16 +20,16 @@ from pipeline.bench import result
 def run(config_path: str | None = None, seconds: float = 10.0, device: str | None = None, **_: Any) -> dict[str, Any]:
     import torch
 
-    from pipeline.collection import game_options
+    from pipeline.collect.context import ContextBuilder
+    from pipeline.collect.episode import game_options
     from pipeline.config import load_config
-    from pipeline.context import ContextBuilder
-    from pipeline.control import ControllerTranslator
     from pipeline.games.base import Controls, Environment, load_game
+    from pipeline.games.io.control import ControllerTranslator
     from pipeline.models import build_model, predict
-    from pipeline.player import Player
-    from pipeline.samples import ContextSpec
-    from pipeline.training import pick_device
-    from pipeline.unstuck import StuckDetector
+    from pipeline.play.player import Player
+    from pipeline.play.unstuck import StuckDetector
+    from pipeline.train.learner import pick_device
+    from pipeline.wire.samples import ContextSpec
 
     cfg = load_config(config_path)
     dev = pick_device(device or cfg.player.device, fall_back=True)

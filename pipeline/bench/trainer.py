@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 
 from pipeline.bench import result
-from pipeline.buffers import Buffers
 from pipeline.config import Config, load_config
-from pipeline.keys import Keys
-from pipeline.local_redis import RedisServer
-from pipeline.samples import SampleSchema, SampleSet, empty_columns
+from pipeline.serve.buffers import Buffers
+from pipeline.wire.keys import Keys
+from pipeline.wire.local_redis import RedisServer
+from pipeline.wire.samples import SampleSchema, SampleSet, empty_columns
 
 PREFILL_BYTES_CAP = 3 * 1024**3  # at least; a quarter of the machine's memory where that is more
 POOL = 256
@@ -71,9 +71,9 @@ def run(config_path: str | None = None, seconds: float = 10.0, device: str | Non
     import torch
 
     from pipeline.models import build_model
-    from pipeline.trainer import Trainer, TrainerSettings
-    from pipeline.training import Learner
-    from pipeline.weights import WeightsStore
+    from pipeline.train.learner import Learner
+    from pipeline.train.live import Trainer, TrainerSettings
+    from pipeline.wire.weights import WeightsStore
 
     cfg = load_config(config_path)
     t = cfg.trainer
@@ -83,7 +83,7 @@ def run(config_path: str | None = None, seconds: float = 10.0, device: str | Non
     if learner.device.type == "cpu" and t.cpu_threads:
         torch.set_num_threads(t.cpu_threads)  # as the trainer process does
     rows = _rows(cfg, POOL)
-    from pipeline.samples import stack_rows
+    from pipeline.wire.samples import stack_rows
 
     synthetic = learner.prepare(stack_rows(rows[: t.batch_size], SampleSchema.from_config(cfg)))
 

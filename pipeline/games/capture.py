@@ -28,10 +28,10 @@ Region = tuple[int, int, int, int]  # left, top, width, height
 def find_window(title: str) -> Region | None:
     """The client area of the window whose title contains `title`, on this platform."""
     if sys.platform == "win32":
-        from pipeline.win32 import find_window as win_find
+        from pipeline.games.io.win32 import find_window as win_find
 
         return win_find(title)
-    from pipeline.x11 import find_window as x_find
+    from pipeline.games.io.x11 import find_window as x_find
 
     return x_find(title)
 

@@ -11,8 +11,8 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.config import ControlConfig
-from pipeline.control import KeyMap
 from pipeline.errors import ConfigError
+from pipeline.games.io.control import KeyMap
 
 #: The port the GTA5 mod listens on unless its ini file says otherwise.
 DEFAULT_BRIDGE_PORT = 27315

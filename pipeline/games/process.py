@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import codec
 from pipeline.errors import ConfigError, GameError
 from pipeline.games.base import Controls, Environment, Observation
+from pipeline.wire import codec
 
 _START_TIMEOUT_S = 120.0  # importing a backend and building its first world
 _CALL_TIMEOUT_S = 120.0  # a reset builds a world; a step takes milliseconds

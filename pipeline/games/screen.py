@@ -6,7 +6,7 @@ zeros with `info["purpose_known"] = False`, position as None. Stuck detection ca
 displacement, so every observation carries `info["frame_motion"]`: the mean absolute
 difference between this hood frame and the previous one, in grey levels 0..255 (255 on
 the first frame of an episode). A car pushing against a wall shows ~0 motion while the
-world stands still; `pipeline.unstuck.StuckDetector` calls the car stuck when every frame
+world stands still; `pipeline.play.unstuck.StuckDetector` calls the car stuck when every frame
 of its window stays below `FRAME_MOTION_STILL` (2.0), which replaces "moved less than N m".
 Unstuck (`respawn`) cannot teleport: it reverses while turning, then drives forward
 turning the other way.
@@ -25,13 +25,18 @@ import cv2
 import numpy as np
 import structlog
 
-from pipeline.control import ControllerTranslator, ControlOutput, GamepadOutput, KeyboardOutput
-from pipeline.devices import make_gamepad, make_key_sender
 from pipeline.errors import ConfigError
 from pipeline.games.base import Controls, Environment, Observation
 from pipeline.games.capture import ScreenCapture
+from pipeline.games.io.control import (
+    ControllerTranslator,
+    ControlOutput,
+    GamepadOutput,
+    KeyboardOutput,
+)
+from pipeline.games.io.devices import make_gamepad, make_key_sender
+from pipeline.games.io.human_input import HumanReader, make_human_reader
 from pipeline.games.options import ScreenOptions, parse_options
-from pipeline.human_input import HumanReader, make_human_reader
 
 log = structlog.get_logger(__name__)
 

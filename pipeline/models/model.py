@@ -19,7 +19,7 @@ from pipeline.config import InputsConfig, ModelConfig, OutputConfig
 from pipeline.errors import ConfigError, SampleError
 from pipeline.models.backbones import build_backbone, feature_shape
 from pipeline.models.encoders import HistoryEncoder, SequenceEncoder, VectorEncoder, head_mlp
-from pipeline.outputs import OutputHead, build_outputs
+from pipeline.models.outputs import OutputHead, build_outputs
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -1,0 +1,361 @@
+"""Collection episodes: the NPC drives, every tick becomes a labelled sample, balanced sets go out.
+
+With `[collection] model_drives` > 0 (sim only) the latest published model drives a share
+of each episode and the simulator's NPC labels every tick (DAgger, `pipeline.collect.dagger`).
+
+`run_episode` is the rq job (queue `collect`, JSON serializer); the work itself is in
+`EpisodeRunner`, which tests and benchmarks use without rq. Sample sets are published
+by `SetPublisher`, which holds a bounded backlog while Redis is unreachable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import redis
+import structlog
+
+from pipeline.collect.balancing import rows_to_columns
+from pipeline.collect.context import ContextBuilder
+from pipeline.config import Config
+from pipeline.errors import ConfigError, WeightsError
+from pipeline.games.base import Controls, Environment, Game, Observation, load_game
+from pipeline.wire.keys import Keys
+from pipeline.wire.redis_conn import CONNECTION_ERRORS, Backoff
+from pipeline.wire.samples import PROVENANCE, ContextSpec, SampleSet, manifest, row_field
+
+log = structlog.get_logger(__name__)
+
+
+class SetPublisher:
+    """Publish sample sets: the rows as `incoming` keys and the manifest on the output's
+    stream, in one MULTI; keep a bounded backlog while Redis is away."""
+
+    def __init__(self, r: redis.Redis, keys: Keys, stream_maxlen: int, max_backlog: int,
+                 incoming_ttl_s: int = 3600) -> None:
+        self.r = r
+        self.keys = keys
+        self.safety_maxlen = stream_maxlen * 2  # the server bounds the unread backlog; this is a net
+        self.incoming_ttl_s = incoming_ttl_s
+        self.backlog: deque[tuple[SampleSet, dict[str, bytes]]] = deque()
+        self.max_backlog = max_backlog
+        self.published = 0
+        self.dropped = 0
+        self.backoff = Backoff()
+        self._retry_at = 0.0
+        self._lock = threading.Lock()  # the episode and the heartbeat thread both flush
+
+    def publish(self, sample_set: SampleSet) -> None:
+        entry = sample_set.entry()
+        with self._lock:
+            if len(self.backlog) >= self.max_backlog:
+                self.backlog.popleft()
+                self.dropped += 1
+            self.backlog.append((sample_set, entry))
+        self.flush()
+
+    def flush(self, force: bool = False) -> bool:
+        """Send the backlog in order; on a connection error keep it and retry later (`force`: now)."""
+        with self._lock:
+            return self._flush(force)
+
+    def _send(self, sample_set: SampleSet, entry: dict[str, bytes]) -> bytes:
+        """Rows and manifest in one MULTI; returns the manifest's stream entry id."""
+        pipe = self.r.pipeline(transaction=True)
+        for i in range(len(sample_set)):
+            pipe.set(self.keys.incoming(sample_set.set_id, i), entry[row_field(i)], ex=self.incoming_ttl_s)
+        pipe.xadd(self.keys.stream(sample_set.output), manifest(entry), maxlen=self.safety_maxlen, approximate=True)
+        return pipe.execute()[-1]
+
+    def _flush(self, force: bool) -> bool:
+        if not self.backlog or (time.monotonic() < self._retry_at and not force):
+            return not self.backlog
+        try:
+            while self.backlog:
+                sample_set, entry = self.backlog[0]
+                self._send(sample_set, entry)
+                self.backlog.popleft()
+                self.published += 1
+            self.backoff.reset()
+            return True
+        except CONNECTION_ERRORS as exc:
+            delay = self.backoff.next_delay()
+            self._retry_at = time.monotonic() + delay
+            log.warning("publish_deferred", backlog=len(self.backlog), dropped=self.dropped, error=str(exc),
+                        retry_in_s=round(delay, 2))
+            return False
+
+
+@dataclass
+class EpisodeSummary:
+    episode: str
+    ticks: int = 0
+    samples: int = 0
+    sets: dict[str, int] = field(default_factory=dict)
+    km: float = 0.0
+    collisions: int = 0
+    wall_s: float = 0.0
+    model_ticks: int = 0  # ticks the `drive` policy drove (DAgger); the NPC drove the rest
+    model_version: int = 0  # the weights version that drove them (0: the NPC alone)
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def _label(obs: Observation) -> np.ndarray:
+    """The expert's command for this tick: while the NPC is deliberately perturbed, the
+    applied controls are the mistake and `info["expert"]` the correction we want learned."""
+    expert = obs.info.get("expert")
+    if expert is not None:
+        return np.clip(np.asarray(expert, dtype=np.float32), -1.0, 1.0)
+    return obs.controls.as_array()
+
+
+def offers(row: dict[str, np.ndarray], skip_standing: bool, setting_off_repeat: int) -> int:
+    """How often a tick is offered to the balancer. With speed as an input, ticks standing
+    still while the NPC waits teach "standing -> stay standing" and the model never sets off
+    (a stop-and-go copycat): they are left out, and setting off, rare, is offered again."""
+    speed, throttle = abs(float(row["speed"])), float(row["targets"][0])
+    if skip_standing and speed < 0.5 and throttle <= 0.05:
+        return 0
+    if speed < 3.0 and throttle > 0.2:
+        return setting_off_repeat
+    return 1
+
+
+class EpisodeRunner:
+    """Runs episodes on one game: the NPC drives, samples are labelled, balanced and published."""
+
+    def __init__(
+        self,
+        game: Game,
+        context: ContextSpec,
+        make_balancer: Callable[[], Any],
+        publish: Callable[[SampleSet], None],
+        collector_id: str,
+        sample_every: int = 1,
+        skip_standing: bool = False,
+        setting_off_repeat: int = 1,
+    ) -> None:
+        self.game = game
+        self.context = context
+        self.make_balancer = make_balancer
+        self.skip_standing = skip_standing
+        self.setting_off_repeat = setting_off_repeat
+        self.publish = publish
+        self.collector_id = collector_id
+        self.sample_every = sample_every
+
+    def run(
+        self,
+        env: Environment,
+        episode_s: float,
+        episode: str,
+        stop: threading.Event | None = None,
+        on_tick: Callable[[EpisodeSummary], None] | None = None,
+        drive: Callable[[ContextBuilder, Observation], Controls | None] | None = None,
+        policy_version: int = 0,
+    ) -> EpisodeSummary:
+        """Drive one episode of `episode_s` game seconds and publish every completed set.
+
+        `drive` picks each tick's controls from the context and the last observation (None: the
+        NPC drives); with a game that labels with its NPC, samples keep expert labels (DAgger).
+        Samples of ticks `drive` steered carry `policy_version` (the weights version behind it).
+        """
+        start = time.monotonic()
+        summary = EpisodeSummary(episode=episode)
+        builder = ContextBuilder(self.context)
+        balancer = self.make_balancer()
+        env_dict = env.to_dict()
+        lag = 1 + self.context.label_shift
+        obs = self.game.reset(env)
+        builder.push(obs)
+        ticks = int(episode_s * self.game.fps)
+        for tick in range(ticks):
+            if stop is not None and stop.is_set():
+                break
+            controls = drive(builder, obs) if drive is not None else None
+            if controls is not None:
+                summary.model_ticks += 1
+            obs = self.game.step(controls)
+            if obs.info.get("respawned"):
+                builder.reset()
+            builder.push(obs)
+            summary.ticks += 1
+            if tick % self.sample_every == 0 and builder.ready(lag):
+                row = builder.context(lag)
+                row["targets"] = _label(obs)
+                row["captured_at"] = time.time()
+                row["policy_version"] = policy_version if controls is not None else 0
+                summary.samples += 1
+                for _ in range(offers(row, self.skip_standing, self.setting_off_repeat)):
+                    for output, rows in balancer.add(row):
+                        self._send(output, rows, episode, env_dict, summary)
+            if on_tick is not None and tick % 300 == 0:
+                on_tick(summary)
+        for output, rows in balancer.flush():
+            self._send(output, rows, episode, env_dict, summary)
+        summary.km = obs.odometer / 1000
+        summary.collisions = obs.collisions
+        summary.wall_s = round(time.monotonic() - start, 3)
+        return summary
+
+    def _send(self, output: str, rows: list[dict[str, np.ndarray]], episode: str, env: dict[str, Any],
+              summary: EpisodeSummary) -> None:
+        if not rows:
+            return
+        provenance = {name: np.asarray([row[name] for row in rows]) for name in PROVENANCE}
+        self.publish(SampleSet(output, self.collector_id, episode, rows_to_columns(rows), env, provenance=provenance))
+        summary.sets[output] = summary.sets.get(output, 0) + 1
+
+
+def game_options(cfg: Config, realtime: bool) -> dict[str, Any]:
+    """Keyword arguments for the configured backend.
+
+    `[game.options]` comes from the shared config; CHARLES_GAME_OPTIONS (JSON) on this
+    machine is merged on top, for per-machine settings such as a window title or a port.
+    Real backends also get the `[control]` section (dead zones, keyboard or gamepad).
+    """
+    g = cfg.game
+    local = os.environ.get("CHARLES_GAME_OPTIONS", "")
+    try:
+        overrides = json.loads(local) if local else {}
+    except ValueError:
+        raise ConfigError(f"CHARLES_GAME_OPTIONS is not valid JSON: {local[:200]!r}") from None
+    if not isinstance(overrides, dict):
+        raise ConfigError("CHARLES_GAME_OPTIONS must be a JSON object of game options")
+    options: dict[str, Any] = {
+        "hood_size": (g.hood_width, g.hood_height),
+        "cinematic_size": (g.cinematic_width, g.cinematic_height),
+        "fps": g.fps,
+        "realtime": realtime,
+        **g.options,
+        **overrides,
+    }
+    if g.backend in ("gta5", "screen"):
+        options.setdefault("control", cfg.control.model_dump())
+    return options
+
+
+class CollectorState:
+    """Per-process state the rq job reuses between episodes (game, config) and reports."""
+
+    def __init__(self) -> None:
+        self.game: Game | None = None
+        self.game_key: str | None = None
+        self.model: Any = None  # DAgger: the latest weights' model, built on the CPU ...
+        self.model_version = 0  # ... and its version (0: none yet)
+        self.model_key = ""  # the config the model was built for
+        self.model_ticks = 0  # ticks a model drove, over all episodes
+        self.state = "idle"
+        self.episode: str | None = None
+        self.episodes_done = 0
+        self.samples = 0
+        self.publisher: SetPublisher | None = None
+        self.redis: redis.Redis | None = None  # the collector's own client; None = the rq job's
+        self.collector_id = "collector"
+        self.keys = Keys()
+        self.lock = threading.Lock()
+
+    def game_for(self, cfg: Config) -> Game:
+        dagger = cfg.collection.model_drives > 0
+        key = cfg.game.model_dump_json() + f"|dagger={dagger}"
+        if self.game is None or self.game_key != key:
+            if self.game is not None:
+                self.game.close()
+            options = game_options(cfg, realtime=False)
+            if dagger:  # the model drives part of the time; the sim's NPC labels every tick
+                options["label_with_npc"] = True
+            self.game = load_game(cfg.game.backend, **options)
+            self.game_key = key
+        return self.game
+
+    def dagger_driver(self, cfg: Config, r: redis.Redis, episode: str) -> Any:
+        """A `MixedDriver` with the latest published model (fetched, verified and built only
+        when its version changed), or None: the NPC drives alone (no weights yet, or older
+        than `model_drives_after_version`, or none could be fetched; logged, never raised)."""
+        c = cfg.collection
+        if c.model_drives <= 0:
+            return None
+        from pipeline.collect.dagger import MixedDriver, fetch_latest_model
+        from pipeline.wire.weights import WeightsStore
+
+        key = cfg.to_json()  # a new config may build another model: fetch afresh
+        if key != self.model_key:
+            self.model, self.model_version, self.model_key = None, 0, key
+        try:
+            info, model = fetch_latest_model(WeightsStore(r, self.keys), cfg, self.model_version)
+            if model is not None and info is not None:
+                self.model, self.model_version = model, info.version
+                log.info("dagger_weights", version=info.version, batches=info.batches)
+            elif info is None:
+                self.model, self.model_version = None, 0
+        except (WeightsError, redis.RedisError) as exc:  # keep the model we have, if any
+            log.warning("dagger_weights_unavailable", error=str(exc)[:300], keeping=self.model_version)
+        if self.model is None or self.model_version < c.model_drives_after_version:
+            log.info("dagger_npc_only", version=self.model_version, after=c.model_drives_after_version)
+            return None
+        return MixedDriver(self.model, 1.0 - c.model_drives, c.dagger_segment_s, random.Random(episode))
+
+
+STATE = CollectorState()
+
+
+def run_episode(spec: dict[str, Any]) -> dict[str, Any]:
+    """rq job: one collection episode with the environment the server chose."""
+    from rq import get_current_job
+
+    from pipeline.collect.balancing import make_balancer
+    from pipeline.collect.bins import build_binnings
+    from pipeline.serve.server import fetch_config
+
+    job = get_current_job()
+    r = STATE.redis if STATE.redis is not None else (job.connection if job is not None else None)
+    if r is None:
+        raise RuntimeError("run_episode must run inside an rq worker")
+    fetched = fetch_config(r, STATE.keys)
+    if fetched is None:
+        raise RuntimeError("no active config in Redis; is the server running?")
+    cfg, _version = fetched
+    env = Environment.from_dict(spec["environment"])
+    binnings = build_binnings(cfg.outputs)
+    if STATE.publisher is None or STATE.publisher.r is not r:
+        STATE.publisher = SetPublisher(r, STATE.keys, cfg.buffers.stream_maxlen, cfg.collection.max_backlog_sets,
+                                       cfg.buffers.incoming_ttl_s)
+    runner = EpisodeRunner(
+        game=STATE.game_for(cfg),
+        context=ContextSpec.from_inputs(cfg.inputs, cfg.game.fps),
+        make_balancer=lambda: make_balancer(cfg.balancing, binnings),
+        publish=STATE.publisher.publish,
+        collector_id=STATE.collector_id,
+        sample_every=cfg.balancing.sample_every,
+        skip_standing=cfg.collection.skip_standing,
+        setting_off_repeat=cfg.collection.setting_off_repeat,
+    )
+    driver = STATE.dagger_driver(cfg, r, spec["episode"])
+    STATE.state, STATE.episode = "collecting", spec["episode"]
+    try:
+        version = STATE.model_version if driver is not None else 0
+        summary = runner.run(env, float(spec["episode_s"]), spec["episode"], drive=driver, policy_version=version)
+        summary.model_version = version
+        # the episode is done when its sets are acknowledged: wait out an outage here (the job
+        # timeout bounds it), so rq can record the result instead of losing the job with Redis
+        backoff = Backoff()
+        while not STATE.publisher.flush(force=True):
+            time.sleep(backoff.next_delay())
+    finally:
+        STATE.state, STATE.episode = "idle", None
+    STATE.episodes_done += 1
+    STATE.samples += summary.samples
+    STATE.model_ticks += summary.model_ticks
+    log.info("episode_done", **summary.as_dict(), backlog=len(STATE.publisher.backlog))
+    return summary.as_dict()

@@ -1,0 +1,250 @@
+"""The recorder: its own consumer group on the sample streams, writing every set to disk.
+
+At-least-once like the server, and nothing acknowledged is ever lost: entries are
+buffered per (episode, output) and acknowledged only after the chunk holding them is
+fsynced and its sidecar committed. A recorder that dies re-reads its own pending entries
+on start (and reclaims those of dead recorders with XAUTOCLAIM); entry ids already in a
+committed sidecar are acknowledged without being written twice. Bad entries are
+counted, logged and acknowledged (the server dead-letters them under its own group).
+
+Entries are manifests; the rows are the set's `incoming` keys, which the server copies
+(instead of renaming) while a recorder group exists. Once a chunk is on disk the recorder
+deletes the incoming rows the server has finished with; the others expire.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis
+import structlog
+
+from pipeline.data.chunks import ChunkMeta, ChunkWriter, DiskBudget, remove_orphans
+from pipeline.errors import CodecError, SampleError
+from pipeline.wire import codec
+from pipeline.wire.consumer_group import PendingRecovery
+from pipeline.wire.keys import RECORDER_GROUP, SERVER_GROUP, Keys
+from pipeline.wire.samples import FIELDS, SET_ID, ContextSpec, SampleSchema, decode_entry, set_id_of
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class _Pending:
+    """Rows read but not yet on disk, with the entry ids they came from (to XACK later)."""
+
+    collector: str
+    environment: dict[str, Any]
+    started: float
+    entries: list[str] = field(default_factory=list)
+    incoming: list[list[str]] = field(default_factory=list)  # per entry, its rows' keys
+    columns: list[dict[str, np.ndarray]] = field(default_factory=list)
+    rows: int = 0
+
+
+@dataclass
+class RecorderStats:
+    entries: int = 0
+    rows: int = 0
+    chunks: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    rotated: int = 0
+    rows_gone: int = 0
+
+
+class Recorder:
+    """One recorder process's work, step by step; `workers/record.py` runs the loop."""
+
+    def __init__(self, r: redis.Redis, keys: Keys, outputs: list[str], schema: SampleSchema, root: Path,
+                 fps: float, context: ContextSpec, minimap_box: list[float] | None = None,
+                 budget_bytes: int | None = None, consumer: str = "recorder-1", chunk_rows: int = 256,
+                 chunk_age_s: float = 5.0, compress: bool = False,
+                 max_bytes: int = codec.DEFAULT_MAX_BYTES) -> None:
+        self.r = r
+        self.keys = keys
+        self.outputs = outputs
+        self.schema = schema
+        self.root = Path(root)
+        self.consumer = consumer
+        self.chunk_rows = chunk_rows
+        self.chunk_age_s = chunk_age_s
+        self.max_bytes = max_bytes
+        self.static_meta = {
+            "fps": fps, "source": "streams", "context": context.__dict__, "minimap_box": minimap_box,
+            "frame_size": [schema.width, schema.height],
+        }
+        removed = remove_orphans(self.root)
+        if removed:
+            log.info("recording_orphans_removed", files=removed)
+        self.writer = ChunkWriter(self.root, compress=compress)
+        self.budget = DiskBudget(self.root, budget_bytes)
+        #: entry ids already committed, per output (restart: skip what a sidecar already holds)
+        self.recorded: dict[str, set[str]] = {name: set() for name in outputs}
+        for meta in self.budget.chunks:
+            if meta.kind == "samples" and meta.output in self.recorded:
+                self.recorded[meta.output].update(meta.entries)
+        self.pending: dict[tuple[str, str], _Pending] = {}
+        self.stats = RecorderStats()
+        self.recovery = PendingRecovery(r, keys, RECORDER_GROUP, consumer, event_prefix="recorder_")
+
+    def reconfigure(self, outputs: list[str], schema: SampleSchema, fps: float, context: ContextSpec,
+                    minimap_box: list[float] | None) -> None:
+        """A new active config: write what is buffered under the old one, then validate with the new."""
+        self.flush(force=True)
+        self.outputs, self.schema = outputs, schema
+        self.static_meta.update(fps=fps, context=context.__dict__, minimap_box=minimap_box,
+                                frame_size=[schema.width, schema.height])
+        for name in outputs:
+            self.recorded.setdefault(name, set())
+        self.setup()
+
+    def setup(self) -> None:
+        """Create the recorder group on every stream (from the start: record what is in transport)."""
+        for name in self.outputs:
+            try:
+                self.r.xgroup_create(self.keys.stream(name), RECORDER_GROUP, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+        self.recovery.reset()
+
+    # -- reading ------------------------------------------------------------------------------
+    def record_once(self, block_ms: int = 500, count: int = 32) -> int:
+        """Read one round of entries, then write the chunks that are due; returns entries read."""
+        handled = 0
+        handled += self.recovery.recover(self.outputs, self.handle_entry)
+        streams = {self.keys.stream(n): ">" for n in self.outputs}
+        resp = self.r.xreadgroup(RECORDER_GROUP, self.consumer, streams, count=count, block=block_ms)
+        for stream, entries in resp or []:
+            output = self.keys.output_of_stream(stream)
+            for entry_id, fields in entries:
+                self.handle_entry(output, entry_id, fields)
+                handled += 1
+        self.flush(force=False)
+        return handled
+
+    def handle_entry(self, output: str, entry_id: bytes | str, fields: dict[bytes, bytes]) -> bool:
+        """Queue one entry's rows for its chunk; a bad or already-recorded entry is acknowledged."""
+        entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        stream = self.keys.stream(output)
+        if entry in self.recorded.get(output, ()):
+            self.r.xack(stream, RECORDER_GROUP, entry)
+            self.stats.duplicates += 1
+            return False
+        if any(entry in p.entries for (_, out), p in self.pending.items() if out == output):
+            return False  # re-delivered while still buffered: it is acknowledged with its chunk
+        try:
+            full, incoming = self._with_rows(fields)
+            sample_set = decode_entry(full, self.schema, self.outputs, self.max_bytes)
+            if sample_set.output != output:
+                raise SampleError(f"set for output {sample_set.output!r} arrived on the {output!r} stream")
+        except (CodecError, SampleError) as exc:
+            log.warning("recorder_entry_rejected", stream=stream, entry=entry, reason=str(exc))
+            pipe = self.r.pipeline(transaction=True)
+            pipe.xack(stream, RECORDER_GROUP, entry)
+            pipe.hincrby(self.keys.counters, "recorder_rejected", 1)
+            pipe.execute()
+            self.stats.rejected += 1
+            return False
+        key = (sample_set.episode, output)
+        pending = self.pending.get(key)
+        if pending is None:
+            pending = self.pending[key] = _Pending(sample_set.collector, sample_set.environment, time.monotonic())
+        pending.entries.append(entry)
+        pending.incoming.append(incoming)
+        pending.columns.append({name: sample_set.columns[name] for name in FIELDS})
+        pending.rows += len(sample_set)
+        self.stats.entries += 1
+        if pending.rows >= self.chunk_rows:
+            self._write(key)
+        return True
+
+    def _with_rows(self, fields: dict[bytes, bytes]) -> tuple[dict[bytes, bytes], list[str]]:
+        """The set in full: the manifest's meta with the rows from their incoming keys."""
+        set_id = set_id_of(fields.get(b"meta", b""))
+        if set_id is None:
+            raise SampleError(f"manifest without a set_id matching {SET_ID.pattern}")
+        names = [name for name in fields if name != b"meta"]
+        keys = [self.keys.incoming(set_id, name.decode(errors="replace")[1:]) for name in names]
+        rows = self.r.mget(keys) if keys else []
+        if any(row is None for row in rows):
+            self.stats.rows_gone += 1
+            raise SampleError("rows gone: routed before this recorder read them, or expired")
+        return {b"meta": fields[b"meta"], **dict(zip(names, rows, strict=True))}, keys
+
+    def _release(self, output: str, entries: list[str], incoming: list[list[str]]) -> None:
+        """Delete the incoming rows of entries the server has routed (acknowledged)."""
+        stream = self.keys.stream(output)
+        server = next((g for g in self.r.xinfo_groups(stream) if g["name"] in (SERVER_GROUP, SERVER_GROUP.encode())),
+                      None)
+        if server is None:
+            return
+        last = _stream_id(server["last-delivered-id"])
+        pending = {_stream_id(p["message_id"]) for p in self.r.xpending_range(
+            stream, SERVER_GROUP, min=min(entries, key=_stream_id), max=max(entries, key=_stream_id), count=10_000)}
+        done = [keys for entry, keys in zip(entries, incoming, strict=True)
+                if _stream_id(entry) <= last and _stream_id(entry) not in pending]
+        keys = [k for ks in done for k in ks]
+        for start in range(0, len(keys), 1000):
+            self.r.unlink(*keys[start : start + 1000])
+
+    # -- writing ------------------------------------------------------------------------------
+    def flush(self, force: bool = True) -> int:
+        """Write the chunks that are full or old (all of them when `force`); returns chunks written."""
+        now = time.monotonic()
+        due = [k for k, p in self.pending.items() if force or now - p.started >= self.chunk_age_s]
+        for key in due:
+            self._write(key)
+        return len(due)
+
+    def _write(self, key: tuple[str, str]) -> ChunkMeta:
+        pending = self.pending.pop(key)
+        episode, output = key
+        columns = {name: np.concatenate([c[name] for c in pending.columns]) for name in FIELDS}
+        meta = self.writer.write("samples", episode, output, columns, {
+            **self.static_meta, "output": output, "collector": pending.collector,
+            "environment": pending.environment, "entries": pending.entries,
+        })
+        # durable on disk: only now may the entries leave the group's pending list (and if
+        # the XACK fails, a re-read finds them in `recorded` and does not write them twice)
+        self.recorded.setdefault(output, set()).update(pending.entries)
+        stream = self.keys.stream(output)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.xack(stream, RECORDER_GROUP, *pending.entries)
+        pipe.hincrby(self.keys.counters, f"recorded_sets:{output}", len(pending.entries))
+        pipe.hincrby(self.keys.counters, f"recorded_samples:{output}", pending.rows)
+        pipe.execute()
+        self._release(output, pending.entries, pending.incoming)
+        for old in self.budget.add(meta):
+            if old.output in self.recorded:
+                self.recorded[old.output].difference_update(old.entries)
+            self.stats.rotated += 1
+        self.stats.chunks += 1
+        self.stats.rows += pending.rows
+        log.debug("recorder_chunk_written", episode=episode, output=output, rows=pending.rows, file=meta.file)
+        return meta
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "root": str(self.root),
+            "entries": self.stats.entries,
+            "samples": self.stats.rows,
+            "chunks": self.stats.chunks,
+            "rejected": self.stats.rejected,
+            "duplicates": self.stats.duplicates,
+            "rotated": self.stats.rotated,
+            "rows_gone": self.stats.rows_gone,
+            "disk_mb": round(self.budget.total / 2**20, 2),
+            "pending_sets": sum(len(p.entries) for p in self.pending.values()),
+        }
+
+
+def _stream_id(value: bytes | str) -> tuple[int, int]:
+    text = value.decode() if isinstance(value, bytes) else value
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)

@@ -1,0 +1,375 @@
+"""Closed-loop scoring: drive a policy on the held-out seeds and turn what happened into scores.
+
+Three policies are driven the same way, by the player's own loop (`Player`, no weights
+watcher) in fast mode, with the same Stuck detection and Unstuck respawn: the model, the
+NPC expert (`step(None)`), and a trivial baseline (straight ahead at constant throttle).
+Every episode is reproducible: its environment, map seed, spawn and traffic come from the
+plan, which only ever uses `collection.held_out_seeds`, the seeds no collector drives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+
+from pipeline.collect.context import ContextBuilder
+from pipeline.config import Config
+from pipeline.errors import ConfigError, WeightsError
+from pipeline.evaluate.confidence import score_intervals
+from pipeline.evaluate.metrics import (
+    Trace,
+    by_environment,
+    episode_counts,
+    pooled_metrics,
+    ratio_to_npc,
+)
+from pipeline.games.base import Controls, Environment, Game, Observation
+from pipeline.play.player import Player
+from pipeline.play.unstuck import StuckDetector
+from pipeline.wire.samples import ContextSpec
+
+log = structlog.get_logger(__name__)
+
+#: Bump when the way episodes are driven or scored changes: cached NPC/baseline scores expire.
+#: 2: references keep their per-episode counts (the confidence intervals resample them).
+PROTOCOL = 2
+#: The trivial baseline's throttle: enough to reach town speed on a straight, never steering.
+BASELINE_THROTTLE = 0.5
+
+#: Evaluation environment names (config `evaluator.environments`) -> what differs from clear noon.
+ENVIRONMENTS: dict[str, dict[str, Any]] = {
+    "day": {"weather": "clear", "time_of_day": 12.0, "traffic_density": 0.3},
+    "night": {"weather": "clear", "time_of_day": 23.0, "traffic_density": 0.3},
+    "rain": {"weather": "rain", "time_of_day": 15.0, "traffic_density": 0.3},
+    "traffic": {"weather": "clear", "time_of_day": 17.5, "traffic_density": 1.0},
+    "fog": {"weather": "fog", "time_of_day": 9.0, "traffic_density": 0.3},
+    "overcast": {"weather": "overcast", "time_of_day": 14.0, "traffic_density": 0.3},
+    "dusk": {"weather": "clear", "time_of_day": 20.5, "traffic_density": 0.3},
+    "empty": {"weather": "clear", "time_of_day": 12.0, "traffic_density": 0.0},
+}
+
+
+def environment(name: str, map_seed: int, episode_seed: int) -> Environment:
+    """The Environment an evaluation environment name stands for, on one map."""
+    if name not in ENVIRONMENTS:
+        raise ConfigError(f"evaluator.environments: {name!r} is not one of {sorted(ENVIRONMENTS)}")
+    return Environment(map_seed=map_seed, car="sedan", npc_style="normal", spawn=None,
+                       episode_seed=episode_seed, **ENVIRONMENTS[name])
+
+
+@dataclass(frozen=True)
+class EpisodePlan:
+    name: str  # the evaluation environment's name
+    env: Environment
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Everything that decides what the evaluator drives; unpacked from the config once."""
+
+    episode_s: float
+    environments: tuple[str, ...]
+    episodes_per_environment: int
+    held_out_seeds: tuple[int, ...]
+    fps: float
+    context: ContextSpec
+    min_displacement_m: float
+    window_s: float
+    grace_s: float
+    confidence: float = 0.9
+    bootstrap_resamples: int = 2000
+    processes: int = 1
+
+    @classmethod
+    def from_config(cls, cfg: Config, episodes: int | None = None, seconds: float | None = None) -> EvalSettings:
+        e = cfg.evaluator
+        if not cfg.collection.held_out_seeds:
+            raise ConfigError("collection.held_out_seeds: the evaluator needs at least one held-out seed")
+        for name in e.environments:
+            environment(name, 0, 0)  # names are checked here, before anything is driven
+        return cls(
+            episode_s=float(seconds if seconds is not None else e.episode_s),
+            environments=tuple(e.environments),
+            episodes_per_environment=int(episodes if episodes is not None else e.episodes_per_environment),
+            held_out_seeds=tuple(cfg.collection.held_out_seeds),
+            fps=cfg.game.fps,
+            context=ContextSpec.from_inputs(cfg.inputs, cfg.game.fps),
+            min_displacement_m=cfg.unstuck.min_displacement_m,
+            window_s=cfg.unstuck.window_s,
+            grace_s=cfg.unstuck.grace_s,
+            confidence=e.confidence,
+            bootstrap_resamples=e.bootstrap_resamples,
+            processes=e.processes,
+        )
+
+    def plan(self) -> list[EpisodePlan]:
+        """Episodes, environment by environment; held-out seeds are dealt round-robin."""
+        out = []
+        for i, name in enumerate(self.environments):
+            for j in range(self.episodes_per_environment):
+                k = i * self.episodes_per_environment + j
+                seed = self.held_out_seeds[k % len(self.held_out_seeds)]
+                out.append(EpisodePlan(name, environment(name, seed, 1000 * seed + k)))
+        return out
+
+    @property
+    def steps(self) -> int:
+        return int(round(self.episode_s * self.fps))
+
+    def reference_key(self, cfg: Config) -> str:
+        """Identifies the NPC/baseline scores: same game (code too), plan, durations and Unstuck rules."""
+        ident = {
+            "protocol": PROTOCOL,
+            "backend_code": backend_fingerprint(cfg.game.backend),
+            "baseline_throttle": BASELINE_THROTTLE,
+            "game": cfg.game.model_dump(mode="json"),
+            "plan": [(p.name, p.env.to_dict()) for p in self.plan()],
+            "steps": self.steps,
+            "unstuck": [self.min_displacement_m, self.window_s, self.grace_s],
+        }
+        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def backend_fingerprint(backend: str) -> str:
+    """A hash of the game backend's source files: a changed simulator must not reuse old NPC scores."""
+    import importlib
+
+    from pipeline.games.base import BUILTIN_BACKENDS
+
+    module_name = BUILTIN_BACKENDS.get(backend, backend).partition(":")[0]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return "unknown"
+    path = Path(module.__file__ or "")
+    files = sorted(path.parent.glob("*.py")) if path.name == "__init__.py" else [path]
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.name.encode() + f.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+Predict = Callable[[Any, dict[str, np.ndarray]], tuple[dict[str, list[float]], Controls]]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Who drives: a model through `predict`, or the NPC (`npc=True`: the game's autopilot)."""
+
+    name: str
+    model: Any = None
+    predict: Predict | None = None
+    npc: bool = False
+    weights: bytes | None = None  # the model's safetensors blob, for episodes driven in other processes
+
+
+def _constant(controls: Controls) -> Predict:
+    def predict(_model: Any, _context: dict[str, np.ndarray]) -> tuple[dict[str, list[float]], Controls]:
+        return {}, controls
+
+    return predict
+
+
+NPC = Policy("npc", npc=True)
+BASELINE = Policy("baseline", predict=_constant(Controls(BASELINE_THROTTLE, 0.0)))
+
+
+def model_policy(model: Any, weights: bytes | None = None) -> Policy:
+    """The model as a driver; `weights` (its safetensors blob) lets an EpisodePool drive it too."""
+    from pipeline.models import predict
+
+    return Policy("model", model=model, predict=predict, weights=weights)
+
+
+def build_model_from(cfg: Config, tensors: dict[str, Any], device: Any = "cpu") -> Any:
+    """The configured model with these weights on `device`, or WeightsError when they do not
+    fit it. It is built on the device: a random CPU initialisation of 23 M parameters that
+    the weights overwrite anyway would cost a player half a second per new version."""
+    import torch
+
+    from pipeline.models import build_model
+
+    with torch.device(device):
+        model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width))
+    try:
+        model.load_state_dict(tensors)
+    except (RuntimeError, KeyError) as exc:
+        raise WeightsError(f"weights do not fit the configured model {cfg.run.name!r}: {str(exc)[:300]}") from None
+    return model.eval()
+
+
+def read_weights_file(path: str | Path, sha256: str | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """Tensors and metadata of a safetensors file; anything else (pickle, truncated, forged) is refused."""
+    from pipeline.wire.weights import from_blob
+
+    path = Path(path)
+    try:
+        blob = path.read_bytes()
+    except OSError as exc:
+        raise WeightsError(f"{path}: cannot read weights: {exc}") from None
+    if sha256 is not None and hashlib.sha256(blob).hexdigest() != sha256.lower():
+        raise WeightsError(f"{path}: sha256 is {hashlib.sha256(blob).hexdigest()}, expected {sha256}; refusing it")
+    try:
+        tensors = from_blob(blob)
+    except WeightsError as exc:
+        raise WeightsError(f"{path}: {exc} (only safetensors files are accepted)") from None
+    return tensors, _metadata(blob)
+
+
+def _metadata(blob: bytes) -> dict[str, str]:
+    """The `__metadata__` of a safetensors blob that `from_blob` already accepted."""
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + n])
+    meta = header.get("__metadata__") or {}
+    return {str(k): str(v) for k, v in meta.items()}
+
+
+class TraceRecorder:
+    """A Game in front of the real one: records every observation; for the NPC ignores controls."""
+
+    def __init__(self, game: Game, trace: Trace, npc: bool = False) -> None:
+        self.game = game
+        self.trace = trace
+        self.npc = npc
+        self.fps = game.fps
+
+    def reset(self, env: Environment) -> Observation:
+        obs = self.game.reset(env)
+        self.trace.add(obs, "reset")
+        return obs
+
+    def step(self, controls: Controls | None = None) -> Observation:
+        obs = self.game.step(None if self.npc else controls)
+        self.trace.add(obs, "step")
+        return obs
+
+    def respawn(self) -> Observation:
+        obs = self.game.respawn()
+        self.trace.add(obs, "respawn")
+        return obs
+
+    def cinematic(self) -> np.ndarray:
+        return self.game.cinematic()
+
+    def close(self) -> None:
+        self.game.close()
+
+
+class Evaluator:
+    """Drives policies through the plan; `run` returns one Trace per episode, in plan order.
+
+    Episodes run one after another on `game`, or, given a `pool` (`EpisodePool`, one game per
+    child process), several at once; every episode is reproducible, so both give the same traces.
+    """
+
+    def __init__(self, game: Game | None, settings: EvalSettings, pool: Any = None) -> None:
+        if game is None and pool is None:
+            raise ValueError("an Evaluator needs a game or an episode pool")
+        self.game = game
+        self.settings = settings
+        self.pool = pool
+
+    def drive(self, policy: Policy, plan: EpisodePlan, stop: threading.Event | None = None) -> Trace:
+        s = self.settings
+        if self.game is None:
+            raise ValueError("this Evaluator drives through its pool only")
+        trace = Trace(plan.name, plan.env.map_seed, self.game.fps)
+        recorder = TraceRecorder(self.game, trace, npc=policy.npc)
+        predict = policy.predict or _constant(Controls())
+        player = Player(recorder, policy.model, ContextBuilder(s.context),
+                        StuckDetector(s.min_displacement_m, s.window_s, s.grace_s), predict, None,
+                        realtime=False, max_drive_s=float("inf"))
+        player.run(plan.env, stop or threading.Event(), max_steps=s.steps)
+        return trace
+
+    def run(self, policy: Policy, stop: threading.Event | None = None) -> list[Trace]:
+        if self.pool is not None:
+            return self.pool.run(policy, self.settings.plan(), stop)
+        traces = []
+        for plan in self.settings.plan():
+            start = time.monotonic()
+            trace = self.drive(policy, plan, stop)
+            traces.append(trace)
+            log_episode(policy.name, trace, time.monotonic() - start)
+            if stop is not None and stop.is_set():
+                break
+        return traces
+
+
+def log_episode(policy: str, trace: Trace, wall_s: float) -> None:
+    m = pooled_metrics([trace])
+    log.info("evaluation_episode", policy=policy, environment=trace.environment, map_seed=trace.map_seed,
+             km=round(m.distance_m / 1000, 3), incidents=m.incidents, wall_s=round(wall_s, 1))
+
+
+def summarize(traces: Sequence[Trace]) -> dict[str, Any]:
+    """Pooled metrics, the same per environment, and each episode's counts, as plain JSON."""
+    return {
+        "metrics": pooled_metrics(traces).as_dict(),
+        "environments": {name: m.as_dict() for name, m in by_environment(traces).items()},
+        "episodes": [episode_counts(t) for t in traces],
+    }
+
+
+def compare(summary: dict[str, Any], npc: dict[str, Any], confidence: float = 0.9,
+            resamples: int = 2000) -> dict[str, Any]:
+    """Add ratio_to_npc overall and per environment (the NPC summary is from the same plan), and
+    the bootstrap intervals of the headline scores (`pipeline.evaluate.confidence`; None below 2 episodes)."""
+    out = {**summary, "ratio_to_npc": ratio_to_npc(summary["metrics"], npc["metrics"])}
+    envs = {}
+    for name, m in summary["environments"].items():
+        ref = npc["environments"].get(name)
+        envs[name] = {**m, "ratio_to_npc": ratio_to_npc(m, ref) if ref else None}
+    out["environments"] = envs
+    out["intervals"] = score_intervals(summary.get("episodes") or [], npc.get("episodes"), confidence, resamples)
+    return out
+
+
+def reference_scores(evaluator: Evaluator, stop: threading.Event | None = None) -> dict[str, Any]:
+    """The NPC's and the baseline's summaries on the evaluator's plan (the same for every version)."""
+    s = evaluator.settings
+    npc = summarize(evaluator.run(NPC, stop))
+    baseline = compare(summarize(evaluator.run(BASELINE, stop)), npc, s.confidence, s.bootstrap_resamples)
+    return {"npc": npc, "baseline": baseline}
+
+
+def score_policy(evaluator: Evaluator, policy: Policy, references: dict[str, Any],
+                 stop: threading.Event | None = None) -> dict[str, Any]:
+    """One policy's scores against the references: metrics, per environment, ratio_to_npc, intervals."""
+    s = evaluator.settings
+    start = time.monotonic()
+    scores = compare(summarize(evaluator.run(policy, stop)), references["npc"], s.confidence, s.bootstrap_resamples)
+    scores["npc"] = references["npc"]["metrics"]
+    base = references["baseline"]
+    scores["baseline"] = {"metrics": base["metrics"], "ratio_to_npc": base["ratio_to_npc"],
+                          "intervals": score_intervals(base.get("episodes") or [], references["npc"].get("episodes"),
+                                                       s.confidence, s.bootstrap_resamples)}
+    scores["wall_s"] = round(time.monotonic() - start, 2)
+    return scores
+
+
+def file_cached_references(evaluator: Evaluator, cfg: Config, folder: Path | None) -> dict[str, Any]:
+    """References for one-off scoring, cached as JSON in `folder` (None = always drive them)."""
+    key = evaluator.settings.reference_key(cfg)
+    path = None if folder is None else folder / f"reference-{key}.json"
+    if path is not None and path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            log.warning("reference_cache_unreadable", path=str(path))
+    refs = {**reference_scores(evaluator), "key": key}
+    if path is not None:
+        folder.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(refs))
+        tmp.replace(path)
+    return refs

@@ -1,0 +1,222 @@
+"""The evaluator's rq job: score one published version closed-loop and record the result.
+
+`evaluate_version` runs inside `charles evaluator` (an rq SimpleWorker on the `evaluate`
+queue, JSON serializer). A job that finds a newer version's job still waiting skips itself
+("superseded"): on a slow machine the scores then follow the newest model instead of
+lagging further behind with every publication. Scores go to Redis (`scoreboard`), to
+TensorBoard (`eval/*` in the run's log dir, step = trainer batches) and may move `best`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+import structlog
+
+from pipeline.config import Config
+from pipeline.errors import WeightsError
+from pipeline.evaluate.scoreboard import (
+    cached_reference,
+    enqueue_evaluation,
+    move_best,
+    newest_waiting,
+    record_scores,
+    store_reference,
+)
+from pipeline.games.base import Game, load_game
+from pipeline.wire.keys import Keys
+
+log = structlog.get_logger(__name__)
+
+#: Pooled metrics logged to TensorBoard as `eval/<name>`.
+TB_METRICS = ("incidents_per_km", "mean_distance_between_incidents_m", "distance_m", "collisions", "unstucks",
+              "mean_abs_lane_offset_m", "progress_per_km", "targets_reached", "mean_speed_mps")
+
+
+class EvaluatorState:
+    """Per-process state the job reuses (game, TensorBoard writers) and the heartbeat reports."""
+
+    def __init__(self) -> None:
+        self.keys = Keys()
+        self.game: Game | None = None
+        self.game_key: str | None = None
+        self.pool: Any = None  # EpisodePool when `evaluator.processes` > 1
+        self.pool_key: str | None = None
+        self.writers: dict[str, Any] = {}
+        self.state = "idle"
+        self.version = 0
+        self.evaluated = 0
+        self.skipped = 0
+        self.last: dict[str, Any] = {}
+        self.stop = threading.Event()
+
+    def game_for(self, cfg: Config) -> Game:
+        from pipeline.collect.episode import game_options
+
+        key = cfg.game.model_dump_json()
+        if self.game is None or self.game_key != key:
+            if self.game is not None:
+                self.game.close()
+            self.game = load_game(cfg.game.backend, **game_options(cfg, realtime=False))
+            self.game_key = key
+        return self.game
+
+    def pool_for(self, cfg: Config) -> Any:
+        """The episode pool for this config (`evaluator.processes` children), kept between jobs."""
+        from pipeline.evaluate.pool import EpisodePool
+
+        key = cfg.model_dump_json()
+        if self.pool is None or self.pool_key != key:
+            if self.pool is not None:
+                self.pool.close()
+            self.pool = EpisodePool(cfg.to_json(), cfg.evaluator.processes)
+            self.pool_key = key
+        return self.pool
+
+    def evaluator_for(self, cfg: Config) -> Any:
+        """An Evaluator on the in-process game, or on the pool when episodes run in parallel."""
+        from pipeline.evaluate.closed_loop import EvalSettings, Evaluator
+
+        settings = EvalSettings.from_config(cfg)
+        if settings.processes > 1:
+            return Evaluator(None, settings, self.pool_for(cfg))
+        return Evaluator(self.game_for(cfg), settings)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
+        if self.game is not None:
+            self.game.close()
+            self.game = None
+
+    def writer(self, cfg: Config) -> Any:
+        from torch.utils.tensorboard import SummaryWriter
+
+        log_dir = str(Path(cfg.run.log_dir) / cfg.run.name)
+        if log_dir not in self.writers:
+            self.writers[log_dir] = SummaryWriter(log_dir=log_dir, filename_suffix=".evaluator")
+        return self.writers[log_dir]
+
+
+STATE = EvaluatorState()
+
+
+def references(r: redis.Redis, keys: Keys, evaluator: Any, cfg: Config) -> dict[str, Any]:
+    """The NPC's and the baseline's scores for this plan: from the cache, or driven once and cached."""
+    from pipeline.evaluate.closed_loop import reference_scores
+
+    key = evaluator.settings.reference_key(cfg)
+    cached = cached_reference(r, keys, key)
+    if cached is not None:
+        return cached
+    STATE.state = "references"
+    start = time.monotonic()
+    refs = {**reference_scores(evaluator, STATE.stop), "key": key}
+    if STATE.stop.is_set():
+        raise InterruptedError("stopped while driving the references")
+    store_reference(r, keys, key, refs)
+    log.info("evaluation_references", key=key, wall_s=round(time.monotonic() - start, 1),
+             npc_mdbi=round(refs["npc"]["metrics"]["mean_distance_between_incidents_m"], 1),
+             baseline_ratio=refs["baseline"]["ratio_to_npc"])
+    return refs
+
+
+def log_tensorboard(writer: Any, record: dict[str, Any]) -> None:
+    """eval/* scalars at step = trainer batches, stamped with the version's publication time."""
+    step, wall = int(record["batches"]), float(record.get("created") or time.time())
+
+    def add(tag: str, value: Any) -> None:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            writer.add_scalar(tag, float(value), step, walltime=wall)
+
+    add("eval/ratio_to_npc", record.get("ratio_to_npc"))
+    add("eval/version", record["version"])
+    for name in TB_METRICS:
+        add(f"eval/{name}", record["metrics"].get(name))
+        add(f"eval/npc/{name}", record["npc"].get(name))
+    add("eval/baseline/ratio_to_npc", record["baseline"].get("ratio_to_npc"))
+    for env, m in record["environments"].items():
+        add(f"eval/{env}/ratio_to_npc", m.get("ratio_to_npc"))
+        add(f"eval/{env}/incidents_per_km", m.get("incidents_per_km"))
+    writer.flush()
+
+
+def _skip(version: int, reason: str) -> dict[str, Any]:
+    STATE.skipped += 1
+    log.info("evaluation_skipped", version=version, reason=reason)
+    return {"version": version, "skipped": reason}
+
+
+def evaluate_version(spec: dict[str, Any]) -> dict[str, Any]:
+    """rq job: drive version `spec["version"]` on the held-out plan, record scores, maybe move best."""
+    from rq import get_current_job
+
+    from pipeline.evaluate.closed_loop import build_model_from, model_policy, score_policy
+    from pipeline.serve.server import fetch_config
+    from pipeline.wire.weights import WeightsStore
+
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("evaluate_version must run inside an rq worker")
+    r, keys, version = job.connection, STATE.keys, int(spec["version"])
+    newer = newest_waiting(r, keys)
+    if newer > version:
+        return _skip(version, f"superseded by v{newer}, still waiting")
+    fetched = fetch_config(r, keys)
+    if fetched is None:
+        raise RuntimeError("no active config in Redis; is the server running?")
+    cfg = fetched[0]
+    try:
+        info, tensors = WeightsStore(r, keys).fetch(version, model=cfg.run.name)
+        blob = r.hget(keys.weights_version_blob(version), "blob") or r.hget(keys.weights_best, "blob") or b""
+        if info.sha256 != spec.get("sha256", info.sha256) or hashlib.sha256(blob).hexdigest() != info.sha256:
+            raise WeightsError("the stored blob is not the one that was published")
+        model = build_model_from(cfg, tensors)
+    except WeightsError as exc:
+        return _skip(version, str(exc))
+    import torch
+
+    torch.set_num_threads(1)
+    STATE.version = version
+    evaluator = STATE.evaluator_for(cfg)
+    try:
+        refs = references(r, keys, evaluator, cfg)
+        STATE.state = "evaluating"
+        scores = score_policy(evaluator, model_policy(model, blob), refs, STATE.stop)
+    except InterruptedError:
+        return _skip(version, "stopped")
+    finally:
+        STATE.state = "idle"
+    if STATE.stop.is_set():
+        return _skip(version, "stopped")
+    record = {"version": version, "batches": info.batches, "created": info.created, "model": info.model,
+              "evaluated_at": time.time(), "reference": refs["key"], **scores}
+    record_scores(r, keys, version, record)
+    moved = move_best(r, keys, info, blob, record)
+    try:
+        log_tensorboard(STATE.writer(cfg), record)
+    except OSError as exc:  # a full disk must not lose the Redis record
+        log.warning("tensorboard_failed", error=str(exc))
+    STATE.evaluated += 1
+    STATE.last = {"version": version, "ratio_to_npc": record["ratio_to_npc"], "best": moved}
+    log.info("version_evaluated", version=version, batches=info.batches, ratio_to_npc=record["ratio_to_npc"],
+             incidents_per_km=round(record["metrics"]["incidents_per_km"], 3), best=moved,
+             wall_s=record["wall_s"])
+    return {"version": version, "ratio_to_npc": record["ratio_to_npc"], "best": moved}
+
+
+def queue_latest_if_missing(r: redis.Redis, keys: Keys) -> int | None:
+    """At start: queue the latest version if it has neither a score nor a waiting job."""
+    from pipeline.wire.weights import WeightsStore
+
+    info = WeightsStore(r, keys).latest_info()
+    if info is None or r.hexists(keys.evaluation, str(info.version)) or newest_waiting(r, keys) >= info.version:
+        return None
+    enqueue_evaluation(r, keys, info)
+    return info.version

@@ -1,0 +1,136 @@
+"""Evaluation results in Redis: per-version scores, the cached references, the `best` pointer, the queue.
+
+- `evaluation` (hash version -> JSON) holds every scored version; `charles status --json`
+  shows it under `evaluation.versions`.
+- `evaluation:reference` caches the NPC's and the baseline's scores per reference key (game,
+  plan, durations, Unstuck rules): they do not change between versions, so they are driven once.
+- `weights:best` moves only to a version of the same model that is better by more than the
+  noise: the low end of its ratio_to_npc interval (`pipeline.evaluate.confidence`) must beat the
+  current best's point estimate (a version scored without an interval uses its point
+  estimate: then strictly better is enough). It moves atomically (Lua), and keeps its own copy of the blob: published versions beyond
+  `trainer.keep_versions` are deleted, the best one must stay fetchable for players that
+  follow it. A move is announced on the weights channel so those players prepare it at once.
+- Evaluation jobs are enqueued by the trainer right after each publication (the job id
+  names the version), so no version is missed while the evaluator is busy or down.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+import redis
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from pipeline.evaluate.confidence import lower_bound
+from pipeline.wire.keys import EVALUATE_QUEUE, Keys
+from pipeline.wire.weights import WeightsInfo
+
+EVALUATE_JOB = "pipeline.evaluate.jobs.evaluate_version"
+JOB_TIMEOUT_S = 3 * 3600
+JOB_WAIT_TTL_S = 24 * 3600  # a job nobody picked up in a day is dropped (no evaluator running)
+_JOB_VERSION = re.compile(r"-v(\d+)$")
+
+# KEYS[1] = weights:best; ARGV[1] = the candidate's lower bound, ARGV[2] = model, ARGV[3..] = field, value, ...
+# (the stored `score` is the best's point estimate: a candidate must beat it with its lower bound)
+_MOVE_BEST_LUA = """
+local cur = redis.call('HGET', KEYS[1], 'score')
+local model = redis.call('HGET', KEYS[1], 'model')
+if cur and model == ARGV[2] and tonumber(cur) >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+return 1
+"""
+
+
+def evaluation_queue(r: redis.Redis, keys: Keys) -> Queue:
+    return Queue(keys.queue(EVALUATE_QUEUE), connection=r, serializer=JSONSerializer)
+
+
+def job_id(keys: Keys, version: int) -> str:
+    """One job id per version and key prefix: `<prefix>-evaluate-v<n>`."""
+    return keys.job_id(EVALUATE_QUEUE, f"v{version}")
+
+
+def enqueue_evaluation(r: redis.Redis, keys: Keys, info: WeightsInfo) -> str:
+    """Queue the evaluation of one published version (called by the trainer after publishing)."""
+    job = evaluation_queue(r, keys).enqueue_call(
+        EVALUATE_JOB,
+        args=({"version": info.version, "sha256": info.sha256, "model": info.model,
+               "batches": info.batches, "created": info.created},),
+        job_id=job_id(keys, info.version),
+        timeout=JOB_TIMEOUT_S,
+        ttl=JOB_WAIT_TTL_S,
+        result_ttl=3600,
+        failure_ttl=24 * 3600,
+        description=f"evaluate {info.model} v{info.version} ({info.batches} batches)",
+    )
+    return job.id
+
+
+def newest_waiting(r: redis.Redis, keys: Keys) -> int:
+    """The newest version whose evaluation job is still waiting in the queue (0 if none)."""
+    versions = [int(m.group(1)) for jid in evaluation_queue(r, keys).get_job_ids()
+                if (m := _JOB_VERSION.search(jid))]
+    return max(versions, default=0)
+
+
+def record_scores(r: redis.Redis, keys: Keys, version: int, record: dict[str, Any]) -> None:
+    r.hset(keys.evaluation, str(version), json.dumps(record))
+
+
+def read_scores(r: redis.Redis, keys: Keys) -> dict[int, dict[str, Any]]:
+    """Every scored version's record, by version."""
+    return {int(k): json.loads(v) for k, v in r.hgetall(keys.evaluation).items()}
+
+
+def cached_reference(r: redis.Redis, keys: Keys, key: str) -> dict[str, Any] | None:
+    raw = r.hget(keys.evaluation_reference, key)
+    return None if raw is None else json.loads(raw)
+
+
+def store_reference(r: redis.Redis, keys: Keys, key: str, reference: dict[str, Any]) -> None:
+    r.hset(keys.evaluation_reference, key, json.dumps(reference))
+
+
+def best_score(record: dict[str, Any]) -> float:
+    """What `best` maximises: ratio_to_npc (a version without one never becomes best)."""
+    ratio = record.get("ratio_to_npc")
+    return -1.0 if ratio is None else float(ratio)
+
+
+def best_claim(record: dict[str, Any]) -> float:
+    """What a candidate offers against the current best: the low end of its ratio_to_npc interval."""
+    low = lower_bound(record)
+    return -1.0 if low is None or record.get("ratio_to_npc") is None else low
+
+
+def move_best(r: redis.Redis, keys: Keys, info: WeightsInfo, blob: bytes, record: dict[str, Any]) -> bool:
+    """Point `best` at this version if its lower bound beats the best's point estimate; True when it moved."""
+    score = best_score(record)
+    metrics = record.get("metrics", {})
+    fields: dict[str, Any] = {
+        "version": info.version, "sha256": info.sha256, "model": info.model, "created": info.created,
+        "batches": info.batches, "blob": blob, "score": repr(score), "lower": repr(best_claim(record)),
+        "ratio_to_npc": json.dumps(record.get("ratio_to_npc")),
+        "incidents_per_km": json.dumps(metrics.get("incidents_per_km")),
+        "scores": json.dumps(record), "moved_at": time.time(),
+    }
+    args: list[Any] = [repr(best_claim(record)), info.model]
+    for name, value in fields.items():
+        args += [name, value]
+    moved = bool(r.register_script(_MOVE_BEST_LUA)(keys=[keys.weights_best], args=args))
+    if moved:
+        note = json.loads(info.notification())
+        r.publish(keys.weights_channel, json.dumps({**note, "best": True}))
+    return moved
+
+
+def best_version(r: redis.Redis, keys: Keys) -> int | None:
+    raw = r.hget(keys.weights_best, "version")
+    return None if raw is None else int(raw)

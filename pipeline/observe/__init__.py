@@ -1,0 +1,1 @@
+"""Watching the system: role status, the consoles, progress bars, the web dashboard."""

@@ -1,0 +1,57 @@
+"""Publishing a checkpoint trained elsewhere (offline) to the live players.
+
+Players build their model from the live config and refuse weights of another model, so
+the checkpoint is checked here first, with a message that says what differs: the run
+name it was trained for must be the live `run.name`, and its tensors must load into the
+model the live config builds (same names and shapes).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import redis
+from safetensors.torch import load_file
+
+from pipeline.errors import WeightsError
+from pipeline.serve.server import fetch_config
+from pipeline.wire.keys import Keys
+from pipeline.wire.presence import live_workers
+from pipeline.wire.weights import WeightsInfo, WeightsStore
+
+
+def push_checkpoint(r: redis.Redis, keys: Keys, folder: Path) -> tuple[WeightsInfo, list[str]]:
+    """Publish `folder/model.safetensors` as the next version; returns its info and notes."""
+    from pipeline.models import build_model
+
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / "trainer.json").read_text())
+        state = load_file(folder / "model.safetensors")
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"{folder}: not a checkpoint (model.safetensors + trainer.json): {exc}") from None
+    fetched = fetch_config(r, keys)
+    if fetched is None:
+        raise WeightsError("no live config in Redis (is `charles server` running?); nothing to push to")
+    cfg, _ = fetched
+    model_name = meta.get("model")
+    if model_name != cfg.run.name:
+        raise WeightsError(
+            f"{folder}: checkpoint was trained for run {model_name!r}, the live run is {cfg.run.name!r}; "
+            "train with the live config (same [run] name, model, inputs and outputs)")
+    model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width))
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unknown = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
+    if missing or unknown or wrong:
+        raise WeightsError(
+            f"{folder}: tensors do not fit the live model {cfg.run.name!r}: missing {missing[:5]}, "
+            f"unexpected {unknown[:5]}, wrong shape {wrong[:5]}; the live config's model/inputs/outputs differ")
+    notes = []
+    if live_workers(r, keys, "trainer"):
+        notes.append("a live trainer is running: its next publication replaces this version")
+    store = WeightsStore(r, keys, cfg.trainer.keep_versions)
+    info = store.publish(state, cfg.run.name, int(meta.get("batches", 0)))
+    return info, notes

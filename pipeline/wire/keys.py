@@ -1,0 +1,167 @@
+"""Every Redis key, stream, channel and queue name Charles uses, built in one place.
+
+Nothing else in the code base formats a key string: ask a `Keys` object. One prefix
+(default `charles:`), one style: `prefix + part:part`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "charles:"
+
+#: rq queue names (rq adds its own `rq:queue:` prefix; we add ours in front of the name).
+COLLECT_QUEUE = "collect"
+EVALUATE_QUEUE = "evaluate"
+
+#: Consumer groups on the sample streams.
+SERVER_GROUP = "server"
+RECORDER_GROUP = "recorder"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names under one prefix; tests use a unique prefix each."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def _k(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    # -- config -------------------------------------------------------------------
+    @property
+    def config(self) -> str:
+        """Hash: `json` (the active run config) and `version`."""
+        return self._k("config")
+
+    # -- samples ------------------------------------------------------------------
+    def stream(self, output: str) -> str:
+        """Stream of sample-set manifests for one output (transport; rows in `incoming`)."""
+        return self._k("stream", output)
+
+    def output_of_stream(self, stream: bytes | str) -> str:
+        """The output a `stream(output)` key belongs to (XREADGROUP replies name the key)."""
+        name = stream.decode() if isinstance(stream, bytes) else stream
+        return name[len(self.stream("")) :]
+
+    def incoming(self, set_id: str, row: int | str = "") -> str:
+        """String: one row of a published set, until the server checks it and renames it
+        into a buffer (it has a TTL: a set never routed cannot leak)."""
+        return self._k("incoming", set_id, str(row))
+
+    def buffer(self, output: str) -> str:
+        """Set of sample ids in one output's buffer (SCARD = fill; SPOP/SRANDMEMBER = random draw)."""
+        return self._k("buffer", output)
+
+    def buffer_row(self, output: str, sample_id: str) -> str:
+        """String: one encoded sample of `buffer(output)` (a key per row, so a draw can
+        rename it without the row passing through Lua)."""
+        return self._k("buffer", output, "row", sample_id)
+
+    def buffer_row_prefix(self, output: str) -> str:
+        return self.buffer_row(output, "")
+
+    def buffer_order(self, output: str) -> str:
+        """Sorted set of a buffer's sample ids by insert time: the oldest are evicted first."""
+        return self._k("buffer", output, "order")
+
+    def buffer_replay(self, output: str) -> str:
+        """Hash of a buffer's replay limit (`pipeline.serve.replay`): `tokens` (draws banked) and
+        the `inserted`, `drawn` and `evicted` totals."""
+        return self._k("buffer", output, "replay")
+
+    def drawn(self, token: str) -> str:
+        """Key prefix for the rows of one draw, kept (with a TTL) until that trainer fetched them."""
+        return self._k("drawn", token, "")
+
+    @property
+    def deadletter(self) -> str:
+        """Stream of rejected entries, each with its source and reason."""
+        return self._k("deadletter")
+
+    # -- counters and status ------------------------------------------------------
+    @property
+    def counters(self) -> str:
+        """Hash of monotonically increasing counters (sets routed, samples drawn, dropped...)."""
+        return self._k("counters")
+
+    def status(self, role: str, worker_id: str | None = None) -> str:
+        """Hash a console reads: `status:server`, `status:trainer`, `status:player:{id}`."""
+        return self._k("status", role) if worker_id is None else self._k("status", role, worker_id)
+
+    def status_pattern(self, role: str) -> str:
+        return self._k("status", role, "*")
+
+    def presence(self, role: str, worker_id: str) -> str:
+        """String with a TTL, refreshed by the worker's heartbeat."""
+        return self._k("worker", role, worker_id)
+
+    def presence_pattern(self, role: str = "*") -> str:
+        return self._k("worker", role, "*")
+
+    # -- weights ------------------------------------------------------------------
+    @property
+    def weights_latest(self) -> str:
+        """Hash: `blob` (safetensors), `version`, `sha256`, `model`, `created`, `batches`."""
+        return self._k("weights", "latest")
+
+    def weights_version_blob(self, version: int) -> str:
+        """Hash like `weights_latest`, kept for a published version the evaluator scores."""
+        return self._k("weights", "v", str(version))
+
+    @property
+    def weights_best(self) -> str:
+        """Hash: the version with the best evaluation and its scores."""
+        return self._k("weights", "best")
+
+    @property
+    def weights_version_counter(self) -> str:
+        """INCR counter that hands out monotonically increasing weight versions."""
+        return self._k("weights", "version")
+
+    @property
+    def weights_channel(self) -> str:
+        """Pub/sub channel with `{version, sha256, model}` notifications (never the blob)."""
+        return self._k("weights")
+
+    # -- evaluation ---------------------------------------------------------------
+    @property
+    def evaluation(self) -> str:
+        """Hash version -> JSON of that version's driving scores."""
+        return self._k("evaluation")
+
+    @property
+    def evaluation_reference(self) -> str:
+        """Hash reference key -> JSON scores of the NPC and the baseline (same for every version)."""
+        return self._k("evaluation", "reference")
+
+    # -- live view ----------------------------------------------------------------
+    def frame(self, worker_id: str, camera: str) -> str:
+        """String: latest JPEG of one camera of one player (cinematic, hood, convcam)."""
+        return self._k("frame", worker_id, camera)
+
+    def viewer(self, worker_id: str) -> str:
+        """String with a short TTL a dashboard refreshes while it shows this player.
+
+        LiveView encodes frames only while it exists, so an unwatched player spends nothing
+        on JPEGs; it lives under `frame:` so the player's ACL (`~frame:*`) already covers it.
+        """
+        return self._k("frame", worker_id, "viewer")
+
+    @property
+    def loss_history(self) -> str:
+        """List of recent `{batch, loss}` JSON points for the dashboard's loss curve."""
+        return self._k("trainer", "loss")
+
+    # -- rq ------------------------------------------------------------------------
+    def queue(self, name: str) -> str:
+        """rq queue name under our prefix, so several Charles runs can share one Redis."""
+        return self._k(name)
+
+    def job_id(self, queue: str, suffix: str) -> str:
+        """An rq job id naming its run and queue, so an ACL can scope a role to one queue's jobs.
+
+        rq job ids allow [A-Za-z0-9_-] only; `job_id(q, "")` is the prefix of all of them.
+        """
+        return re.sub(r"[^A-Za-z0-9_-]", "-", self.prefix).strip("-") + f"-{queue}-{suffix}"
