@@ -33,7 +33,7 @@ def install_signal_handlers(stop: threading.Event) -> None:
 
 def wait_for_config(r: redis.Redis, keys: Keys, stop: threading.Event, poll_s: float = 1.0) -> tuple[Config, int] | None:
     """Acquire the active config from Redis, waiting (with backoff) for Redis and the server."""
-    from pipeline.serve.server import fetch_config
+    from pipeline.wire.config_store import fetch_config
 
     announced = False
     while not stop.is_set():

@@ -46,17 +46,11 @@ def _noisy(tensors: dict, sigma: float, seed: int) -> dict:
 def cli(weights: Path, config_path: Path | None, episodes: int, seconds: float | None, processes: int,
         noise: tuple[float, ...], out: Path | None) -> None:
     from pipeline.config import load_config
-    from pipeline.evaluate.closed_loop import (
-        NPC,
-        EvalSettings,
-        build_model_from,
-        model_policy,
-        read_weights_file,
-        summarize,
-    )
+    from pipeline.evaluate.closed_loop import NPC, EvalSettings, model_policy, summarize
     from pipeline.evaluate.confidence import score_intervals
     from pipeline.evaluate.pool import EpisodePool
     from pipeline.log import configure_logging
+    from pipeline.models.loading import build_model_from, read_weights_file
     from pipeline.wire.weights import to_blob
 
     configure_logging("eval_noise", level="WARNING")

@@ -37,7 +37,7 @@ def export(out: Path, t0: float | None, label: str) -> None:
     from pipeline.evaluate.scoreboard import best_version, read_scores
     from pipeline.log import configure_logging
     from pipeline.observe.status import snapshot
-    from pipeline.serve.server import fetch_config
+    from pipeline.wire.config_store import fetch_config
     from pipeline.wire.redis_conn import connect, keys_from_env
 
     configure_logging("learning_curve", level="WARNING")

@@ -80,9 +80,10 @@ class CollectJob:
 
 def _collect_worker(job: CollectJob) -> dict[str, int]:
     """One process: episodes with environments the server would choose; one .npz shard each."""
-    from pipeline.collect.episode import EpisodeRunner, game_options
+    from pipeline.collect.episode import EpisodeRunner
     from pipeline.config import load_config
     from pipeline.games.base import load_game
+    from pipeline.games.options import game_options
     from pipeline.serve.server import sample_environment
     from pipeline.wire.samples import ContextSpec
 
@@ -92,7 +93,7 @@ def _collect_worker(job: CollectJob) -> dict[str, int]:
     driver = None
     if job.weights is not None:  # DAgger: the model drives on this process's one CPU core
         from pipeline.collect.dagger import build_cpu_model
-        from pipeline.evaluate.closed_loop import read_weights_file
+        from pipeline.models.loading import read_weights_file
 
         options["label_with_npc"] = True
         model = build_cpu_model(cfg, read_weights_file(job.weights)[0])
@@ -185,19 +186,18 @@ def _score_snapshot(args: tuple[str, str, int, int, float]) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    from pipeline.collect.episode import game_options
     from pipeline.config import load_config
     from pipeline.evaluate.closed_loop import (
         EvalSettings,
         Evaluator,
-        build_model_from,
         file_cached_references,
         model_policy,
-        read_weights_file,
         score_policy,
     )
     from pipeline.games.base import load_game
+    from pipeline.games.options import game_options
     from pipeline.log import configure_logging
+    from pipeline.models.loading import build_model_from, read_weights_file
 
     configure_logging("train_default", level="WARNING")
     cfg = load_config(config_path)
@@ -221,8 +221,8 @@ def train(config: str, data: Path, out: Path, device: str, minutes: float, batch
     from safetensors.torch import save_file
 
     from pipeline.config import load_config
-    from pipeline.evaluate.closed_loop import build_model_from, read_weights_file
     from pipeline.models import build_model
+    from pipeline.models.loading import build_model_from, read_weights_file
     from pipeline.train.learner import Learner
 
     cfg = load_config(config)

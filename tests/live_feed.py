@@ -13,7 +13,7 @@ import numpy as np
 import redis
 
 from pipeline.play.live_view import LiveView
-from pipeline.serve.server import publish_config
+from pipeline.wire.config_store import publish_config
 from pipeline.wire.keys import Keys
 from pipeline.wire.presence import Presence
 from tests.factories import tiny_config

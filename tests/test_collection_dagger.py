@@ -22,7 +22,8 @@ from pipeline.config import Config, load_config
 from pipeline.errors import ConfigError
 from pipeline.models import build_model
 from pipeline.serve.buffers import Buffers
-from pipeline.serve.server import Server, publish_config, sample_environment
+from pipeline.serve.server import Server, sample_environment
+from pipeline.wire.config_store import publish_config
 from pipeline.wire.keys import Keys
 from pipeline.wire.samples import SampleSchema, decode_row, stack_rows
 from pipeline.wire.weights import WeightsStore

@@ -6,7 +6,6 @@ import threading
 
 import torch
 
-from pipeline.collect.episode import game_options
 from pipeline.evaluate.closed_loop import (
     NPC,
     EvalSettings,
@@ -17,6 +16,7 @@ from pipeline.evaluate.closed_loop import (
 )
 from pipeline.evaluate.pool import EpisodePool
 from pipeline.games.base import load_game
+from pipeline.games.options import game_options
 from pipeline.models import build_model
 from tests.factories import tiny_config
 

@@ -15,19 +15,11 @@ import torch
 from click.testing import CliRunner
 
 from pipeline.errors import ConfigError, WeightsError
-from pipeline.evaluate.closed_loop import (
-    BASELINE,
-    NPC,
-    EvalSettings,
-    Evaluator,
-    build_model_from,
-    compare,
-    read_weights_file,
-    summarize,
-)
+from pipeline.evaluate.closed_loop import BASELINE, NPC, EvalSettings, Evaluator, compare, summarize
 from pipeline.evaluate.scoreboard import best_version, move_best, record_scores
 from pipeline.games.base import Controls, Environment, Observation
 from pipeline.models import build_model
+from pipeline.models.loading import build_model_from, read_weights_file
 from pipeline.observe.status import snapshot
 from pipeline.play.player import WeightsWatcher
 from pipeline.serve.server import Server, sample_environment

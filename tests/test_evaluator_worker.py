@@ -21,9 +21,9 @@ from pipeline.evaluate.scoreboard import (
     read_scores,
 )
 from pipeline.models import build_model
-from pipeline.serve.server import publish_config
 from pipeline.train.learner import Learner
 from pipeline.train.live import Trainer, TrainerSettings
+from pipeline.wire.config_store import publish_config
 from pipeline.wire.keys import EVALUATE_QUEUE, Keys
 from pipeline.wire.local_redis import RedisServer
 from pipeline.wire.weights import WeightsStore

@@ -14,8 +14,8 @@ from pipeline.data.chunks import ChunkWriter, load_chunk, scan
 from pipeline.data.drive_recorder import DriveRecorder
 from pipeline.games.base import Environment
 from pipeline.games.sim import SimGame
-from pipeline.serve.server import publish_config
 from pipeline.train.dataset import DataSpec, RecordedDataset, find_episodes
+from pipeline.wire.config_store import publish_config
 from pipeline.wire.keys import Keys
 from pipeline.wire.samples import ContextSpec
 from pipeline.wire.weights import WeightsStore

@@ -11,7 +11,7 @@ import torch
 
 from pipeline.config import load_config
 from pipeline.models import build_model
-from pipeline.serve.server import publish_config
+from pipeline.wire.config_store import publish_config
 from pipeline.wire.keys import Keys
 from pipeline.wire.local_redis import RedisServer
 from pipeline.wire.weights import WeightsStore

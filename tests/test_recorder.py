@@ -13,7 +13,7 @@ import redis
 
 from pipeline.data.chunks import load_chunk, scan
 from pipeline.data.stream_recorder import Recorder
-from pipeline.serve.server import publish_config
+from pipeline.wire.config_store import publish_config
 from pipeline.wire.keys import RECORDER_GROUP, Keys
 from pipeline.wire.samples import ContextSpec, SampleSchema
 from tests.factories import publish_entry, sample_set, tiny_config

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 
 from pipeline.config import load_config
 from pipeline.serve.buffers import Buffers
-from pipeline.serve.server import publish_config
+from pipeline.wire.config_store import publish_config
 from pipeline.wire.keys import Keys
 from pipeline.wire.local_redis import RedisServer
 from pipeline.wire.samples import ROW_MAGIC

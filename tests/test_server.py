@@ -9,7 +9,8 @@ import msgpack_numpy
 import numpy as np
 import redis
 
-from pipeline.serve.server import Server, fetch_config, sample_environment
+from pipeline.serve.server import Server, sample_environment
+from pipeline.wire.config_store import fetch_config
 from pipeline.wire.keys import RECORDER_GROUP, SERVER_GROUP, Keys
 from pipeline.wire.presence import Presence, live_workers
 from pipeline.wire.samples import manifest

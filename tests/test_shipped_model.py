@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.collect.context import ContextBuilder
-from pipeline.collect.episode import game_options
 from pipeline.config import load_config
-from pipeline.evaluate.closed_loop import build_model_from, read_weights_file
 from pipeline.games.base import Environment, load_game
+from pipeline.games.options import game_options
 from pipeline.models import predict
+from pipeline.models.loading import build_model_from, read_weights_file
 from pipeline.wire.samples import ContextSpec
 
 SHIPPED = Path(__file__).resolve().parent.parent / "models" / "charles_small_cnn.safetensors"

@@ -13,8 +13,8 @@ import torch
 from safetensors.torch import save_file
 
 from pipeline.config import load_config
-from pipeline.evaluate.closed_loop import build_model_from, read_weights_file
 from pipeline.models import build_model, predict
+from pipeline.models.loading import build_model_from, read_weights_file
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = str(ROOT / "configs" / "default.toml")

@@ -27,7 +27,7 @@ def cli(host: str | None, port: int | None, refresh: float) -> None:
 
     from pipeline.config import DashboardConfig, PlayerConfig
     from pipeline.observe.dashboard import Hub, create_app, loopback_hosts
-    from pipeline.serve.server import fetch_config
+    from pipeline.wire.config_store import fetch_config
 
     r, keys = connect(), keys_from_env()
     dash, player = DashboardConfig(), PlayerConfig()

@@ -37,19 +37,18 @@ def cli(weights_file: Path, config_path: Path | None, episodes: int | None, seco
     import structlog
     import torch
 
-    from pipeline.collect.episode import game_options
     from pipeline.config import load_config
     from pipeline.errors import ConfigError, WeightsError
     from pipeline.evaluate.closed_loop import (
         EvalSettings,
         Evaluator,
-        build_model_from,
         file_cached_references,
         model_policy,
-        read_weights_file,
         score_policy,
     )
     from pipeline.games.base import load_game
+    from pipeline.games.options import game_options
+    from pipeline.models.loading import build_model_from, read_weights_file
 
     log = structlog.get_logger("evaluate")
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))

@@ -32,14 +32,13 @@ def cli(weights_file: str | None, weights_sha256: str | None, max_steps: int | N
     import torch
 
     from pipeline.collect.context import ContextBuilder
-    from pipeline.collect.episode import game_options
     from pipeline.errors import WeightsError
-    from pipeline.evaluate.closed_loop import build_model_from
     from pipeline.games.base import Environment, load_game
+    from pipeline.games.options import game_options
     from pipeline.models import build_model, predict
+    from pipeline.models.loading import build_model_from, pick_device
     from pipeline.play.player import Player, WeightsWatcher
     from pipeline.play.unstuck import StuckDetector
-    from pipeline.train.learner import pick_device
     from pipeline.wire.samples import ContextSpec
     from pipeline.wire.weights import WeightsStore, from_blob
 

@@ -41,8 +41,8 @@ def streams(out_dir: Path, budget_gb: float | None, consumer: str, chunk_rows: i
     configure_logging("recorder")
     from pipeline.data.stream_recorder import Recorder
     from pipeline.process import install_signal_handlers, wait_for_config
-    from pipeline.serve.server import fetch_config
     from pipeline.train.augment import minimap_box_for
+    from pipeline.wire.config_store import fetch_config
     from pipeline.wire.presence import Presence
     from pipeline.wire.redis_conn import (
         CONNECTION_ERRORS,
@@ -124,12 +124,12 @@ def drive(out_dir: Path, config_path: Path | None, driver: str, seconds: float |
     Esc/Q or closing the window ends the recording.
     """
     configure_logging("record")
-    from pipeline.collect.episode import game_options
     from pipeline.config import load_config
     from pipeline.data.chunks import ChunkWriter, DiskBudget
     from pipeline.data.drive_recorder import DriveRecorder
     from pipeline.errors import CharlesError, ConfigError
     from pipeline.games.base import Environment, load_game
+    from pipeline.games.options import game_options
     from pipeline.process import install_signal_handlers
     from pipeline.train.augment import minimap_box_for
 

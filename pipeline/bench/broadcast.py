@@ -47,8 +47,8 @@ def _player(url: str, index: int, counts: tuple[int, ...], cfg_json: str, device
     """One player process: a real watcher and a raw subscriber for every N it belongs to."""
     import torch
 
-    from pipeline.evaluate.closed_loop import build_model_from
     from pipeline.log import configure_logging
+    from pipeline.models.loading import build_model_from
     from pipeline.play.player import WeightsWatcher
     from pipeline.wire.redis_conn import connect
 
@@ -111,10 +111,10 @@ def _collect(out: Any, kind: str, n: int, version: int, since: float) -> list[fl
 def _swap_pauses(cfg: Config, device: str, swaps: int, r: Any, state: dict[str, Any]) -> list[float]:
     """ms of the pause a swap adds to a real Player's Unstuck (take, reset, first prediction)."""
     from pipeline.collect.context import ContextBuilder
-    from pipeline.collect.episode import game_options
-    from pipeline.evaluate.closed_loop import build_model_from
     from pipeline.games.base import Environment, load_game
+    from pipeline.games.options import game_options
     from pipeline.models import build_model, predict
+    from pipeline.models.loading import build_model_from
     from pipeline.play.player import Player, WeightsWatcher
     from pipeline.play.unstuck import StuckDetector
     from pipeline.wire.samples import ContextSpec
@@ -147,7 +147,7 @@ def _pct(values: list[float], q: float) -> float:
 def run(config_path: str | None = None, device: str | None = None, players: tuple[int, ...] = PLAYER_COUNTS,
         versions: int = 8, swaps: int = 10, **_: Any) -> dict[str, Any]:
     from pipeline.models import build_model
-    from pipeline.train.learner import pick_device
+    from pipeline.models.loading import pick_device
     from pipeline.wire.redis_conn import connect
     from pipeline.wire.weights import WeightsStore, to_blob
 

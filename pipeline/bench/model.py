@@ -34,7 +34,7 @@ def run(config_path: str | None = None, seconds: float = 10.0, device: str | Non
     import torch
 
     from pipeline.models import batch_to_tensors, build_model, compute_loss, predict
-    from pipeline.train.learner import pick_device
+    from pipeline.models.loading import pick_device
 
     cfg = load_config(config_path)
     name = device or cfg.trainer.device

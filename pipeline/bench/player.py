@@ -21,14 +21,14 @@ def run(config_path: str | None = None, seconds: float = 10.0, device: str | Non
     import torch
 
     from pipeline.collect.context import ContextBuilder
-    from pipeline.collect.episode import game_options
     from pipeline.config import load_config
     from pipeline.games.base import Controls, Environment, load_game
     from pipeline.games.io.control import ControllerTranslator
+    from pipeline.games.options import game_options
     from pipeline.models import build_model, predict
+    from pipeline.models.loading import pick_device
     from pipeline.play.player import Player
     from pipeline.play.unstuck import StuckDetector
-    from pipeline.train.learner import pick_device
     from pipeline.wire.samples import ContextSpec
 
     cfg = load_config(config_path)

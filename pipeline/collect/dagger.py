@@ -48,7 +48,7 @@ def build_cpu_model(cfg: Config, tensors: dict[str, Any]) -> torch.nn.Module:
     shares its core with the simulator; more threads only contend)."""
     import torch
 
-    from pipeline.evaluate.closed_loop import build_model_from
+    from pipeline.models.loading import build_model_from
 
     torch.set_num_threads(1)
     return build_model_from(cfg, tensors)

@@ -10,8 +10,6 @@ by `SetPublisher`, which holds a bounded backlog while Redis is unreachable.
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import threading
 import time
@@ -27,8 +25,9 @@ import structlog
 from pipeline.collect.balancing import rows_to_columns
 from pipeline.collect.context import ContextBuilder
 from pipeline.config import Config
-from pipeline.errors import ConfigError, WeightsError
+from pipeline.errors import WeightsError
 from pipeline.games.base import Controls, Environment, Game, Observation, load_game
+from pipeline.games.options import game_options
 from pipeline.wire.keys import Keys
 from pipeline.wire.redis_conn import CONNECTION_ERRORS, Backoff
 from pipeline.wire.samples import PROVENANCE, ContextSpec, SampleSet, manifest, row_field
@@ -218,34 +217,6 @@ class EpisodeRunner:
         summary.sets[output] = summary.sets.get(output, 0) + 1
 
 
-def game_options(cfg: Config, realtime: bool) -> dict[str, Any]:
-    """Keyword arguments for the configured backend.
-
-    `[game.options]` comes from the shared config; CHARLES_GAME_OPTIONS (JSON) on this
-    machine is merged on top, for per-machine settings such as a window title or a port.
-    Real backends also get the `[control]` section (dead zones, keyboard or gamepad).
-    """
-    g = cfg.game
-    local = os.environ.get("CHARLES_GAME_OPTIONS", "")
-    try:
-        overrides = json.loads(local) if local else {}
-    except ValueError:
-        raise ConfigError(f"CHARLES_GAME_OPTIONS is not valid JSON: {local[:200]!r}") from None
-    if not isinstance(overrides, dict):
-        raise ConfigError("CHARLES_GAME_OPTIONS must be a JSON object of game options")
-    options: dict[str, Any] = {
-        "hood_size": (g.hood_width, g.hood_height),
-        "cinematic_size": (g.cinematic_width, g.cinematic_height),
-        "fps": g.fps,
-        "realtime": realtime,
-        **g.options,
-        **overrides,
-    }
-    if g.backend in ("gta5", "screen"):
-        options.setdefault("control", cfg.control.model_dump())
-    return options
-
-
 class CollectorState:
     """Per-process state the rq job reuses between episodes (game, config) and reports."""
 
@@ -316,7 +287,7 @@ def run_episode(spec: dict[str, Any]) -> dict[str, Any]:
 
     from pipeline.collect.balancing import make_balancer
     from pipeline.collect.bins import build_binnings
-    from pipeline.serve.server import fetch_config
+    from pipeline.wire.config_store import fetch_config
 
     job = get_current_job()
     r = STATE.redis if STATE.redis is not None else (job.connection if job is not None else None)

@@ -56,7 +56,7 @@ class EvaluatorState:
         self.stop = threading.Event()
 
     def game_for(self, cfg: Config) -> Game:
-        from pipeline.collect.episode import game_options
+        from pipeline.games.options import game_options
 
         key = cfg.game.model_dump_json()
         if self.game is None or self.game_key != key:
@@ -157,8 +157,9 @@ def evaluate_version(spec: dict[str, Any]) -> dict[str, Any]:
     """rq job: drive version `spec["version"]` on the held-out plan, record scores, maybe move best."""
     from rq import get_current_job
 
-    from pipeline.evaluate.closed_loop import build_model_from, model_policy, score_policy
-    from pipeline.serve.server import fetch_config
+    from pipeline.evaluate.closed_loop import model_policy, score_policy
+    from pipeline.models.loading import build_model_from
+    from pipeline.wire.config_store import fetch_config
     from pipeline.wire.weights import WeightsStore
 
     job = get_current_job()

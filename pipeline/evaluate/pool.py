@@ -54,17 +54,11 @@ def _serve(conn: Connection, config_json: str, episodes: int | None, seconds: fl
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     import torch
 
-    from pipeline.collect.episode import game_options
     from pipeline.config import Config
-    from pipeline.evaluate.closed_loop import (
-        BASELINE,
-        NPC,
-        EvalSettings,
-        Evaluator,
-        build_model_from,
-        model_policy,
-    )
+    from pipeline.evaluate.closed_loop import BASELINE, NPC, EvalSettings, Evaluator, model_policy
     from pipeline.games.base import load_game
+    from pipeline.games.options import game_options
+    from pipeline.models.loading import build_model_from
     from pipeline.wire.weights import from_blob
 
     torch.set_num_threads(1)

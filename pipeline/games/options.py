@@ -6,11 +6,13 @@ same way `pipeline.config` treats the TOML file.
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline.config import ControlConfig
+from pipeline.config import Config, ControlConfig
 from pipeline.errors import ConfigError
 from pipeline.games.io.control import KeyMap
 
@@ -92,3 +94,31 @@ def parse_options(model: type[M], backend: str, options: dict[str, Any]) -> M:
                 msg = f"unknown option (allowed: {allowed})"
             lines.append(f"  - game.options.{key}: {msg} (got {err.get('input')!r})")
         raise ConfigError("\n".join(lines)) from None
+
+
+def game_options(cfg: Config, realtime: bool) -> dict[str, Any]:
+    """Keyword arguments for the configured backend.
+
+    `[game.options]` comes from the shared config; CHARLES_GAME_OPTIONS (JSON) on this
+    machine is merged on top, for per-machine settings such as a window title or a port.
+    Real backends also get the `[control]` section (dead zones, keyboard or gamepad).
+    """
+    g = cfg.game
+    local = os.environ.get("CHARLES_GAME_OPTIONS", "")
+    try:
+        overrides = json.loads(local) if local else {}
+    except ValueError:
+        raise ConfigError(f"CHARLES_GAME_OPTIONS is not valid JSON: {local[:200]!r}") from None
+    if not isinstance(overrides, dict):
+        raise ConfigError("CHARLES_GAME_OPTIONS must be a JSON object of game options")
+    options: dict[str, Any] = {
+        "hood_size": (g.hood_width, g.hood_height),
+        "cinematic_size": (g.cinematic_width, g.cinematic_height),
+        "fps": g.fps,
+        "realtime": realtime,
+        **g.options,
+        **overrides,
+    }
+    if g.backend in ("gta5", "screen"):
+        options.setdefault("control", cfg.control.model_dump())
+    return options

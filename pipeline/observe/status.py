@@ -50,7 +50,7 @@ REPLAY_FIELDS: tuple[str, ...] = (
 
 def snapshot(r: redis.Redis, keys: Keys) -> dict[str, Any]:
     """Buffers, trainer, weights, players, collectors, dead letters and evaluation, as plain JSON."""
-    from pipeline.serve.server import fetch_config
+    from pipeline.wire.config_store import fetch_config
 
     fetched = fetch_config(r, keys)
     cfg = fetched[0] if fetched else None

@@ -15,7 +15,7 @@ import redis
 from safetensors.torch import load_file
 
 from pipeline.errors import WeightsError
-from pipeline.serve.server import fetch_config
+from pipeline.wire.config_store import fetch_config
 from pipeline.wire.keys import Keys
 from pipeline.wire.presence import live_workers
 from pipeline.wire.weights import WeightsInfo, WeightsStore

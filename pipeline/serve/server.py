@@ -11,7 +11,6 @@ pending by a crashed server are reclaimed (its own on start, others' with XAUTOC
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
@@ -30,6 +29,7 @@ from pipeline.config import CollectionConfig, Config
 from pipeline.errors import CodecError, SampleError
 from pipeline.games.base import Environment
 from pipeline.serve.buffers import Buffers
+from pipeline.wire.config_store import publish_config
 from pipeline.wire.consumer_group import PendingRecovery
 from pipeline.wire.keys import COLLECT_QUEUE, RECORDER_GROUP, SERVER_GROUP, Keys
 from pipeline.wire.presence import live_workers
@@ -39,26 +39,6 @@ log = structlog.get_logger(__name__)
 DEADLETTER_MAXLEN = 1000
 RECORDER_CHECK_S = 10.0
 COLLECT_JOB = "pipeline.collect.episode.run_episode"
-
-
-def publish_config(r: redis.Redis, keys: Keys, config: Config) -> int:
-    """Store the active config; its version goes up only when the config changes."""
-    text = config.to_json()
-    sha = hashlib.sha256(text.encode()).hexdigest()
-    current = r.hget(keys.config, "sha256")
-    if current is not None and current.decode() == sha:
-        return int(r.hget(keys.config, "version") or 0)
-    version = int(r.hincrby(keys.config, "version", 1))
-    r.hset(keys.config, mapping={"json": text, "sha256": sha, "updated": time.time()})
-    return version
-
-
-def fetch_config(r: redis.Redis, keys: Keys) -> tuple[Config, int] | None:
-    """The active config and its version, or None before a server has published one."""
-    raw = r.hmget(keys.config, ["json", "version"])
-    if raw[0] is None:
-        return None
-    return Config.from_json(raw[0].decode(), source=keys.config), int(raw[1] or 0)
 
 
 def sample_environment(cfg: CollectionConfig, rng: random.Random) -> Environment:

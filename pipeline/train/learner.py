@@ -20,21 +20,9 @@ from safetensors.torch import load_file, save_file
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from pipeline.errors import WeightsError
+from pipeline.models.loading import pick_device
 
 log = structlog.get_logger(__name__)
-
-def pick_device(name: str, fall_back: bool = False) -> torch.device:
-    """`auto`: CUDA when there is a GPU, else the CPU. With `fall_back` (players: a config
-    written for a GPU machine still drives on a laptop) an absent CUDA becomes the CPU, warned;
-    without it (the trainer) asking for CUDA where there is none fails at once."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if fall_back and device.type == "cuda" and not torch.cuda.is_available():
-        log.warning("cuda_unavailable", asked=name, using="cpu")
-        return torch.device("cpu")
-    return device
-
 
 class Learner:
     """Model + optimizer + one `step(columns)`; used by the live trainer and offline training."""

@@ -1,0 +1,31 @@
+"""The active config in Redis: the server publishes it, every other role fetches it."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import redis
+
+from pipeline.config import Config
+from pipeline.wire.keys import Keys
+
+
+def publish_config(r: redis.Redis, keys: Keys, config: Config) -> int:
+    """Store the active config; its version goes up only when the config changes."""
+    text = config.to_json()
+    sha = hashlib.sha256(text.encode()).hexdigest()
+    current = r.hget(keys.config, "sha256")
+    if current is not None and current.decode() == sha:
+        return int(r.hget(keys.config, "version") or 0)
+    version = int(r.hincrby(keys.config, "version", 1))
+    r.hset(keys.config, mapping={"json": text, "sha256": sha, "updated": time.time()})
+    return version
+
+
+def fetch_config(r: redis.Redis, keys: Keys) -> tuple[Config, int] | None:
+    """The active config and its version, or None before a server has published one."""
+    raw = r.hmget(keys.config, ["json", "version"])
+    if raw[0] is None:
+        return None
+    return Config.from_json(raw[0].decode(), source=keys.config), int(raw[1] or 0)
