@@ -29,7 +29,7 @@ case "$MODE" in
       ROLES="redis server trainer collector evaluator" WORK=/tmp/lc_h100 PNG="$RES/learning_curve_h100.png" \
       LABEL="configs/h100.toml, H100 + 16 cores, 11 collectors" scripts/learning_curve_run.sh
     cp /tmp/lc_h100/{evaluation.json,summary.json,status.json,supervise.log,evaluator-final.log} "$RES/"
-    cp -r /tmp/lc_h100/runs "$RES/" || true
+    cp -r /tmp/lc_h100/runs /tmp/lc_h100/status_live "$RES/" || true
     ;;
   replay)
     # side by side on one machine: configs/h100.toml with draw-and-delete (samples_per_insert 1)
@@ -47,6 +47,7 @@ case "$MODE" in
     wait
     for v in spi1 spi8; do
       mkdir -p "$RES/$v" && cp /tmp/lc_$v/{evaluation.json,summary.json,status.json,supervise.log,evaluator-final.log} "$RES/$v/" || true
+      cp -r /tmp/lc_$v/status_live "$RES/$v/" || true
     done
     ;;
   default)

@@ -40,8 +40,13 @@ set -a; . ./.env; set +a
 
 date +%s > t0
 echo "learning curve: $LABEL for $MINUTES min in $WORK"
+# what the roles report while they run (the trainer's compute share, data age, waits), once a minute
+mkdir -p status_live
+( while sleep 60; do charles status --json > "status_live/$(date +%s).json" 2>/dev/null || true; done ) &
+SAMPLER=$!
 # shellcheck disable=SC2086
 timeout -s INT -k 90 "$((MINUTES * 60))" charles supervise -c "$CONCURRENCY" $ROLES > supervise.log 2>&1 || true
+kill "$SAMPLER" 2>/dev/null || true
 
 # the last versions were published while the evaluator was busy: score the newest one now
 charles redis > redis.log 2>&1 &
