@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipeline.observe.status import snapshot  # noqa: E402
-from pipeline.wire.keys import Keys  # noqa: E402
+from pipeline.wire.keys import DEFAULT_PREFIX, Keys  # noqa: E402
 from pipeline.wire.local_redis import free_port  # noqa: E402
 
 
@@ -94,7 +94,7 @@ def main() -> int:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
-    keys = Keys(base.get("CHARLES_KEY_PREFIX", "charles:"))
+    keys = Keys(base.get("CHARLES_KEY_PREFIX", DEFAULT_PREFIX))
     start("server", "server", "--config", args.config)
     start("trainer", "trainer")
     for i in range(args.collectors):

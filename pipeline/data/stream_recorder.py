@@ -27,7 +27,7 @@ from pipeline.data.chunks import ChunkMeta, ChunkWriter, DiskBudget, remove_orph
 from pipeline.errors import CodecError, SampleError
 from pipeline.wire import codec
 from pipeline.wire.consumer_group import PendingRecovery
-from pipeline.wire.keys import RECORDER_GROUP, SERVER_GROUP, Keys
+from pipeline.wire.keys import RECORDER_GROUP, SERVER_GROUP, Counter, Keys
 from pipeline.wire.samples import FIELDS, SET_ID, ContextSpec, SampleSchema, decode_entry, set_id_of
 
 log = structlog.get_logger(__name__)
@@ -147,7 +147,7 @@ class Recorder:
             log.warning("recorder_entry_rejected", stream=stream, entry=entry, reason=str(exc))
             pipe = self.r.pipeline(transaction=True)
             pipe.xack(stream, RECORDER_GROUP, entry)
-            pipe.hincrby(self.keys.counters, "recorder_rejected", 1)
+            pipe.hincrby(self.keys.counters, Counter.RECORDER_REJECTED, 1)
             pipe.execute()
             self.stats.rejected += 1
             return False
@@ -216,8 +216,8 @@ class Recorder:
         stream = self.keys.stream(output)
         pipe = self.r.pipeline(transaction=True)
         pipe.xack(stream, RECORDER_GROUP, *pending.entries)
-        pipe.hincrby(self.keys.counters, f"recorded_sets:{output}", len(pending.entries))
-        pipe.hincrby(self.keys.counters, f"recorded_samples:{output}", pending.rows)
+        pipe.hincrby(self.keys.counters, Counter.recorded_sets(output), len(pending.entries))
+        pipe.hincrby(self.keys.counters, Counter.recorded_samples(output), pending.rows)
         pipe.execute()
         self._release(output, pending.entries, pending.incoming)
         for old in self.budget.add(meta):

@@ -8,7 +8,7 @@ from typing import Any
 
 import redis
 
-from pipeline.wire.keys import COLLECT_QUEUE, Keys
+from pipeline.wire.keys import COLLECT_QUEUE, Counter, Keys, rq_queue_key
 from pipeline.wire.presence import read_statuses
 
 
@@ -66,9 +66,9 @@ def snapshot(r: redis.Redis, keys: Keys) -> dict[str, Any]:
             "fill": int(fill),
             "capacity": capacity,
             "fraction": round(int(fill) / capacity, 4) if capacity else 0.0,
-            "sets_routed": counters.get(f"sets_routed:{name}", 0),
-            "samples_routed": counters.get(f"samples_routed:{name}", 0),
-            "sets_dropped": counters.get(f"sets_dropped:{name}", 0),
+            "sets_routed": counters.get(Counter.sets_routed(name), 0),
+            "samples_routed": counters.get(Counter.samples_routed(name), 0),
+            "sets_dropped": counters.get(Counter.sets_dropped(name), 0),
             "start_fraction": cfg.buffers.start_fraction if cfg else 0.9,
             "samples_per_insert": cfg.buffers.samples_per_insert if cfg else 1.0,
         }
@@ -150,7 +150,7 @@ def snapshot(r: redis.Redis, keys: Keys) -> dict[str, Any]:
         "collectors": collectors,
         "servers": servers,
         "deadletter": int(r.xlen(keys.deadletter)),
-        "queue": {"collect": int(r.llen(f"rq:queue:{keys.queue(COLLECT_QUEUE)}"))},
+        "queue": {"collect": int(r.llen(rq_queue_key(keys.queue(COLLECT_QUEUE))))},
         "evaluation": {"versions": evaluation, "best": int(best) if best else None},
         "redis": {"used_memory": int(info.get("used_memory", 0)), "maxmemory": int(info.get("maxmemory", 0))},
     }

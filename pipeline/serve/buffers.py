@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import redis
 
 from pipeline.serve.replay import ReplayLimit, split_batch, start_threshold
-from pipeline.wire.keys import SERVER_GROUP, Keys
+from pipeline.wire.keys import SERVER_GROUP, Counter, Keys
 from pipeline.wire.samples import row_head_size
 
 DRAWN_TTL_S = 600
@@ -86,15 +86,16 @@ return out
 
 
 # KEYS: stream, buffer id set, counters, order zset, replay hash.  ARGV: group, entry id,
-# output, 'copy' | 'rename', incoming prefix, buffer row prefix, set id, n, capacity,
-# samples per insert, tolerance, then per row: head, length.
+# 'copy' | 'rename', incoming prefix, buffer row prefix, set id, n, capacity, samples per
+# insert, tolerance, the counters' sets-routed and samples-routed fields, then per row: head, length.
 # Returns {1, n, evicted} when routed, {0, i} when row i is missing or differs from its head.
 _ROUTE_LUA = """
-local group, entry, output, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local src, dst, set_id, n = ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])
-local capacity, spi, tolerance = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local group, entry, mode = ARGV[1], ARGV[2], ARGV[3]
+local src, dst, set_id, n = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
+local capacity, spi, tolerance = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+local sets_field, samples_field = ARGV[11], ARGV[12]
 for i = 0, n - 1 do
-  local key, head, len = src .. i, ARGV[12 + 2 * i], tonumber(ARGV[13 + 2 * i])
+  local key, head, len = src .. i, ARGV[13 + 2 * i], tonumber(ARGV[14 + 2 * i])
   -- a row of another type (a collector may write any) must be refused, not raise WRONGTYPE
   if redis.call('TYPE', key).ok ~= 'string' or redis.call('STRLEN', key) ~= len
       or redis.call('GETRANGE', key, 0, #head - 1) ~= head then
@@ -150,8 +151,8 @@ if evicted > 0 then
   redis.call('HINCRBY', KEYS[5], 'evicted', evicted)
 end
 redis.call('XACK', KEYS[1], group, entry)
-redis.call('HINCRBY', KEYS[3], 'sets_routed:' .. output, 1)
-redis.call('HINCRBY', KEYS[3], 'samples_routed:' .. output, n)
+redis.call('HINCRBY', KEYS[3], sets_field, 1)
+redis.call('HINCRBY', KEYS[3], samples_field, n)
 return {1, n, evicted}
 """
 
@@ -222,9 +223,10 @@ class Buffers:
         beyond capacity) and acknowledge its entry; `copy` leaves the incoming rows for
         another reader (the recorder). Returns None when routed, else the index of the first
         row that is missing or differs from its head."""
-        args: list[object] = [group, entry_id, output, "copy" if copy else "rename",
+        args: list[object] = [group, entry_id, "copy" if copy else "rename",
                               self.keys.incoming(set_id), self.keys.buffer_row_prefix(output), set_id, len(heads),
-                              self.capacity, self.limit.samples_per_insert, self.limit.tolerance]
+                              self.capacity, self.limit.samples_per_insert, self.limit.tolerance,
+                              Counter.sets_routed(output), Counter.samples_routed(output)]
         for head, length in heads:
             args += [head, length]
         keys = [stream, self.keys.buffer(output), self.keys.counters,

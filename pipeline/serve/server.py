@@ -31,7 +31,7 @@ from pipeline.games.base import Environment
 from pipeline.serve.buffers import Buffers
 from pipeline.wire.config_store import publish_config
 from pipeline.wire.consumer_group import PendingRecovery
-from pipeline.wire.keys import COLLECT_QUEUE, RECORDER_GROUP, SERVER_GROUP, Keys
+from pipeline.wire.keys import COLLECT_QUEUE, RECORDER_GROUP, SERVER_GROUP, Counter, Keys
 from pipeline.wire.presence import live_workers
 from pipeline.wire.samples import EntryView, SampleSchema, check_entry, row_field, set_id_of
 
@@ -190,7 +190,7 @@ class Server:
             approximate=True,
         )
         pipe.xack(stream, SERVER_GROUP, entry)
-        pipe.hincrby(self.keys.counters, "deadlettered", 1)
+        pipe.hincrby(self.keys.counters, Counter.DEADLETTERED, 1)
         pipe.execute()
         self.stats.rejected += 1
 
@@ -223,7 +223,7 @@ class Server:
             if ids:
                 pipe = self.r.pipeline(transaction=True)
                 pipe.xack(stream, SERVER_GROUP, *ids)
-                pipe.hincrby(self.keys.counters, f"sets_dropped:{name}", len(ids))
+                pipe.hincrby(self.keys.counters, Counter.sets_dropped(name), len(ids))
                 pipe.execute()
                 self.stats.dropped += len(ids)
                 log.info("stream_overflow_dropped", output=name, sets=len(ids))
@@ -284,7 +284,7 @@ class Server:
             "routed_samples": self.stats.routed_samples,
             "rejected": self.stats.rejected,
             "dropped": self.stats.dropped,
-            "deadlettered": counters.get("deadlettered", 0),
+            "deadlettered": counters.get(Counter.DEADLETTERED, 0),
             "queue": self.queue.count,
             "config_version": int(self.r.hget(self.keys.config, "version") or 0),
         }

@@ -22,7 +22,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from pipeline.wire.keys import COLLECT_QUEUE, DEFAULT_PREFIX, Keys
+from pipeline.wire.keys import (
+    COLLECT_QUEUE,
+    DEFAULT_PREFIX,
+    RQ_ALL,
+    RQ_READ_ONLY,
+    Keys,
+    rq_worker_patterns,
+)
 
 ROLES: tuple[str, ...] = ("server", "trainer", "collector", "player")
 #: Appended to every role's root permissions; selectors below grant single commands only.
@@ -32,32 +39,29 @@ _CONNECTION = "+ping +echo +hello +auth +client|setname +client|getname +client|
 
 def role_rules(prefix: str = DEFAULT_PREFIX) -> dict[str, str]:
     """ACL rules per role (without user name, password or reset), ready for `ACL SETUSER`."""
-    keys = Keys(prefix)
-    p = prefix
-    queue = keys.queue(COLLECT_QUEUE)
-    job = keys.job_id(COLLECT_QUEUE, "")
-    rq_collect = " ".join(
-        [f"~rq:queue:{queue}", f"~rq:queue:{queue}:*", f"~rq:*:{queue}", "~rq:queues", "~rq:workers", "~rq:suspended", "~rq:clean_groups", "%R~rq:groups", "%R~rq:rl-keys",
-         f"~rq:job:{job}*", f"~rq:job::{job}*", f"~rq:results:{job}*", f"~rq:executions:{job}*", f"~rq:execution:{job}*",
-         "~rq:worker:collector-*", "&rq:pubsub:collector-*"]
-    )
+    k = Keys(prefix)
+    rq_keys, rq_channels = rq_worker_patterns(k.queue(COLLECT_QUEUE), k.job_id(COLLECT_QUEUE, ""), "collector-")
+    rq_collect = " ".join([f"~{p}" for p in rq_keys[:7]] + [f"%R~{p}" for p in RQ_READ_ONLY]
+                          + [f"~{p}" for p in rq_keys[7:]] + [f"&{c}" for c in rq_channels])
+    read_hash = "+hget +hmget +hgetall"
+    own = {role: f"~{k.presence_pattern(role)} ~{k.status_pattern(role)}" for role in ROLES}
     return {
-        "server": f"~{p}* ~rq:* &{p}* &rq:* +@all {DANGEROUS} {_CONNECTION}",
+        "server": f"~{k.everything} ~{RQ_ALL} &{k.everything} &{RQ_ALL} +@all {DANGEROUS} {_CONNECTION}",
         "trainer": (
-            f"~{p}buffer:* ~{p}drawn:* ~{p}weights:* ~{p}trainer:* ~{p}worker:trainer:* ~{p}status:trainer:* "
-            f"~{p}counters ~rq:* &{p}weights &rq:* +@all {DANGEROUS} {_CONNECTION} "
-            f"(%R~{p}config %R~{p}evaluation* +hget +hmget +hgetall +exists)"
+            f"~{k.family('buffer')} ~{k.family('drawn')} ~{k.family('weights')} ~{k.family('trainer')} {own['trainer']} "
+            f"~{k.counters} ~{RQ_ALL} &{k.weights_channel} &{RQ_ALL} +@all {DANGEROUS} {_CONNECTION} "
+            f"(%R~{k.config} %R~{k.evaluation}* {read_hash} +exists)"
         ),
         "collector": (
             f"{rq_collect} +@all {DANGEROUS} {_CONNECTION} "
-            f"(~{p}stream:* +xadd) (~{p}incoming:* +set +multi +exec) "
-            f"(%R~{p}config +hget +hmget +hgetall) (%R~{p}weights:latest +hget +hmget +hgetall) "
-            f"(~{p}worker:collector:* ~{p}status:collector:* +set +hset +expire +pexpire +del +exists)"
+            f"(~{k.family('stream')} +xadd) (~{k.family('incoming')} +set +multi +exec) "
+            f"(%R~{k.config} {read_hash}) (%R~{k.weights_latest} {read_hash}) "
+            f"({own['collector']} +set +hset +expire +pexpire +del +exists)"
         ),
         "player": (
-            f"~{p}worker:player:* ~{p}status:player:* ~{p}frame:* &{p}weights "
+            f"{own['player']} ~{k.family('frame')} &{k.weights_channel} "
             f"+set +hset +expire +pexpire +del +exists +get +subscribe +unsubscribe {_CONNECTION} "
-            f"(%R~{p}weights:* %R~{p}config +hget +hmget +hgetall +exists)"
+            f"(%R~{k.family('weights')} %R~{k.config} {read_hash} +exists)"
         ),
     }
 

@@ -20,6 +20,56 @@ SERVER_GROUP = "server"
 RECORDER_GROUP = "recorder"
 
 
+class Counter:
+    """Field names of the `Keys.counters` hash, so writers and readers cannot drift apart."""
+
+    DEADLETTERED = "deadlettered"
+    RECORDER_REJECTED = "recorder_rejected"
+
+    @staticmethod
+    def sets_routed(output: str) -> str:
+        return f"sets_routed:{output}"
+
+    @staticmethod
+    def samples_routed(output: str) -> str:
+        return f"samples_routed:{output}"
+
+    @staticmethod
+    def sets_dropped(output: str) -> str:
+        """Sets trimmed from a full stream before any server read them."""
+        return f"sets_dropped:{output}"
+
+    @staticmethod
+    def recorded_sets(output: str) -> str:
+        return f"recorded_sets:{output}"
+
+    @staticmethod
+    def recorded_samples(output: str) -> str:
+        return f"recorded_samples:{output}"
+
+
+def rq_queue_key(queue_name: str) -> str:
+    """The list rq keeps a queue's job ids in (rq's own schema: `rq:queue:<name>`)."""
+    return f"rq:queue:{queue_name}"
+
+
+def rq_worker_patterns(queue_name: str, job_prefix: str, worker_prefix: str) -> tuple[list[str], list[str]]:
+    """(key patterns, channel patterns) an rq worker of one queue touches, in rq's own
+    schema: its queue and registries, its jobs (ids starting `job_prefix`), the worker
+    registry and its own worker keys and pub/sub channel (names starting `worker_prefix`)."""
+    keys = [rq_queue_key(queue_name), rq_queue_key(queue_name) + ":*", f"rq:*:{queue_name}", "rq:queues",
+            "rq:workers", "rq:suspended", "rq:clean_groups", f"rq:job:{job_prefix}*", f"rq:job::{job_prefix}*",
+            f"rq:results:{job_prefix}*", f"rq:executions:{job_prefix}*", f"rq:execution:{job_prefix}*",
+            f"rq:worker:{worker_prefix}*"]
+    return keys, [f"rq:pubsub:{worker_prefix}*"]
+
+
+#: Keys rq reads but a worker never writes (`%R~` in an ACL).
+RQ_READ_ONLY = ("rq:groups", "rq:rl-keys")
+#: Every key and channel of rq.
+RQ_ALL = "rq:*"
+
+
 @dataclass(frozen=True)
 class Keys:
     """Key names under one prefix; tests use a unique prefix each."""
@@ -28,6 +78,15 @@ class Keys:
 
     def _k(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
+
+    def family(self, *parts: str) -> str:
+        """Glob of every key under `parts` (`family("buffer")` = `<prefix>buffer:*`), for ACLs."""
+        return self._k(*parts, "*")
+
+    @property
+    def everything(self) -> str:
+        """Glob of every key under this prefix."""
+        return self.prefix + "*"
 
     # -- config -------------------------------------------------------------------
     @property
