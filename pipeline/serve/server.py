@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -32,7 +33,8 @@ from pipeline.serve.buffers import Buffers
 from pipeline.wire.config_store import publish_config
 from pipeline.wire.consumer_group import PendingRecovery
 from pipeline.wire.keys import COLLECT_QUEUE, RECORDER_GROUP, SERVER_GROUP, Counter, Keys
-from pipeline.wire.presence import live_workers
+from pipeline.wire.presence import Presence, live_workers
+from pipeline.wire.redis_conn import CONNECTION_ERRORS, Backoff
 from pipeline.wire.samples import EntryView, SampleSchema, check_entry, row_field, set_id_of
 
 log = structlog.get_logger(__name__)
@@ -107,6 +109,33 @@ class Server:
                     raise
         self.recovery.reset()
         return version
+
+    # -- the loop -------------------------------------------------------------------
+    def run(self, stop: threading.Event, presence: Presence, deadline: float | None = None) -> None:
+        """Serve until `stop` (or the monotonic `deadline`): route, and once a second supply
+        jobs, trim the streams and report. A Redis outage or refusal (OOM past maxmemory) is
+        waited out with backoff and the config re-published after it, never fatal."""
+        backoff = Backoff()
+        ready, last_beat = False, 0.0
+        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+            try:
+                if not ready:
+                    log.info("config_published", version=self.setup())
+                    ready = True
+                self.route_once(block_ms=200)
+                if time.monotonic() - last_beat >= 1.0:
+                    self.supply_jobs()
+                    self.trim_streams()
+                    presence.beat(**self.status())
+                    last_beat = time.monotonic()
+                backoff.reset()
+            except (*CONNECTION_ERRORS, redis.RedisError) as exc:
+                ready = False
+                delay = backoff.next_delay()
+                event = "redis_unavailable" if isinstance(exc, CONNECTION_ERRORS) else "redis_refused"
+                log.warning(event, what="server", error=str(exc), retry_in_s=round(delay, 2))
+                stop.wait(delay)
+        log.info("server_stopped", routed_sets=self.stats.routed_sets, rejected=self.stats.rejected)
 
     # -- routing ----------------------------------------------------------------------
     def route_once(self, block_ms: int = 500, count: int = 16) -> int:
