@@ -67,6 +67,15 @@ class LazyGroup(click.Group):
             return _unavailable(name)
         return getattr(module, attr)
 
+    def invoke(self, ctx: click.Context) -> object:
+        """Run the subcommand; a CharlesError that reaches here is a user error: one line, exit 1."""
+        from pipeline.errors import CharlesError
+
+        try:
+            return super().invoke(ctx)
+        except CharlesError as exc:
+            raise click.ClickException(str(exc)) from None
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with formatter.section("Commands"):
             formatter.write_dl([(name, COMMANDS[name][1]) for name in sorted(COMMANDS)])

@@ -39,10 +39,10 @@ class GameError(CharlesError):
 class MissingExtraError(CharlesError):
     """An optional dependency is missing; the message names the pip extra that provides it."""
 
-    def __init__(self, package: str, extra: str) -> None:
+    def __init__(self, package: str, extra: str, needed_by: str = "") -> None:
         super().__init__(
-            f"{package} is not installed; install the '{extra}' extra: "
-            f"pip install -c constraints.txt -e '.[{extra}]'"
+            (f"{needed_by} needs {package}, which" if needed_by else package)
+            + f" is not installed; install the '{extra}' extra: pip install -c constraints.txt -e '.[{extra}]'"
         )
         self.package = package
         self.extra = extra

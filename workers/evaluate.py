@@ -37,8 +37,8 @@ def cli(weights_file: Path, config_path: Path | None, episodes: int | None, seco
     import structlog
     import torch
 
-    from pipeline.config import load_config
-    from pipeline.errors import ConfigError, WeightsError
+    from pipeline.config import DEFAULT_CONFIG, load_config
+    from pipeline.errors import ConfigError, MissingExtraError, WeightsError
     from pipeline.evaluate.closed_loop import (
         EvalSettings,
         Evaluator,
@@ -58,9 +58,12 @@ def cli(weights_file: Path, config_path: Path | None, episodes: int | None, seco
             cfg = cfg.model_copy(update={"evaluator": cfg.evaluator.model_copy(update={"processes": processes})})
         settings = EvalSettings.from_config(cfg, episodes=episodes, seconds=seconds)
         tensors, meta = read_weights_file(weights_file, sha256)
-        model = build_model_from(cfg, tensors)
+        model = build_model_from(cfg, tensors, source=weights_file, meta=meta,
+                                 config_file=config_path or DEFAULT_CONFIG)
     except (ConfigError, WeightsError) as exc:
         raise click.ClickException(str(exc)) from None
+    except MissingExtraError as exc:
+        raise click.ClickException(f"{config_path or DEFAULT_CONFIG}: {exc}") from None
     if meta.get("model") not in (None, cfg.run.name):
         log.warning("model_name_differs", file_model=meta.get("model"), config_model=cfg.run.name)
     if settings.processes > 1:

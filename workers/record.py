@@ -12,6 +12,7 @@ from typing import Any
 import click
 import structlog
 
+from pipeline.games.base import WEATHERS
 from pipeline.log import configure_logging
 
 log = structlog.get_logger("record")
@@ -106,10 +107,11 @@ def streams(out_dir: Path, budget_gb: float | None, consumer: str, chunk_rows: i
               help="run config: game backend, frame size, fps (default: configs/default.toml)")
 @click.option("--driver", type=click.Choice(["human", "npc"]), default="human", show_default=True)
 @click.option("--seconds", type=float, default=None, help="game seconds to record (default: until Ctrl-C)")
-@click.option("--map-seed", type=int, default=1, show_default=True, help="sim: the map")
-@click.option("--weather", default="clear", show_default=True)
-@click.option("--time-of-day", type=float, default=12.0, show_default=True)
-@click.option("--traffic", type=float, default=0.3, show_default=True, help="traffic density 0..1")
+@click.option("--seed", "--map-seed", "map_seed", type=int, default=1, show_default=True, help="map seed (any integer)")
+@click.option("--weather", type=click.Choice(WEATHERS), default="clear", show_default=True)
+@click.option("--time", "--time-of-day", "time_of_day", type=click.FloatRange(0, 24), default=12.0,
+              show_default=True, help="time of day, hours")
+@click.option("--traffic", type=click.FloatRange(0, 1), default=0.3, show_default=True, help="traffic density 0..1")
 @click.option("--padding-s", type=float, default=0.0, show_default=True,
               help="a 'stuck' recording: its first seconds are padding, never a training sample")
 @click.option("--budget-gb", type=float, default=None, help="delete the oldest chunks past this size")
@@ -164,6 +166,7 @@ def drive(out_dir: Path, config_path: Path | None, driver: str, seconds: float |
                 stop.set()  # this tick is the last one recorded
             return keyboard.controls(keys)
 
+    fresh_folder = not out_dir.exists()  # removed again when the drive fails before writing anything
     episode = f"drive-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     recorder = DriveRecorder(game, ChunkWriter(out_dir, compress=compress), episode, collector=driver,
                              source_name=f"drive:{driver}", chunk_rows=max(1, round(cfg.game.fps * 10)),
@@ -173,6 +176,10 @@ def drive(out_dir: Path, config_path: Path | None, driver: str, seconds: float |
                       traffic_density=traffic, episode_seed=int(time.time()) % 2**31)
     try:
         summary = recorder.run(env, seconds, source, stop)
+    except BaseException:
+        if fresh_folder and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
     finally:
         if window is not None:
             window.close()

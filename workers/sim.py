@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from pipeline.games.base import WEATHERS
 from pipeline.games.sim.viewer import KEYS_HELP, VIEWER_INSTALL
 
 
@@ -21,6 +22,13 @@ def _window(size: tuple[int, int]) -> Any:
         raise click.ClickException(str(exc)) from None
     except GameError as exc:
         raise click.ClickException(f"{exc}; headless, `--record FILE.mp4` writes the NPC's drive to a video") from None
+
+
+def _parse_size(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int, int]:
+    width, _, height = value.partition("x")
+    if not (width.isdigit() and height.isdigit() and 16 <= int(width) <= 4096 and 16 <= int(height) <= 4096):
+        raise click.BadParameter(f"{value!r} is not WIDTHxHEIGHT in pixels (16..4096 each), e.g. 640x360")
+    return int(width), int(height)
 
 
 _PICTURES = (("day", "clear", 12.5), ("night", "clear", 22.5), ("rain", "rain", 15.0), ("fog", "fog", 9.0))
@@ -50,22 +58,23 @@ def _pictures(folder: str, seed: int, episode: int, car: str, traffic: float, se
 
 
 @click.command(name="sim", epilog=f"Keys in the window: {KEYS_HELP}. The window needs pygame: {VIEWER_INSTALL}.")
-@click.option("--seed", default=1, show_default=True, help="map seed (any integer)")
+@click.option("--seed", "--map-seed", "seed", default=1, show_default=True, help="map seed (any integer)")
 @click.option("--episode", default=0, show_default=True, help="episode seed: traffic, spawn, targets")
-@click.option("--weather", type=click.Choice(["clear", "overcast", "rain", "fog"]), default="clear", show_default=True)
-@click.option("--time", "hours", default=12.0, show_default=True, help="time of day, hours")
+@click.option("--weather", type=click.Choice(WEATHERS), default="clear", show_default=True)
+@click.option("--time", "--time-of-day", "hours", type=click.FloatRange(0, 24), default=12.0, show_default=True,
+              help="time of day, hours")
 @click.option("--car", type=click.Choice(["sedan", "sports", "truck"]), default="sedan", show_default=True)
-@click.option("--traffic", default=0.5, show_default=True, help="traffic density 0..1")
+@click.option("--traffic", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="traffic density 0..1")
 @click.option("--style", type=click.Choice(["calm", "normal", "aggressive"]), default="normal", show_default=True)
 @click.option("--seconds", default=60.0, show_default=True, help="game seconds to run (real time in a window)")
 @click.option("--npc/--keyboard", "npc", default=True,
               help="let the NPC drive, or drive with the keyboard: arrows or WASD, Esc quits")
 @click.option("--record", type=click.Path(dir_okay=False), default=None, help="write an MP4 instead of opening a window")
-@click.option("--size", default="640x360", show_default=True, help="chase camera size WxH")
+@click.option("--size", default="640x360", show_default=True, callback=_parse_size, help="chase camera size WxH")
 @click.option("--pictures", type=click.Path(file_okay=False), default=None,
               help="write hood and chase PNGs by day, at night and in rain into this folder, then exit")
 def cli(seed: int, episode: int, weather: str, hours: float, car: str, traffic: float, style: str,
-        seconds: float, npc: bool, record: str | None, size: str, pictures: str | None) -> None:
+        seconds: float, npc: bool, record: str | None, size: tuple[int, int], pictures: str | None) -> None:
     """Watch the NPC drive the built-in simulator, drive it yourself, or record an MP4 headless.
 
     At the end one JSON line goes to stdout: game seconds, frames, distance driven (odometer)
@@ -81,7 +90,7 @@ def cli(seed: int, episode: int, weather: str, hours: float, car: str, traffic: 
 
     configure_logging("sim")
     log = structlog.get_logger("sim")
-    width, _, height = size.partition("x")
+    width, height = size
     if pictures:
         _pictures(pictures, seed, episode, car, traffic, seconds, (int(width), int(height)))
         return

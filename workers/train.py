@@ -44,9 +44,10 @@ def cli(offline: bool, dirs: tuple[Path, ...], config_path: Path | None, epochs:
     import torch
     from torch.utils.tensorboard import SummaryWriter
 
-    from pipeline.config import load_config
-    from pipeline.errors import CharlesError
+    from pipeline.config import DEFAULT_CONFIG, load_config
+    from pipeline.errors import CharlesError, ConfigError
     from pipeline.models import build_model
+    from pipeline.models.loading import pick_device
     from pipeline.process import install_signal_handlers
     from pipeline.train.learner import Learner
     from pipeline.train.offline import (
@@ -73,10 +74,19 @@ def cli(offline: bool, dirs: tuple[Path, ...], config_path: Path | None, epochs:
         train, val = build_datasets(cfg, settings)
     except (CharlesError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    train_loader, val_loader = build_loaders(train, val, cfg, settings)
     t = cfg.trainer
-    model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width))
-    learner = Learner(model, t.learning_rate, t.weight_decay, device or t.device, t.amp)
+    config_file = config_path or DEFAULT_CONFIG
+    try:
+        torch_device = pick_device(device or t.device)
+    except ConfigError as exc:
+        where = "--device" if device else f"{config_file}: trainer.device"
+        raise click.ClickException(f"{where}: {exc}") from None
+    try:
+        model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width))
+    except CharlesError as exc:
+        raise click.ClickException(f"{config_file}: {exc}") from None
+    train_loader, val_loader = build_loaders(train, val, cfg, settings)
+    learner = Learner(model, t.learning_rate, t.weight_decay, torch_device, t.amp)
     if resume is not None:
         try:
             learner.load_checkpoint(resume)

@@ -15,6 +15,9 @@ import numpy as np
 
 from pipeline.errors import ConfigError
 
+#: The weathers every backend knows (the config's `server.weathers` lists a subset).
+WEATHERS: tuple[str, ...] = ("clear", "overcast", "rain", "fog")
+
 #: Short names for the backends that ship with Charles.
 BUILTIN_BACKENDS: dict[str, str] = {
     "sim": "pipeline.games.sim:SimGame",

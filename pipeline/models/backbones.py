@@ -64,7 +64,7 @@ class TimmBackbone(nn.Module):
         try:
             import timm
         except ImportError:
-            raise MissingExtraError("timm", "timm") from None
+            raise MissingExtraError("timm", "timm", f"model.backbone (timm model {timm_name!r})") from None
         kwargs: dict[str, object] = {"pretrained": False, "num_classes": 0, "in_chans": in_chans}
         self.is_vit = "vit" in timm_name or "deit" in timm_name or "eva" in timm_name
         if self.is_vit:

@@ -24,6 +24,7 @@ from pipeline.wire.weights import WeightsInfo, WeightsStore
 def push_checkpoint(r: redis.Redis, keys: Keys, folder: Path) -> tuple[WeightsInfo, list[str]]:
     """Publish `folder/model.safetensors` as the next version; returns its info and notes."""
     from pipeline.models import build_model
+    from pipeline.models.loading import misfit
 
     folder = Path(folder)
     try:
@@ -41,14 +42,11 @@ def push_checkpoint(r: redis.Redis, keys: Keys, folder: Path) -> tuple[WeightsIn
             f"{folder}: checkpoint was trained for run {model_name!r}, the live run is {cfg.run.name!r}; "
             "train with the live config (same [run] name, model, inputs and outputs)")
     model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width))
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unknown = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
-    if missing or unknown or wrong:
+    problem = misfit(model.state_dict(), state)
+    if problem:
         raise WeightsError(
-            f"{folder}: tensors do not fit the live model {cfg.run.name!r}: missing {missing[:5]}, "
-            f"unexpected {unknown[:5]}, wrong shape {wrong[:5]}; the live config's model/inputs/outputs differ")
+            f"{folder}: tensors do not fit the live model {cfg.run.name!r} ({problem}); "
+            "the live config's model/inputs/outputs differ")
     notes = []
     if live_workers(r, keys, "trainer"):
         notes.append("a live trainer is running: its next publication replaces this version")

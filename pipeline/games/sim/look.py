@@ -12,8 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.errors import ConfigError
-
-WEATHERS = ("clear", "overcast", "rain", "fog")
+from pipeline.games.base import WEATHERS
 
 
 def _mix(a: tuple[float, ...] | np.ndarray, b: tuple[float, ...] | np.ndarray, t: float) -> np.ndarray:

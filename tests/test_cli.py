@@ -1,0 +1,110 @@
+"""The `charles` command as a user meets it: every user error is one line, names the flag,
+file or key, and exits non-zero; no traceback reaches the terminal (issue 18)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+import torch
+from click.testing import CliRunner
+
+from pipeline.cli import COMMANDS, main
+from pipeline.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ROOT / "models" / "charles_small_cnn.safetensors"
+
+
+def charles(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`charles ARGS` as a process in `cwd`, no .env, no Redis."""
+    env = {**os.environ, "CHARLES_ENV_FILE": str(cwd / "no.env"), "OMP_NUM_THREADS": "1",
+           "CHARLES_REDIS_URL": "redis://127.0.0.1:9/0"}
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *names: str) -> str:
+    """Non-zero exit, no traceback, and the last line of stderr names each of `names`."""
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("Error: "), result.stderr
+    for name in names:
+        assert name in line, line
+    return line
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Eight game seconds of the NPC driving, recorded as `charles record drive` does."""
+    folder = tmp_path_factory.mktemp("recording")
+    result = charles("record", "drive", "--out", str(folder / "d"), "--driver", "npc", "--seconds", "8",
+                     cwd=folder)
+    assert result.returncode == 0, result.stderr
+    return folder / "d"
+
+
+@click.command(name="boom")
+def BOOM() -> None:  # noqa: N802 - a command object, looked up by name like the real ones
+    raise ConfigError("run.name: 'x y' has a space; use letters, digits, - and _")
+
+
+def test_a_charles_error_anywhere_in_a_subcommand_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """#4: the group turns any CharlesError a subcommand lets through into one line, exit 1."""
+    monkeypatch.setitem(COMMANDS, "boom", (f"{__name__}:BOOM", "raises a ConfigError"))
+    result = CliRunner().invoke(main, ["boom"])
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: run.name: 'x y' has a space; use letters, digits, - and _"
+
+
+
+def test_sim_out_of_range_traffic_names_the_flag_and_writes_no_video(tmp_path: Path) -> None:
+    """#4: `sim --record z.mp4 --traffic 5` was a ConfigError traceback and left z.mp4 behind."""
+    result = charles("sim", "--record", "z.mp4", "--traffic", "5", "--seconds", "1", cwd=tmp_path)
+    assert_one_line_error(result, "'--traffic'", "0<=x<=1")
+    assert not (tmp_path / "z.mp4").exists()
+    assert_one_line_error(charles("sim", "--record", "z.mp4", "--size", "640x", cwd=tmp_path), "'--size'", "640x360")
+
+
+def test_record_drive_unknown_weather_names_the_flag_and_leaves_no_folder(tmp_path: Path) -> None:
+    """#4: `record drive --weather foggy` was a traceback and left an empty output folder."""
+    result = charles("record", "drive", "--out", "d", "--weather", "foggy", "--driver", "npc", "--seconds", "1",
+                     cwd=tmp_path)
+    assert_one_line_error(result, "'--weather'", "'fog'")
+    assert not (tmp_path / "d").exists()
+
+
+def test_train_with_a_backbone_it_cannot_build_names_the_config_file(tmp_path: Path, recording: Path) -> None:
+    """#4: a timm backbone without timm (or unknown to timm) was a traceback from deep in the model."""
+    text = (ROOT / "configs" / "default.toml").read_text()
+    assert 'backbone = "small_cnn"' in text
+    (tmp_path / "bad.toml").write_text(text.replace('backbone = "small_cnn"', 'backbone = "timm:no_such_net"'))
+    result = charles("train", "--offline", str(recording), "--config", "bad.toml", "--epochs", "1", cwd=tmp_path)
+    assert_one_line_error(result, "bad.toml", "model.backbone", "no_such_net")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_train_asking_for_cuda_without_it_names_the_key_or_flag(tmp_path: Path, recording: Path) -> None:
+    """#4: configs/h100.toml on a CPU machine failed with torch's 'Torch not compiled with CUDA enabled'."""
+    h100 = ROOT / "configs" / "h100.toml"
+    result = charles("train", "--offline", str(recording), "--config", str(h100), "--epochs", "1", cwd=tmp_path)
+    line = assert_one_line_error(result, "h100.toml", "trainer.device", "'cuda'", "'cpu'")
+    assert "Torch not compiled" not in line
+    result = charles("train", "--offline", str(recording), "--device", "cuda:0", "--epochs", "1", cwd=tmp_path)
+    assert_one_line_error(result, "--device", "'cuda:0'")
+    assert not list(tmp_path.glob("runs*"))
+
+
+def test_weights_of_another_model_name_the_file_and_the_config_they_need() -> None:
+    """#8: the shipped model under another config printed a state_dict dump cut mid-name."""
+    result = charles("evaluate", "--weights", "models/charles_small_cnn.safetensors",
+                     "--config", "configs/history_lstm.toml", "--seconds", "1", "--episodes", "1", cwd=ROOT)
+    line = assert_one_line_error(result, "models/charles_small_cnn.safetensors", "'charles_small_cnn'",
+                                 "configs/history_lstm.toml", "--config configs/default.toml")
+    assert "Error(s) in loading" not in line and "size mismatch" not in line
+    assert len(result.stderr.strip().splitlines()) == 1
