@@ -1,6 +1,6 @@
 """DAgger in live collection: the latest published model drives, the sim's NPC labels.
 
-`run_episode` runs outside rq here (the collector's own client in `STATE.redis`) against a
+`Collector.run_episode` runs outside rq here (the collector's own client) against a
 real redis-server; the config comes from Redis as a server would publish it.
 """
 
@@ -16,8 +16,7 @@ import pytest
 import redis
 import torch
 
-from pipeline.collect import episode as collection
-from pipeline.collect.episode import CollectorState, run_episode
+from pipeline.collect.episode import Collector
 from pipeline.config import Config, load_config
 from pipeline.errors import ConfigError
 from pipeline.models import build_model
@@ -32,14 +31,11 @@ EPISODE_S = 4.0
 
 
 @pytest.fixture
-def state(monkeypatch: pytest.MonkeyPatch, r: redis.Redis, keys: Keys) -> Iterator[CollectorState]:
-    """A fresh collector state (the module's is global), using the test's client and prefix."""
-    fresh = CollectorState()
-    fresh.redis, fresh.keys, fresh.collector_id = r, keys, "collector-dagger-test"
-    monkeypatch.setattr(collection, "STATE", fresh)
-    yield fresh
-    if fresh.game is not None:
-        fresh.game.close()
+def state(r: redis.Redis, keys: Keys) -> Iterator[Collector]:
+    """A collector process's state, using the test's client and prefix."""
+    collector = Collector(r, keys, "collector-dagger-test")
+    yield collector
+    collector.games.close()
 
 
 def dagger_config(model_drives: float) -> Config:
@@ -49,29 +45,29 @@ def dagger_config(model_drives: float) -> Config:
                                   "balancing": {"min_bins_filled": 0.0}})
 
 
-def episode(cfg: Config, name: str) -> dict[str, Any]:
+def episode(collector: Collector, cfg: Config, name: str) -> dict[str, Any]:
     env = sample_environment(cfg.collection, random.Random(3))
-    return run_episode({"environment": env.to_dict(), "episode_s": EPISODE_S, "episode": name})
+    return collector.run_episode({"environment": env.to_dict(), "episode_s": EPISODE_S, "episode": name})
 
 
 def published_rows(r: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
     return [decode_row(r.get(k)) for k in r.scan_iter(match=keys.incoming("*", "*"), count=1000)]
 
 
-def test_model_drives_and_the_npc_labels(r: redis.Redis, keys: Keys, state: CollectorState) -> None:
+def test_model_drives_and_the_npc_labels(r: redis.Redis, keys: Keys, state: Collector) -> None:
     cfg = dagger_config(1.0)
     publish_config(r, keys, cfg)
     torch.manual_seed(0)
     model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width))
     info = WeightsStore(r, keys).publish(model.state_dict(), cfg.run.name, batches=0)
 
-    summary = episode(cfg, "dagger-ep0")
+    summary = episode(state, cfg, "dagger-ep0")
     ticks = int(EPISODE_S * cfg.game.fps)
     assert summary["ticks"] == ticks
     assert summary["model_ticks"] > ticks // 2, summary  # it hands over to the NPC only when stuck
     assert summary["model_version"] == info.version
     assert state.model_ticks == summary["model_ticks"] and state.model_version == info.version
-    assert state.game is not None and state.game.options["label_with_npc"] is True
+    assert state.games.game is not None and state.games.game.options["label_with_npc"] is True
     assert sum(summary["sets"].values()) > 0
     rows = published_rows(r, keys)
     assert rows
@@ -83,21 +79,21 @@ def test_model_drives_and_the_npc_labels(r: redis.Redis, keys: Keys, state: Coll
     assert np.mean(np.abs(labels - applied).max(axis=1) > 0.05) > 0.5
 
     built = state.model
-    episode(cfg, "dagger-ep1")  # same version: the cached model is reused, not fetched again
+    episode(state, cfg, "dagger-ep1")  # same version: the cached model is reused, not fetched again
     assert state.model is built
 
 
-def test_no_weights_the_npc_drives(r: redis.Redis, keys: Keys, state: CollectorState) -> None:
+def test_no_weights_the_npc_drives(r: redis.Redis, keys: Keys, state: Collector) -> None:
     cfg = dagger_config(1.0)
     publish_config(r, keys, cfg)
-    summary = episode(cfg, "dagger-npc")
+    summary = episode(state, cfg, "dagger-npc")
     assert summary["ticks"] == int(EPISODE_S * cfg.game.fps)
     assert summary["model_ticks"] == 0 and summary["model_version"] == 0
     assert sum(summary["sets"].values()) > 0 and published_rows(r, keys)
     assert state.model is None
 
 
-def test_redis_error_fetching_weights_the_npc_drives(r: redis.Redis, keys: Keys, state: CollectorState,
+def test_redis_error_fetching_weights_the_npc_drives(r: redis.Redis, keys: Keys, state: Collector,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = dagger_config(1.0)
     publish_config(r, keys, cfg)
@@ -106,7 +102,7 @@ def test_redis_error_fetching_weights_the_npc_drives(r: redis.Redis, keys: Keys,
         raise redis.ConnectionError("refused")
 
     monkeypatch.setattr(WeightsStore, "latest_info", refused)
-    summary = episode(cfg, "dagger-refused")
+    summary = episode(state, cfg, "dagger-refused")
     assert summary["model_ticks"] == 0 and summary["samples"] > 0
 
 
@@ -118,7 +114,7 @@ def test_model_drives_needs_the_sim() -> None:
         load_config(overrides={"collection": {"model_drives": 1.5}})
 
 
-def test_capture_time_and_driving_version_reach_the_trainer(r: redis.Redis, keys: Keys, state: CollectorState) -> None:
+def test_capture_time_and_driving_version_reach_the_trainer(r: redis.Redis, keys: Keys, state: Collector) -> None:
     """Each sample carries when it was captured and which weights drove: collector -> stream ->
     server -> buffer -> the trainer's draw, unchanged."""
     cfg = dagger_config(1.0)
@@ -128,7 +124,7 @@ def test_capture_time_and_driving_version_reach_the_trainer(r: redis.Redis, keys
     model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width))
     info = WeightsStore(r, keys).publish(model.state_dict(), cfg.run.name, batches=0)
     before = time.time()
-    summary = episode(cfg, "provenance-ep")
+    summary = episode(state, cfg, "provenance-ep")
     after = time.time()
     published = published_rows(r, keys)
     sent = {(row["captured_at"], row["policy_version"]) for row in published}

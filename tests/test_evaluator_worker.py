@@ -88,16 +88,11 @@ def test_evaluator_worker_round_trip(redis_server: RedisServer, tmp_path: Path) 
 
 
 def test_tampered_or_foreign_weights_are_not_scored(r: redis.Redis, keys: Keys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import types
-
-    import rq
-
-    from pipeline.evaluate import jobs as evaluation_jobs
+    from pipeline.evaluate.jobs import EvaluatorJobs
 
     cfg = _config()
     publish_config(r, keys, cfg)
-    monkeypatch.setattr(rq, "get_current_job", lambda: types.SimpleNamespace(connection=r))
-    monkeypatch.setattr(evaluation_jobs.STATE, "keys", keys)
+    evaluation_jobs = EvaluatorJobs(r, keys)
     store = WeightsStore(r, keys)
     model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width))
     info = store.publish(model.state_dict(), cfg.run.name, batches=10)

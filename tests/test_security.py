@@ -375,7 +375,7 @@ def test_rq_queues_and_jobs_use_json(r: redis.Redis, keys: Keys) -> None:
     """What the server really enqueues: a JSON job (rq's default would be a pickle)."""
     from rq.serializers import JSONSerializer
 
-    from pipeline.serve.server import Server
+    from pipeline.serve.server import COLLECT_JOB, Server
     from tests.factories import tiny_config
 
     server = Server(r, keys, tiny_config(), seed=1)
@@ -384,10 +384,7 @@ def test_rq_queues_and_jobs_use_json(r: redis.Redis, keys: Keys) -> None:
     assert job_id.startswith(keys.job_id(COLLECT_QUEUE, ""))
     data = zlib.decompress(r.hget(f"rq:job:{job_id}", "data"))  # rq compresses the serialized call
     func, _instance, args, _kwargs = json.loads(data)  # JSON, not pickle
-    assert func == "pipeline.collect.episode.run_episode" and args[0]["episode_s"] > 0
-    from workers.collector import EPISODE_JOB
-
-    assert EPISODE_JOB.__name__ == "GuardedJob"
+    assert func == COLLECT_JOB and args[0]["episode_s"] > 0
 
 
 # -- weights only as safetensors ------------------------------------------------------------------

@@ -9,7 +9,7 @@ import msgpack_numpy
 import numpy as np
 import redis
 
-from pipeline.serve.server import Server, sample_environment
+from pipeline.serve.server import COLLECT_JOB, Server, sample_environment
 from pipeline.wire.config_store import fetch_config
 from pipeline.wire.keys import RECORDER_GROUP, SERVER_GROUP, Keys
 from pipeline.wire.presence import Presence, live_workers
@@ -154,7 +154,7 @@ def test_jobs_supplied_only_while_data_wanted(r: redis.Redis, keys: Keys) -> Non
     assert server.supply_jobs() == 1  # nobody connected yet: one job waits for the first collector
     assert server.supply_jobs() == 0
     job = server.queue.jobs[0]
-    assert job.func_name == "pipeline.collect.episode.run_episode"
+    assert job.func_name == COLLECT_JOB
     assert job.args[0]["environment"]["map_seed"] not in server.config.collection.held_out_seeds
     server.queue.empty()
     for output in server.outputs:

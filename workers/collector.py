@@ -1,6 +1,6 @@
 """`charles collector`: an rq worker on the `collect` queue (JSON serializer, never pickle).
 
-Each job is one episode (`pipeline.collect.episode.run_episode`). A heartbeat thread keeps
+Each job is one episode (`pipeline.collect.episode.Collector.run_episode`). A heartbeat thread keeps
 this collector's presence and status fresh and flushes any backlog held during an outage.
 """
 
@@ -15,7 +15,7 @@ from rq import SimpleWorker
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from pipeline.collect.episode import STATE
+from pipeline.collect.episode import Collector
 from pipeline.log import configure_logging
 from pipeline.serve.server import COLLECT_JOB
 from pipeline.wire.keys import COLLECT_QUEUE
@@ -33,8 +33,6 @@ from pipeline.wire.rq_loop import work_until_done
 log = structlog.get_logger("collector")
 #: A running job whose heartbeat is older than this is failed by rq as abandoned (the collector died).
 JOB_HEARTBEAT_TTL_S = 20
-#: The only function a collector runs, whatever a (forged) queue entry names.
-EPISODE_JOB = guarded_job_class(COLLECT_JOB)
 
 
 class CollectorWorker(SimpleWorker):
@@ -53,16 +51,16 @@ class CollectorWorker(SimpleWorker):
             self.maintain_heartbeats(execution.job, execution)
 
 
-def _heartbeat(presence: Presence, stop: threading.Event, current: dict[str, CollectorWorker]) -> None:
+def _heartbeat(collector: Collector, presence: Presence, stop: threading.Event,
+               current: dict[str, CollectorWorker]) -> None:
     def beat() -> None:
-        presence.beat(state=STATE.state, episode=STATE.episode or "", episodes=STATE.episodes_done,
-                      samples=STATE.samples,
-                      backlog=len(STATE.publisher.backlog) if STATE.publisher else 0,
-                      published=STATE.publisher.published if STATE.publisher else 0,
-                      dropped=STATE.publisher.dropped if STATE.publisher else 0,
-                      model_ticks=STATE.model_ticks, model_version=STATE.model_version)
-        if STATE.publisher is not None and STATE.state == "idle":
-            STATE.publisher.flush()
+        pub = collector.publisher
+        presence.beat(state=collector.state, episode=collector.episode or "", episodes=collector.episodes_done,
+                      samples=collector.samples, backlog=len(pub.backlog) if pub else 0,
+                      published=pub.published if pub else 0, dropped=pub.dropped if pub else 0,
+                      model_ticks=collector.model_ticks, model_version=collector.model_version)
+        if pub is not None and collector.state == "idle":
+            pub.flush()
         if "worker" in current:  # last: rq's connection waits minutes on a silent network
             current["worker"].beat_jobs()
 
@@ -83,16 +81,17 @@ def cli(burst: bool, max_jobs: int | None, niceness: int) -> None:
     r, keys = connect(), keys_from_env()
     rq_conn = connect()  # rq raises its socket timeout to ~7 min for BLPOP; publishing keeps its own
     worker_id = new_worker_id("collector")
-    STATE.keys, STATE.collector_id, STATE.redis = keys, worker_id, r
+    collector = Collector(r, keys, worker_id)
+    episode_job = guarded_job_class({COLLECT_JOB: collector.run_episode})  # the only job it runs
     log.info("collector_starting", id=worker_id, redis=safe_url(redis_url()))
     stop = threading.Event()
     presence = Presence(r, keys, "collector", worker_id)
     current: dict[str, CollectorWorker] = {}
-    threading.Thread(target=_heartbeat, args=(presence, stop, current), daemon=True).start()
+    threading.Thread(target=_heartbeat, args=(collector, presence, stop, current), daemon=True).start()
 
     def make_worker() -> CollectorWorker:
         current["worker"] = CollectorWorker([keys.queue(COLLECT_QUEUE)], connection=rq_conn, name=worker_id,
-                                            serializer=JSONSerializer, job_class=EPISODE_JOB)
+                                            serializer=JSONSerializer, job_class=episode_job)
         return current["worker"]
 
     try:
@@ -100,11 +99,11 @@ def cli(burst: bool, max_jobs: int | None, niceness: int) -> None:
     finally:
         stop.set()
         try:
-            if STATE.publisher is not None:
-                STATE.publisher.flush(force=True)
+            if collector.publisher is not None:
+                collector.publisher.flush(force=True)
             presence.leave()
         except CONNECTION_ERRORS:
             pass
-    pub = STATE.publisher
-    log.info("collector_stopped", episodes=STATE.episodes_done, published=pub.published if pub else 0,
+    pub = collector.publisher
+    log.info("collector_stopped", episodes=collector.episodes_done, published=pub.published if pub else 0,
              dropped=pub.dropped if pub else 0, backlog=len(pub.backlog) if pub else 0)

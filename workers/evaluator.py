@@ -1,6 +1,6 @@
 """`charles evaluator`: an rq worker on the `evaluate` queue (JSON serializer, never pickle).
 
-Each job scores one published version (`pipeline.evaluate.jobs.evaluate_version`); the
+Each job scores one published version (`pipeline.evaluate.jobs.EvaluatorJobs.evaluate_version`); the
 trainer queues one per publication. A heartbeat thread keeps this evaluator's presence
 and status (`status:evaluator:<id>`) fresh.
 """
@@ -15,7 +15,7 @@ import structlog
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
-from pipeline.evaluate.jobs import STATE, queue_latest_if_missing
+from pipeline.evaluate.jobs import EvaluatorJobs, queue_latest_if_missing
 from pipeline.evaluate.scoreboard import EVALUATE_JOB
 from pipeline.log import configure_logging
 from pipeline.wire.keys import EVALUATE_QUEUE
@@ -31,16 +31,14 @@ from pipeline.wire.rq_guard import guarded_job_class
 from pipeline.wire.rq_loop import work_until_done
 
 log = structlog.get_logger("evaluator")
-#: The only function an evaluator runs, whatever a (forged) queue entry names.
-EVALUATION_JOB = guarded_job_class(EVALUATE_JOB)
 
 
-def _heartbeat(presence: Presence, stop: threading.Event) -> None:
+def _heartbeat(jobs: EvaluatorJobs, presence: Presence, stop: threading.Event) -> None:
     failing = False
     while not stop.wait(2.0):
-        failing = beat_or_report(lambda: presence.beat(state=STATE.state, version=STATE.version,
-                                                       evaluated=STATE.evaluated, skipped=STATE.skipped,
-                                                       last=STATE.last), failing)
+        failing = beat_or_report(lambda: presence.beat(state=jobs.state, version=jobs.version,
+                                                       evaluated=jobs.evaluated, skipped=jobs.skipped,
+                                                       last=jobs.last), failing)
 
 
 @click.command(name="evaluator")
@@ -54,11 +52,12 @@ def cli(burst: bool, max_jobs: int | None, niceness: int) -> None:
     os.nice(niceness)
     r, keys = connect(), keys_from_env()
     worker_id = new_worker_id("evaluator")
-    STATE.keys = keys
+    jobs = EvaluatorJobs(r, keys)
+    evaluation_job = guarded_job_class({EVALUATE_JOB: jobs.evaluate_version})  # the only job it runs
     log.info("evaluator_starting", id=worker_id, redis=safe_url(redis_url()))
     stop = threading.Event()
     presence = Presence(r, keys, "evaluator", worker_id)
-    threading.Thread(target=_heartbeat, args=(presence, stop), daemon=True).start()
+    threading.Thread(target=_heartbeat, args=(jobs, presence, stop), daemon=True).start()
     queued = False
 
     def make_worker() -> SimpleWorker:
@@ -69,15 +68,15 @@ def cli(burst: bool, max_jobs: int | None, niceness: int) -> None:
             if version is not None:
                 log.info("queued_latest", version=version)
         return SimpleWorker([keys.queue(EVALUATE_QUEUE)], connection=r, name=worker_id,
-                            serializer=JSONSerializer, job_class=EVALUATION_JOB)
+                            serializer=JSONSerializer, job_class=evaluation_job)
 
     try:
         work_until_done(make_worker, r, "evaluator", burst=burst, max_jobs=max_jobs)
     finally:
         stop.set()
-        STATE.close()
+        jobs.close()
         try:
             presence.leave()
         except CONNECTION_ERRORS:
             pass
-    log.info("evaluator_stopped", evaluated=STATE.evaluated, skipped=STATE.skipped)
+    log.info("evaluator_stopped", evaluated=jobs.evaluated, skipped=jobs.skipped)

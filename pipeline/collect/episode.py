@@ -3,8 +3,9 @@
 With `[collection] model_drives` > 0 (sim only) the latest published model drives a share
 of each episode and the simulator's NPC labels every tick (DAgger, `pipeline.collect.dagger`).
 
-`run_episode` is the rq job (queue `collect`, JSON serializer); the work itself is in
-`EpisodeRunner`, which tests and benchmarks use without rq. Sample sets are published
+`Collector.run_episode` is the rq job (queue `collect`, JSON serializer, run through the
+collector's guarded job class); the work itself is in `EpisodeRunner`, which tests and
+benchmarks use without rq. Sample sets are published
 by `SetPublisher`, which holds a bounded backlog while Redis is unreachable.
 """
 
@@ -22,12 +23,14 @@ import numpy as np
 import redis
 import structlog
 
-from pipeline.collect.balancing import rows_to_columns
+from pipeline.collect.balancing import make_balancer, rows_to_columns
+from pipeline.collect.bins import build_binnings
 from pipeline.collect.context import ContextBuilder
 from pipeline.config import Config
 from pipeline.errors import WeightsError
-from pipeline.games.base import Controls, Environment, Game, Observation, load_game
-from pipeline.games.options import game_options
+from pipeline.games.base import Controls, Environment, Game, Observation
+from pipeline.games.options import GameCache
+from pipeline.wire.config_store import fetch_config
 from pipeline.wire.keys import Keys
 from pipeline.wire.redis_conn import CONNECTION_ERRORS, Backoff
 from pipeline.wire.samples import PROVENANCE, ContextSpec, SampleSet, manifest, row_field
@@ -217,12 +220,12 @@ class EpisodeRunner:
         summary.sets[output] = summary.sets.get(output, 0) + 1
 
 
-class CollectorState:
-    """Per-process state the rq job reuses between episodes (game, config) and reports."""
+class Collector:
+    """One collector process: what its episodes reuse (game, DAgger model, publisher), what
+    its heartbeat reports, and the rq job itself (`run_episode`)."""
 
-    def __init__(self) -> None:
-        self.game: Game | None = None
-        self.game_key: str | None = None
+    def __init__(self, r: redis.Redis, keys: Keys, collector_id: str) -> None:
+        self.games = GameCache()
         self.model: Any = None  # DAgger: the latest weights' model, built on the CPU ...
         self.model_version = 0  # ... and its version (0: none yet)
         self.model_key = ""  # the config the model was built for
@@ -232,23 +235,14 @@ class CollectorState:
         self.episodes_done = 0
         self.samples = 0
         self.publisher: SetPublisher | None = None
-        self.redis: redis.Redis | None = None  # the collector's own client; None = the rq job's
-        self.collector_id = "collector"
-        self.keys = Keys()
-        self.lock = threading.Lock()
+        self.redis = r  # the collector's own client (rq's connection waits minutes in BLPOP)
+        self.collector_id = collector_id
+        self.keys = keys
 
     def game_for(self, cfg: Config) -> Game:
-        dagger = cfg.collection.model_drives > 0
-        key = cfg.game.model_dump_json() + f"|dagger={dagger}"
-        if self.game is None or self.game_key != key:
-            if self.game is not None:
-                self.game.close()
-            options = game_options(cfg, realtime=False)
-            if dagger:  # the model drives part of the time; the sim's NPC labels every tick
-                options["label_with_npc"] = True
-            self.game = load_game(cfg.game.backend, **options)
-            self.game_key = key
-        return self.game
+        if cfg.collection.model_drives > 0:  # the model drives part of the time; the NPC labels every tick
+            return self.games.get(cfg, label_with_npc=True)
+        return self.games.get(cfg)
 
     def dagger_driver(self, cfg: Config, r: redis.Redis, episode: str) -> Any:
         """A `MixedDriver` with the latest published model (fetched, verified and built only
@@ -277,56 +271,43 @@ class CollectorState:
             return None
         return MixedDriver(self.model, 1.0 - c.model_drives, c.dagger_segment_s, random.Random(episode))
 
-
-STATE = CollectorState()
-
-
-def run_episode(spec: dict[str, Any]) -> dict[str, Any]:
-    """rq job: one collection episode with the environment the server chose."""
-    from rq import get_current_job
-
-    from pipeline.collect.balancing import make_balancer
-    from pipeline.collect.bins import build_binnings
-    from pipeline.wire.config_store import fetch_config
-
-    job = get_current_job()
-    r = STATE.redis if STATE.redis is not None else (job.connection if job is not None else None)
-    if r is None:
-        raise RuntimeError("run_episode must run inside an rq worker")
-    fetched = fetch_config(r, STATE.keys)
-    if fetched is None:
-        raise RuntimeError("no active config in Redis; is the server running?")
-    cfg, _version = fetched
-    env = Environment.from_dict(spec["environment"])
-    binnings = build_binnings(cfg.outputs)
-    if STATE.publisher is None or STATE.publisher.r is not r:
-        STATE.publisher = SetPublisher(r, STATE.keys, cfg.buffers.stream_maxlen, cfg.collection.max_backlog_sets,
-                                       cfg.buffers.incoming_ttl_s)
-    runner = EpisodeRunner(
-        game=STATE.game_for(cfg),
-        context=ContextSpec.from_inputs(cfg.inputs, cfg.game.fps),
-        make_balancer=lambda: make_balancer(cfg.balancing, binnings),
-        publish=STATE.publisher.publish,
-        collector_id=STATE.collector_id,
-        sample_every=cfg.balancing.sample_every,
-        skip_standing=cfg.collection.skip_standing,
-        setting_off_repeat=cfg.collection.setting_off_repeat,
-    )
-    driver = STATE.dagger_driver(cfg, r, spec["episode"])
-    STATE.state, STATE.episode = "collecting", spec["episode"]
-    try:
-        version = STATE.model_version if driver is not None else 0
-        summary = runner.run(env, float(spec["episode_s"]), spec["episode"], drive=driver, policy_version=version)
-        summary.model_version = version
-        # the episode is done when its sets are acknowledged: wait out an outage here (the job
-        # timeout bounds it), so rq can record the result instead of losing the job with Redis
-        backoff = Backoff()
-        while not STATE.publisher.flush(force=True):
-            time.sleep(backoff.next_delay())
-    finally:
-        STATE.state, STATE.episode = "idle", None
-    STATE.episodes_done += 1
-    STATE.samples += summary.samples
-    STATE.model_ticks += summary.model_ticks
-    log.info("episode_done", **summary.as_dict(), backlog=len(STATE.publisher.backlog))
-    return summary.as_dict()
+    def run_episode(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """rq job: one collection episode with the environment the server chose."""
+        r = self.redis
+        fetched = fetch_config(r, self.keys)
+        if fetched is None:
+            raise RuntimeError("no active config in Redis; is the server running?")
+        cfg, _version = fetched
+        env = Environment.from_dict(spec["environment"])
+        binnings = build_binnings(cfg.outputs)
+        if self.publisher is None:
+            self.publisher = SetPublisher(r, self.keys, cfg.buffers.stream_maxlen, cfg.collection.max_backlog_sets,
+                                           cfg.buffers.incoming_ttl_s)
+        runner = EpisodeRunner(
+            game=self.game_for(cfg),
+            context=ContextSpec.from_inputs(cfg.inputs, cfg.game.fps),
+            make_balancer=lambda: make_balancer(cfg.balancing, binnings),
+            publish=self.publisher.publish,
+            collector_id=self.collector_id,
+            sample_every=cfg.balancing.sample_every,
+            skip_standing=cfg.collection.skip_standing,
+            setting_off_repeat=cfg.collection.setting_off_repeat,
+        )
+        driver = self.dagger_driver(cfg, r, spec["episode"])
+        self.state, self.episode = "collecting", spec["episode"]
+        try:
+            version = self.model_version if driver is not None else 0
+            summary = runner.run(env, float(spec["episode_s"]), spec["episode"], drive=driver, policy_version=version)
+            summary.model_version = version
+            # the episode is done when its sets are acknowledged: wait out an outage here (the job
+            # timeout bounds it), so rq can record the result instead of losing the job with Redis
+            backoff = Backoff()
+            while not self.publisher.flush(force=True):
+                time.sleep(backoff.next_delay())
+        finally:
+            self.state, self.episode = "idle", None
+        self.episodes_done += 1
+        self.samples += summary.samples
+        self.model_ticks += summary.model_ticks
+        log.info("episode_done", **summary.as_dict(), backlog=len(self.publisher.backlog))
+        return summary.as_dict()

@@ -1,7 +1,7 @@
 """The evaluator's rq job: score one published version closed-loop and record the result.
 
-`evaluate_version` runs inside `charles evaluator` (an rq SimpleWorker on the `evaluate`
-queue, JSON serializer). A job that finds a newer version's job still waiting skips itself
+`EvaluatorJobs.evaluate_version` runs inside `charles evaluator` (an rq SimpleWorker on the
+`evaluate` queue, JSON serializer, through its guarded job class). A job that finds a newer version's job still waiting skips itself
 ("superseded"): on a slow machine the scores then follow the newest model instead of
 lagging further behind with every publication. Scores go to Redis (`scoreboard`), to
 TensorBoard (`eval/*` in the run's log dir, step = trainer batches) and may move `best`.
@@ -28,7 +28,7 @@ from pipeline.evaluate.scoreboard import (
     record_scores,
     store_reference,
 )
-from pipeline.games.base import Game, load_game
+from pipeline.games.options import GameCache
 from pipeline.wire.keys import Keys
 
 log = structlog.get_logger(__name__)
@@ -38,13 +38,14 @@ TB_METRICS = ("incidents_per_km", "mean_distance_between_incidents_m", "distance
               "mean_abs_lane_offset_m", "progress_per_km", "targets_reached", "mean_speed_mps")
 
 
-class EvaluatorState:
-    """Per-process state the job reuses (game, TensorBoard writers) and the heartbeat reports."""
+class EvaluatorJobs:
+    """One evaluator process: what its jobs reuse (game, episode pool, TensorBoard writers),
+    what its heartbeat reports, and the rq job itself (`evaluate_version`)."""
 
-    def __init__(self) -> None:
-        self.keys = Keys()
-        self.game: Game | None = None
-        self.game_key: str | None = None
+    def __init__(self, r: redis.Redis, keys: Keys) -> None:
+        self.redis = r
+        self.keys = keys
+        self.games = GameCache()
         self.pool: Any = None  # EpisodePool when `evaluator.processes` > 1
         self.pool_key: str | None = None
         self.writers: dict[str, Any] = {}
@@ -54,17 +55,6 @@ class EvaluatorState:
         self.skipped = 0
         self.last: dict[str, Any] = {}
         self.stop = threading.Event()
-
-    def game_for(self, cfg: Config) -> Game:
-        from pipeline.games.options import game_options
-
-        key = cfg.game.model_dump_json()
-        if self.game is None or self.game_key != key:
-            if self.game is not None:
-                self.game.close()
-            self.game = load_game(cfg.game.backend, **game_options(cfg, realtime=False))
-            self.game_key = key
-        return self.game
 
     def pool_for(self, cfg: Config) -> Any:
         """The episode pool for this config (`evaluator.processes` children), kept between jobs."""
@@ -85,15 +75,13 @@ class EvaluatorState:
         settings = EvalSettings.from_config(cfg)
         if settings.processes > 1:
             return Evaluator(None, settings, self.pool_for(cfg))
-        return Evaluator(self.game_for(cfg), settings)
+        return Evaluator(self.games.get(cfg), settings)
 
     def close(self) -> None:
         if self.pool is not None:
             self.pool.close()
             self.pool = None
-        if self.game is not None:
-            self.game.close()
-            self.game = None
+        self.games.close()
 
     def writer(self, cfg: Config) -> Any:
         from torch.utils.tensorboard import SummaryWriter
@@ -103,28 +91,83 @@ class EvaluatorState:
             self.writers[log_dir] = SummaryWriter(log_dir=log_dir, filename_suffix=".evaluator")
         return self.writers[log_dir]
 
+    def references(self, evaluator: Any, cfg: Config) -> dict[str, Any]:
+        """The NPC's and the baseline's scores for this plan: from the cache, or driven once and cached."""
+        from pipeline.evaluate.closed_loop import reference_scores
 
-STATE = EvaluatorState()
+        key = evaluator.settings.reference_key(cfg)
+        cached = cached_reference(self.redis, self.keys, key)
+        if cached is not None:
+            return cached
+        self.state = "references"
+        start = time.monotonic()
+        refs = {**reference_scores(evaluator, self.stop), "key": key}
+        if self.stop.is_set():
+            raise InterruptedError("stopped while driving the references")
+        store_reference(self.redis, self.keys, key, refs)
+        log.info("evaluation_references", key=key, wall_s=round(time.monotonic() - start, 1),
+                 npc_mdbi=round(refs["npc"]["metrics"]["mean_distance_between_incidents_m"], 1),
+                 baseline_ratio=refs["baseline"]["ratio_to_npc"])
+        return refs
+
+    def _skip(self, version: int, reason: str) -> dict[str, Any]:
+        self.skipped += 1
+        log.info("evaluation_skipped", version=version, reason=reason)
+        return {"version": version, "skipped": reason}
 
 
-def references(r: redis.Redis, keys: Keys, evaluator: Any, cfg: Config) -> dict[str, Any]:
-    """The NPC's and the baseline's scores for this plan: from the cache, or driven once and cached."""
-    from pipeline.evaluate.closed_loop import reference_scores
+    def evaluate_version(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """rq job: drive version `spec["version"]` on the held-out plan, record scores, maybe move best."""
+        from pipeline.evaluate.closed_loop import model_policy, score_policy
+        from pipeline.models.loading import build_model_from
+        from pipeline.wire.config_store import fetch_config
+        from pipeline.wire.weights import WeightsStore
 
-    key = evaluator.settings.reference_key(cfg)
-    cached = cached_reference(r, keys, key)
-    if cached is not None:
-        return cached
-    STATE.state = "references"
-    start = time.monotonic()
-    refs = {**reference_scores(evaluator, STATE.stop), "key": key}
-    if STATE.stop.is_set():
-        raise InterruptedError("stopped while driving the references")
-    store_reference(r, keys, key, refs)
-    log.info("evaluation_references", key=key, wall_s=round(time.monotonic() - start, 1),
-             npc_mdbi=round(refs["npc"]["metrics"]["mean_distance_between_incidents_m"], 1),
-             baseline_ratio=refs["baseline"]["ratio_to_npc"])
-    return refs
+        r, keys, version = self.redis, self.keys, int(spec["version"])
+        newer = newest_waiting(r, keys)
+        if newer > version:
+            return self._skip(version, f"superseded by v{newer}, still waiting")
+        fetched = fetch_config(r, keys)
+        if fetched is None:
+            raise RuntimeError("no active config in Redis; is the server running?")
+        cfg = fetched[0]
+        try:
+            info, tensors = WeightsStore(r, keys).fetch(version, model=cfg.run.name)
+            blob = r.hget(keys.weights_version_blob(version), "blob") or r.hget(keys.weights_best, "blob") or b""
+            if info.sha256 != spec.get("sha256", info.sha256) or hashlib.sha256(blob).hexdigest() != info.sha256:
+                raise WeightsError("the stored blob is not the one that was published")
+            model = build_model_from(cfg, tensors)
+        except WeightsError as exc:
+            return self._skip(version, str(exc))
+        import torch
+
+        torch.set_num_threads(1)
+        self.version = version
+        evaluator = self.evaluator_for(cfg)
+        try:
+            refs = self.references(evaluator, cfg)
+            self.state = "evaluating"
+            scores = score_policy(evaluator, model_policy(model, blob), refs, self.stop)
+        except InterruptedError:
+            return self._skip(version, "stopped")
+        finally:
+            self.state = "idle"
+        if self.stop.is_set():
+            return self._skip(version, "stopped")
+        record = {"version": version, "batches": info.batches, "created": info.created, "model": info.model,
+                  "evaluated_at": time.time(), "reference": refs["key"], **scores}
+        record_scores(r, keys, version, record)
+        moved = move_best(r, keys, info, blob, record)
+        try:
+            log_tensorboard(self.writer(cfg), record)
+        except OSError as exc:  # a full disk must not lose the Redis record
+            log.warning("tensorboard_failed", error=str(exc))
+        self.evaluated += 1
+        self.last = {"version": version, "ratio_to_npc": record["ratio_to_npc"], "best": moved}
+        log.info("version_evaluated", version=version, batches=info.batches, ratio_to_npc=record["ratio_to_npc"],
+                 incidents_per_km=round(record["metrics"]["incidents_per_km"], 3), best=moved,
+                 wall_s=record["wall_s"])
+        return {"version": version, "ratio_to_npc": record["ratio_to_npc"], "best": moved}
 
 
 def log_tensorboard(writer: Any, record: dict[str, Any]) -> None:
@@ -145,71 +188,6 @@ def log_tensorboard(writer: Any, record: dict[str, Any]) -> None:
         add(f"eval/{env}/ratio_to_npc", m.get("ratio_to_npc"))
         add(f"eval/{env}/incidents_per_km", m.get("incidents_per_km"))
     writer.flush()
-
-
-def _skip(version: int, reason: str) -> dict[str, Any]:
-    STATE.skipped += 1
-    log.info("evaluation_skipped", version=version, reason=reason)
-    return {"version": version, "skipped": reason}
-
-
-def evaluate_version(spec: dict[str, Any]) -> dict[str, Any]:
-    """rq job: drive version `spec["version"]` on the held-out plan, record scores, maybe move best."""
-    from rq import get_current_job
-
-    from pipeline.evaluate.closed_loop import model_policy, score_policy
-    from pipeline.models.loading import build_model_from
-    from pipeline.wire.config_store import fetch_config
-    from pipeline.wire.weights import WeightsStore
-
-    job = get_current_job()
-    if job is None:
-        raise RuntimeError("evaluate_version must run inside an rq worker")
-    r, keys, version = job.connection, STATE.keys, int(spec["version"])
-    newer = newest_waiting(r, keys)
-    if newer > version:
-        return _skip(version, f"superseded by v{newer}, still waiting")
-    fetched = fetch_config(r, keys)
-    if fetched is None:
-        raise RuntimeError("no active config in Redis; is the server running?")
-    cfg = fetched[0]
-    try:
-        info, tensors = WeightsStore(r, keys).fetch(version, model=cfg.run.name)
-        blob = r.hget(keys.weights_version_blob(version), "blob") or r.hget(keys.weights_best, "blob") or b""
-        if info.sha256 != spec.get("sha256", info.sha256) or hashlib.sha256(blob).hexdigest() != info.sha256:
-            raise WeightsError("the stored blob is not the one that was published")
-        model = build_model_from(cfg, tensors)
-    except WeightsError as exc:
-        return _skip(version, str(exc))
-    import torch
-
-    torch.set_num_threads(1)
-    STATE.version = version
-    evaluator = STATE.evaluator_for(cfg)
-    try:
-        refs = references(r, keys, evaluator, cfg)
-        STATE.state = "evaluating"
-        scores = score_policy(evaluator, model_policy(model, blob), refs, STATE.stop)
-    except InterruptedError:
-        return _skip(version, "stopped")
-    finally:
-        STATE.state = "idle"
-    if STATE.stop.is_set():
-        return _skip(version, "stopped")
-    record = {"version": version, "batches": info.batches, "created": info.created, "model": info.model,
-              "evaluated_at": time.time(), "reference": refs["key"], **scores}
-    record_scores(r, keys, version, record)
-    moved = move_best(r, keys, info, blob, record)
-    try:
-        log_tensorboard(STATE.writer(cfg), record)
-    except OSError as exc:  # a full disk must not lose the Redis record
-        log.warning("tensorboard_failed", error=str(exc))
-    STATE.evaluated += 1
-    STATE.last = {"version": version, "ratio_to_npc": record["ratio_to_npc"], "best": moved}
-    log.info("version_evaluated", version=version, batches=info.batches, ratio_to_npc=record["ratio_to_npc"],
-             incidents_per_km=round(record["metrics"]["incidents_per_km"], 3), best=moved,
-             wall_s=record["wall_s"])
-    return {"version": version, "ratio_to_npc": record["ratio_to_npc"], "best": moved}
 
 
 def queue_latest_if_missing(r: redis.Redis, keys: Keys) -> int | None:

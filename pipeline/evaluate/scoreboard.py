@@ -29,7 +29,7 @@ from pipeline.evaluate.confidence import lower_bound
 from pipeline.wire.keys import EVALUATE_QUEUE, Keys
 from pipeline.wire.weights import WeightsInfo
 
-EVALUATE_JOB = "pipeline.evaluate.jobs.evaluate_version"
+EVALUATE_JOB = "pipeline.evaluate.jobs.EvaluatorJobs.evaluate_version"
 JOB_TIMEOUT_S = 3 * 3600
 JOB_WAIT_TTL_S = 24 * 3600  # a job nobody picked up in a day is dropped (no evaluator running)
 _JOB_VERSION = re.compile(r"-v(\d+)$")

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pipeline.config import Config, ControlConfig
 from pipeline.errors import ConfigError
+from pipeline.games.base import Game, load_game
 from pipeline.games.io.control import KeyMap
 
 #: The port the GTA5 mod listens on unless its ini file says otherwise.
@@ -122,3 +123,25 @@ def game_options(cfg: Config, realtime: bool) -> dict[str, Any]:
     if g.backend in ("gta5", "screen"):
         options.setdefault("control", cfg.control.model_dump())
     return options
+
+
+class GameCache:
+    """One game kept between jobs and rebuilt only when the config's game section or the
+    extra options change: a collector's or an evaluator's episodes reuse its world."""
+
+    def __init__(self) -> None:
+        self.game: Game | None = None
+        self._key = ""
+
+    def get(self, cfg: Config, **extra: Any) -> Game:
+        key = cfg.game.model_dump_json() + json.dumps(extra, sort_keys=True)
+        if self.game is None or self._key != key:
+            self.close()
+            self.game = load_game(cfg.game.backend, **{**game_options(cfg, realtime=False), **extra})
+            self._key = key
+        return self.game
+
+    def close(self) -> None:
+        if self.game is not None:
+            self.game.close()
+            self.game = None

@@ -40,7 +40,7 @@ from pipeline.wire.samples import EntryView, SampleSchema, check_entry, row_fiel
 log = structlog.get_logger(__name__)
 DEADLETTER_MAXLEN = 1000
 RECORDER_CHECK_S = 10.0
-COLLECT_JOB = "pipeline.collect.episode.run_episode"
+COLLECT_JOB = "pipeline.collect.episode.Collector.run_episode"
 
 
 def sample_environment(cfg: CollectionConfig, rng: random.Random) -> Environment:

@@ -2,12 +2,16 @@
 
 rq imports and calls the function named in a job hash (and its callbacks). The JSON
 serializer keeps pickle out, but whoever can write an rq job could still name
-`os.system`; a worker built with `job_class=guarded_job_class(...)` fails such a job
-(visibly, in rq's failed registry) instead of running it.
+`os.system`; a worker built with `job_class=guarded_job_class({name: handler})` fails such
+a job (visibly, in rq's failed registry) instead of running it. A job that names an
+allowed function runs the worker's own handler for it (a bound method of the role's
+per-process object): nothing is imported from a name in Redis, and no module-global state
+is needed to hand the job its game, client or counters.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
@@ -22,16 +26,17 @@ class JobRefused(CharlesError):
     """An rq job names a function this worker does not run."""
 
 
-def guarded_job_class(*allowed: str) -> type[Job]:
-    """A Job class that runs only the dotted function names in `allowed`, and no callbacks."""
-    names = frozenset(allowed)
+def guarded_job_class(handlers: Mapping[str, Callable[..., Any]]) -> type[Job]:
+    """A Job class that runs `handlers[name]` for a job naming one of its keys, refuses any
+    other name, and runs no callbacks."""
+    allowed = dict(handlers)
 
     class GuardedJob(Job):
         @property
         def func(self) -> Any:
-            if self.func_name not in names or self.instance is not None:
-                raise JobRefused(f"job {self.id} names {self.func_name!r}; this worker runs only {sorted(names)}")
-            return super().func
+            if self.func_name not in allowed or self.instance is not None:
+                raise JobRefused(f"job {self.id} names {self.func_name!r}; this worker runs only {sorted(allowed)}")
+            return allowed[self.func_name]
 
         def _no_callback(self, kind: str, name: str | None) -> None:
             if name:
