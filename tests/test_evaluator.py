@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -280,9 +284,86 @@ def test_evaluate_command_scores_a_file(tmp_path, monkeypatch) -> None:  # type:
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     record = json.loads(result.output.strip().splitlines()[-1])
-    assert record["plan"]["environments"] == ["day", "rain"] and record["metrics"]["episodes"] == 2
-    assert record["metrics"]["duration_s"] == 2.0 and "ratio_to_npc" in record and record["batches"] == 5
+    model = record["policies"]["model"]
+    assert record["plan"]["environments"] == ["day", "rain"] and model["metrics"]["episodes"] == 2
+    assert model["metrics"]["duration_s"] == 2.0 and "ratio_to_npc" in model
+    assert record["weights"]["trained_batches"] == 5 and record["weights"]["model"] == "charles_small_cnn"
     assert set(record["plan"]["held_out_seeds"]) == {9001, 9002, 9003, 9004, 9005}
     assert list((tmp_path / "var" / "evaluation").glob("reference-*.json"))
     bad = CliRunner().invoke(cli, [*args[:2], "--config", str(config), "--sha256", "0" * 64])
     assert bad.exit_code != 0 and "sha256" in bad.output
+
+
+def _tiny_evaluation(tmp_path: Path) -> list[str]:
+    """`charles evaluate` arguments for a tiny model on two 1-second episodes."""
+    config = tmp_path / "tiny.toml"
+    config.write_text(
+        '[game]\nhood_width = 32\nhood_height = 24\ncinematic_width = 32\ncinematic_height = 18\n'
+        '[model]\nwidth = 8\ndense = 32\nhead = [16]\n'
+        '[evaluator]\nepisode_s = 1.0\nprocesses = 1\nenvironments = ["day", "rain"]\n'
+    )
+    weights = tmp_path / "m.safetensors"
+    weights.write_bytes(_model_blob()[0])
+    return ["--weights", str(weights), "--config", str(config), "--seconds", "1", "--json"]
+
+
+def _evaluate_process(tmp_path: Path, args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", "evaluate", *args], cwd=tmp_path, text=True,
+                          capture_output=True, timeout=300,
+                          env={**os.environ, "CHARLES_ENV_FILE": str(tmp_path / "no.env"), "OMP_NUM_THREADS": "1",
+                               "CHARLES_LOG_JSON": "1", **env})
+
+
+def test_evaluate_shows_progress_with_and_without_a_terminal(tmp_path: Path) -> None:
+    """Issue 18 #6: `charles evaluate` ran silent until the end (no bar; with --json no line at all)."""
+    args = _tiny_evaluation(tmp_path)
+    piped = _evaluate_process(tmp_path, args, CHARLES_PROGRESS="0")
+    assert piped.returncode == 0, piped.stderr
+    events = [json.loads(line) for line in piped.stderr.splitlines() if line.startswith("{")]
+    progress = [e for e in events if e["event"] == "evaluation_progress"]
+    assert [e["done"] for e in progress] == [1, 2, 3, 4, 5, 6]  # NPC, baseline, model: 2 episodes each
+    assert {e["total"] for e in progress} == {6} and progress[-1]["eta_s"] == 0.0
+    assert progress[0]["what"] == "evaluating: npc" and progress[-1]["what"] == "evaluating: model"
+    json.loads(piped.stdout)  # stdout is the one JSON object, nothing else
+    cached = _evaluate_process(tmp_path, args, CHARLES_PROGRESS="0")  # the references come from the cache now
+    assert [json.loads(line)["total"] for line in cached.stderr.splitlines()
+            if '"evaluation_progress"' in line] == [2, 2]
+    drawn = _evaluate_process(tmp_path, args, CHARLES_PROGRESS="1")
+    assert drawn.returncode == 0, drawn.stderr
+    assert "evaluating" in drawn.stderr and "2/2" in drawn.stderr and "evaluation_episode" not in drawn.stderr
+    json.loads(drawn.stdout)
+
+
+def test_evaluate_json_has_one_shape_per_policy_and_says_when_it_misleads(tmp_path: Path) -> None:
+    """Issue 18 #7: the model had metrics + a top-level ratio, the NPC bare metrics, the baseline
+    {metrics, ratio}; only the model had per-environment figures; `batches` had no label; and 1 s
+    episodes, where every distance is censored, gave no warning."""
+    result = _evaluate_process(tmp_path, _tiny_evaluation(tmp_path), CHARLES_PROGRESS="0")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    policies = record["policies"]
+    assert list(policies) == ["model", "npc", "baseline"]
+    shapes = {name: sorted(p) for name, p in policies.items()}
+    assert shapes["model"] == shapes["npc"] == shapes["baseline"], shapes
+    for p in policies.values():
+        assert set(p["environments"]) == {"day", "rain"}
+        assert all("ratio_to_npc" in m for m in p["environments"].values())
+        assert sorted(p["metrics"]) == sorted(policies["model"]["metrics"])
+    assert policies["npc"]["ratio_to_npc"] == 1.0
+    assert record["weights"]["trained_batches"] == 5 and "batches" not in record
+    assert any("censored" in w and "--seconds" in w for w in record["warnings"]), record["warnings"]
+    assert '"evaluation_warning"' in result.stderr
+
+
+def test_a_baseline_that_beats_the_model_is_a_warning() -> None:
+    """Issue 18 #7: the straight-ahead baseline (0.97) beat the shipped model (0.87) without a word."""
+    from pipeline.evaluate.closed_loop import report_warnings
+
+    def policy(ratio: float | None, censored: bool = False) -> dict:
+        return {"metrics": {"censored": censored}, "ratio_to_npc": ratio}
+
+    warned = report_warnings({"model": policy(0.87), "npc": policy(1.0), "baseline": policy(0.97)}, 60.0)
+    assert len(warned) == 1 and "baseline (0.97)" in warned[0] and "model (0.87)" in warned[0]
+    assert report_warnings({"model": policy(1.1), "npc": policy(1.0), "baseline": policy(0.3)}, 60.0) == []
+    assert "drove nowhere" in report_warnings({"model": policy(None), "npc": policy(None),
+                                               "baseline": policy(None)}, 60.0)[0]

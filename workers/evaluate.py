@@ -6,6 +6,7 @@ baseline's scores are cached under `var/evaluation/` (they do not depend on the 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -32,18 +33,24 @@ def cli(weights_file: Path, config_path: Path | None, episodes: int | None, seco
         processes: int | None, sha256: str | None, no_cache: bool, as_json: bool) -> None:
     """Drive the model, the NPC and the baseline on the held-out seeds; print the scores."""
     from pipeline.log import configure_logging
+    from pipeline.observe.progress import enabled, progress_bar
 
-    configure_logging("evaluate", level="WARNING" if as_json else None)
+    show_bar = enabled()  # a bar on a terminal; elsewhere a log line per episode and its progress
+    configure_logging("evaluate", level="WARNING" if show_bar else None)
     import structlog
     import torch
 
     from pipeline.config import DEFAULT_CONFIG, load_config
     from pipeline.errors import ConfigError, MissingExtraError, WeightsError
     from pipeline.evaluate.closed_loop import (
+        POLICIES,
         EvalSettings,
         Evaluator,
         file_cached_references,
         model_policy,
+        policy_report,
+        reference_cache_file,
+        report_warnings,
         score_policy,
     )
     from pipeline.games.base import load_game
@@ -64,8 +71,13 @@ def cli(weights_file: Path, config_path: Path | None, episodes: int | None, seco
         raise click.ClickException(str(exc)) from None
     except MissingExtraError as exc:
         raise click.ClickException(f"{config_path or DEFAULT_CONFIG}: {exc}") from None
+    warnings = []
     if meta.get("model") not in (None, cfg.run.name):
-        log.warning("model_name_differs", file_model=meta.get("model"), config_model=cfg.run.name)
+        warnings.append(f"{weights_file} says it is of model {meta.get('model')!r}, the config's is {cfg.run.name!r}")
+    cache = None if no_cache else reference_cache_file(settings, cfg, REFERENCE_CACHE)
+    per_policy = len(settings.plan())
+    total = per_policy * (1 if cache is not None and cache.is_file() else len(POLICIES))
+    log.info("evaluation_starting", episodes=total, processes=settings.processes, episode_s=settings.episode_s)
     if settings.processes > 1:
         from pipeline.evaluate.pool import EpisodePool
 
@@ -73,18 +85,29 @@ def cli(weights_file: Path, config_path: Path | None, episodes: int | None, seco
     else:
         game, pool = load_game(cfg.game.backend, **game_options(cfg, realtime=False)), None
     try:
-        evaluator = Evaluator(game, settings, pool)
-        refs = file_cached_references(evaluator, cfg, None if no_cache else REFERENCE_CACHE)
-        scores = score_policy(evaluator, model_policy(model, weights_file.read_bytes()), refs)
+        with progress_bar("evaluating", total=total, unit="episodes", show=show_bar,
+                          log_event="evaluation_progress") as bar:
+            evaluator = Evaluator(game, settings, pool,
+                                  on_episode=lambda name, _trace: (bar.update(description=f"evaluating: {name}"),
+                                                                   bar.advance()))
+            refs = file_cached_references(evaluator, cfg, None if no_cache else REFERENCE_CACHE)
+            scores = score_policy(evaluator, model_policy(model, weights_file.read_bytes()), refs)
     finally:
         if game is not None:
             game.close()
         if pool is not None:
             pool.close()
-    record = {"weights": str(weights_file), "model": cfg.run.name, "batches": int(meta.get("batches", 0) or 0),
+    policies = policy_report(scores, refs, settings.confidence, settings.bootstrap_resamples)
+    warnings += report_warnings(policies, settings.episode_s)
+    for warning in warnings:
+        log.warning("evaluation_warning", warning=warning)
+    record = {"weights": {"file": str(weights_file), "sha256": hashlib.sha256(weights_file.read_bytes()).hexdigest(),
+                          "model": meta.get("model"), "trained_batches": int(meta.get("batches", 0) or 0)},
+              "config": {"file": str(config_path or DEFAULT_CONFIG), "model": cfg.run.name},
               "plan": {"environments": list(settings.environments), "episodes_per_environment":
                        settings.episodes_per_environment, "episode_s": settings.episode_s,
-                       "held_out_seeds": list(settings.held_out_seeds)}, **scores}
+                       "held_out_seeds": list(settings.held_out_seeds)},
+              "policies": policies, "warnings": warnings, "wall_s": scores["wall_s"]}
     if as_json:
         click.echo(json.dumps(record))
         return
@@ -96,19 +119,20 @@ def _print(record: dict) -> None:
     from rich.table import Table
 
     table = Table("policy", "km", "incidents", "per km", "m between", "|lane| m", "km/h", "ratio to NPC")
-    rows = [("model", record["metrics"], record["ratio_to_npc"]), ("npc", record["npc"], 1.0),
-            ("baseline", record["baseline"]["metrics"], record["baseline"]["ratio_to_npc"])]
-    intervals = {"model": (record.get("intervals") or {}).get("ratio_to_npc"),
-                 "baseline": (record["baseline"].get("intervals") or {}).get("ratio_to_npc")}
-    for name, m, ratio in rows:
-        ci = intervals.get(name)
+    for name, p in record["policies"].items():
+        m, ratio = p["metrics"], p["ratio_to_npc"]
+        ci = (p.get("intervals") or {}).get("ratio_to_npc")
         lane = m["mean_abs_lane_offset_m"]
         table.add_row(name, f"{m['distance_m'] / 1000:.2f}", str(m["incidents"]), f"{m['incidents_per_km']:.2f}",
                       f"{m['mean_distance_between_incidents_m']:.0f}{'+' if m['censored'] else ''}",
                       "-" if lane is None else f"{lane:.2f}", f"{m['mean_speed_mps'] * 3.6:.1f}",
                       "-" if ratio is None else f"{ratio:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""))
-    Console().print(table)
-    level = (record.get("intervals") or {}).get("level")
+    console = Console()
+    console.print(table)
+    model = record["policies"]["model"]
+    level = (model.get("intervals") or {}).get("level")
     if level:
-        Console().print(f"[dim]brackets: {100 * level:.0f}% bootstrap interval over "
-                        f"{record['metrics']['episodes']} episodes[/]")
+        console.print(f"[dim]brackets: {100 * level:.0f}% bootstrap interval over "
+                      f"{model['metrics']['episodes']} episodes; + : no incident, a lower bound[/]")
+    for warning in record["warnings"]:
+        console.print(f"[yellow]warning:[/] {warning}")

@@ -228,12 +228,15 @@ class Evaluator:
     child process), several at once; every episode is reproducible, so both give the same traces.
     """
 
-    def __init__(self, game: Game | None, settings: EvalSettings, pool: Any = None) -> None:
+    def __init__(self, game: Game | None, settings: EvalSettings, pool: Any = None,
+                 on_episode: Callable[[str, Trace], None] | None = None) -> None:
         if game is None and pool is None:
             raise ValueError("an Evaluator needs a game or an episode pool")
         self.game = game
         self.settings = settings
         self.pool = pool
+        #: called with (policy name, trace) as each episode ends: a progress bar's hook
+        self.on_episode = on_episode
 
     def drive(self, policy: Policy, plan: EpisodePlan, stop: threading.Event | None = None) -> Trace:
         s = self.settings
@@ -250,13 +253,15 @@ class Evaluator:
 
     def run(self, policy: Policy, stop: threading.Event | None = None) -> list[Trace]:
         if self.pool is not None:
-            return self.pool.run(policy, self.settings.plan(), stop)
+            return self.pool.run(policy, self.settings.plan(), stop, on_episode=self.on_episode)
         traces = []
         for plan in self.settings.plan():
             start = time.monotonic()
             trace = self.drive(policy, plan, stop)
             traces.append(trace)
             log_episode(policy.name, trace, time.monotonic() - start)
+            if self.on_episode is not None:
+                self.on_episode(policy.name, trace)
             if stop is not None and stop.is_set():
                 break
         return traces
@@ -314,10 +319,15 @@ def score_policy(evaluator: Evaluator, policy: Policy, references: dict[str, Any
     return scores
 
 
+def reference_cache_file(settings: EvalSettings, cfg: Config, folder: Path | None) -> Path | None:
+    """Where `file_cached_references` keeps the references of this plan and config (None: no cache)."""
+    return None if folder is None else folder / f"reference-{settings.reference_key(cfg)}.json"
+
+
 def file_cached_references(evaluator: Evaluator, cfg: Config, folder: Path | None) -> dict[str, Any]:
     """References for one-off scoring, cached as JSON in `folder` (None = always drive them)."""
     key = evaluator.settings.reference_key(cfg)
-    path = None if folder is None else folder / f"reference-{key}.json"
+    path = reference_cache_file(evaluator.settings, cfg, folder)
     if path is not None and path.is_file():
         try:
             return json.loads(path.read_text())
@@ -330,3 +340,41 @@ def file_cached_references(evaluator: Evaluator, cfg: Config, folder: Path | Non
         tmp.write_text(json.dumps(refs))
         tmp.replace(path)
     return refs
+
+
+#: The policies of a one-off report, in the order they are shown.
+POLICIES = ("model", "npc", "baseline")
+
+
+def policy_report(scores: dict[str, Any], references: dict[str, Any], confidence: float = 0.9,
+                  resamples: int = 2000) -> dict[str, dict[str, Any]]:
+    """The model's, the NPC's and the baseline's scores in one shape each: `metrics`,
+    `environments` (each with its ratio_to_npc), `ratio_to_npc`, `intervals`, `episodes`.
+    `scores` is `score_policy`'s record, `references` what `reference_scores` returned."""
+    npc = references["npc"]
+    npc_entry = compare(npc, npc, confidence, resamples)
+    npc_entry["intervals"] = score_intervals(npc.get("episodes") or [], None, confidence, resamples)
+    base = references["baseline"]
+    out = {"model": scores, "npc": npc_entry, "baseline": base}
+    keys = ("metrics", "environments", "ratio_to_npc", "intervals", "episodes")
+    return {name: {k: out[name].get(k) for k in keys} for name in POLICIES}
+
+
+def report_warnings(policies: dict[str, dict[str, Any]], episode_s: float) -> list[str]:
+    """What makes a report mislead, one sentence each: censored distances, a baseline that
+    scores as well as the model, a ratio that cannot be computed."""
+    warnings = []
+    censored = [name for name in POLICIES if policies[name]["metrics"]["censored"]]
+    if censored:
+        warnings.append(
+            f"no incident at all for {', '.join(censored)}: the mean distance between incidents is then the "
+            f"distance per episode, a lower bound (censored), and ratios to it compare how far each drove in "
+            f"{episode_s:g} s, not how safely; use longer episodes (--seconds) or more (--episodes)")
+    model, baseline = policies["model"]["ratio_to_npc"], policies["baseline"]["ratio_to_npc"]
+    if model is None:
+        warnings.append("the NPC drove nowhere on this plan, so no policy has a ratio_to_npc")
+    elif baseline is not None and baseline >= model:
+        warnings.append(
+            f"the straight-ahead baseline ({baseline:.2f}) scores at least as well as the model ({model:.2f}): "
+            "the model does no better than holding the throttle and never steering")
+    return warnings

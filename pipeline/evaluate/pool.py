@@ -19,6 +19,7 @@ import multiprocessing as mp
 import signal
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -143,8 +144,10 @@ class EpisodePool:
             raise GameError(f"{child.proc.name}: {reply['error']}: {reply['message']}")
         return reply
 
-    def run(self, policy: Any, plans: list[Any], stop: threading.Event | None = None) -> list[Trace]:
-        """One Trace per plan entry, in plan order (fewer, from the start, if `stop` is set)."""
+    def run(self, policy: Any, plans: list[Any], stop: threading.Event | None = None,
+            on_episode: Callable[[str, Trace], None] | None = None) -> list[Trace]:
+        """One Trace per plan entry, in plan order (fewer, from the start, if `stop` is set);
+        `on_episode(policy name, trace)` as each one ends, in the order they end."""
         from pipeline.evaluate.closed_loop import log_episode
 
         self._start()
@@ -181,6 +184,8 @@ class EpisodePool:
                               [_tick(row) for row in reply["ticks"]])
                 traces[i] = trace
                 log_episode(policy.name, trace, float(reply["wall_s"]))
+                if on_episode is not None:
+                    on_episode(policy.name, trace)
         done = []
         for i in range(len(plans)):  # a stopped run keeps only its unbroken start
             if i not in traces:

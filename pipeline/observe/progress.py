@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
+
+import structlog
 
 T = TypeVar("T")
 
@@ -33,33 +36,66 @@ def enabled() -> bool:
 
 
 class Bar:
-    """A handle on one bar: `advance`, `update(completed=..., total=..., description=...)`."""
+    """A handle on one bar: `advance`, `update(completed=..., total=..., description=...)`.
 
-    def __init__(self, progress: object | None, task: int | None) -> None:
+    Without a terminal a bar with a `log_event` logs that event instead (done, total,
+    elapsed and remaining seconds), at most every `log_every_s` and always at the end, so a
+    long command under honcho or in a pipe still says how far it is."""
+
+    def __init__(self, progress: object | None, task: int | None, log_event: str = "",
+                 total: float | None = None, description: str = "", log_every_s: float = 0.0) -> None:
         self._progress = progress
         self._task = task
         self.completed = 0.0
+        self.total = total
+        self.description = description
+        self._log_event = log_event if progress is None else ""
+        self._log_every_s = log_every_s
+        self._start = self._logged = time.monotonic()
 
     def advance(self, amount: float = 1.0) -> None:
         self.completed += amount
         if self._progress is not None:
             self._progress.advance(self._task, amount)  # type: ignore[attr-defined]
+        self._log()
 
     def update(self, completed: float | None = None, total: float | None = None,
                description: str | None = None) -> None:
         if completed is not None:
             self.completed = completed
+        if total is not None:
+            self.total = total
+        if description is not None:
+            self.description = description
         if self._progress is not None:
             fields = {k: v for k, v in (("completed", completed), ("total", total),
                                         ("description", description)) if v is not None}
             self._progress.update(self._task, **fields)  # type: ignore[attr-defined]
 
+    def _log(self) -> None:
+        if not self._log_event:
+            return
+        now = time.monotonic()
+        done = self.total is not None and self.completed >= self.total
+        if now - self._logged < self._log_every_s and not done:
+            return
+        self._logged = now
+        elapsed = now - self._start
+        eta = None
+        if self.total and self.completed:
+            eta = round(elapsed * (self.total - self.completed) / self.completed, 1)
+        done_n = int(self.completed) if float(self.completed).is_integer() else round(self.completed, 2)
+        structlog.get_logger("progress").info(self._log_event, what=self.description, done=done_n,
+                                              total=self.total, elapsed_s=round(elapsed, 1), eta_s=eta)
+
 
 @contextmanager
-def progress_bar(description: str, total: float | None = None, unit: str = "", show: bool | None = None) -> Iterator[Bar]:
-    """A bar for `total` steps (None = unknown: a spinner with a count); a no-op when disabled."""
+def progress_bar(description: str, total: float | None = None, unit: str = "", show: bool | None = None,
+                 log_event: str = "", log_every_s: float = 0.0) -> Iterator[Bar]:
+    """A bar for `total` steps (None = unknown: a spinner with a count); when disabled a no-op,
+    or, given `log_event`, a log line per step (at most every `log_every_s`)."""
     if not (enabled() if show is None else show):
-        yield Bar(None, None)
+        yield Bar(None, None, log_event, total, description, log_every_s)
         return
     from rich.console import Console
     from rich.progress import (
