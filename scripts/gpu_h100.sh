@@ -3,7 +3,7 @@
 # with python3 + torch; the missing wheels, redis-server and its libraries travel in .gpu/, built
 # here by scripts/gpu_pack.sh):
 #
-#   scripts/gpu_h100.sh curve     # (b) learning curve: configs/h100.toml from nothing, live pipeline,
+#   scripts/gpu_h100.sh curve     # (b) learning curve: configs/h100.toml (env SPI: its samples_per_insert) from nothing,
 #                                 #     11 collectors, trainer on cuda, 2 evaluators, 7 minutes
 #   scripts/gpu_h100.sh replay    # side by side: h100.toml with samples_per_insert 1 and 8 (env SPI; env EMA
 #                                 #     sets the second one's ema_decay),
@@ -25,7 +25,9 @@ RES="/tmp/results/$MODE"
 mkdir -p "$RES"
 case "$MODE" in
   curve)
-    CONFIG=configs/h100.toml MINUTES="${MINUTES:-7}" CONCURRENCY="collector=11,evaluator=2" COLLECTORS=11 \
+    # env SPI overrides the config's samples_per_insert
+    sed "s/^samples_per_insert = [0-9.]*/samples_per_insert = ${SPI:-8}.0/" configs/h100.toml > /tmp/h100.toml
+    CONFIG=/tmp/h100.toml MINUTES="${MINUTES:-7}" CONCURRENCY="collector=11,evaluator=2" COLLECTORS=11 \
       ROLES="redis server trainer collector evaluator" WORK=/tmp/lc_h100 PNG="$RES/learning_curve_h100.png" \
       LABEL="configs/h100.toml, H100 + 16 cores, 11 collectors" scripts/learning_curve_run.sh
     cp /tmp/lc_h100/{evaluation.json,summary.json,status.json,supervise.log,evaluator-final.log} "$RES/"
