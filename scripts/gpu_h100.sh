@@ -29,7 +29,7 @@ case "$MODE" in
     sed "s/^samples_per_insert = [0-9.]*/samples_per_insert = ${SPI:-8}.0/" configs/h100.toml > /tmp/h100.toml
     CONFIG=/tmp/h100.toml MINUTES="${MINUTES:-7}" CONCURRENCY="collector=11,evaluator=2" COLLECTORS=11 \
       ROLES="redis server trainer collector evaluator" WORK=/tmp/lc_h100 PNG="$RES/learning_curve_h100.png" \
-      LABEL="configs/h100.toml, H100 + 16 cores, 11 collectors" scripts/learning_curve_run.sh
+      LABEL="configs/h100.toml, samples_per_insert ${SPI:-8}, H100 + 16 cores, 11 collectors" scripts/learning_curve_run.sh
     cp /tmp/lc_h100/{evaluation.json,summary.json,status.json,supervise.log,evaluator-final.log} "$RES/"
     cp -r /tmp/lc_h100/runs /tmp/lc_h100/status_live "$RES/" || true
     ;;
