@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluator": ("workers.evaluator:cli", "rq worker that scores every published version"),
     "evaluate": ("workers.evaluate:cli", "score one weights file closed-loop"),
     "dashboard": ("workers.dashboard:cli", "web page with the stream layout"),
+    "tensorboard": ("workers.tensorboard:cli", "TensorBoard on the run logs, loopback Host names only"),
     "bench": ("workers.bench:cli", "benchmarks, one JSON object per target"),
     "sim": ("workers.sim:cli", "watch the NPC or drive the built-in simulator yourself"),
     "record": ("workers.record:cli", "record samples to disk (from streams or a human driver)"),
