@@ -10,6 +10,7 @@ import redis
 import torch
 
 from pipeline.collect.context import ContextBuilder
+from pipeline.errors import GameError
 from pipeline.games.base import Controls, Environment, Observation
 from pipeline.play.player import Player, WeightsWatcher
 from pipeline.play.unstuck import StuckDetector
@@ -182,3 +183,25 @@ def test_watcher_survives_malformed_weights_fields(r: redis.Redis, keys: Keys) -
         time.sleep(0.05)
     stop.set()
     assert watcher.pending_version >= 1
+
+
+class DownGame(WallGame):
+    """A real game whose bridge is down: every reset fails."""
+
+    def reset(self, env: Environment | None = None) -> Observation:
+        raise GameError("bridge down")
+
+
+def test_stop_ends_a_player_whose_game_stays_down() -> None:
+    """Issue 17: `_retry_game` retried forever and ignored `stop`; Ctrl-C hung the player."""
+    player = Player(DownGame(), Throttle(1.0), ContextBuilder(ContextSpec(30.0, 1, 0.1, 0, 0.1, 0.0)),
+                    StuckDetector(min_displacement_m=1.0, window_s=1.0, grace_s=0.0), predict, None, realtime=False)
+    stop = threading.Event()
+    done: list[int] = []
+    runner = threading.Thread(target=lambda: done.append(player.run(Environment(), stop).steps), daemon=True)
+    runner.start()
+    time.sleep(1.0)
+    assert runner.is_alive()  # still retrying the game
+    stop.set()
+    runner.join(5.0)
+    assert done == [0]

@@ -182,6 +182,7 @@ class Player:
         #: the previous prediction, as a real game running on its own would (one tick of latency)
         self._stepper = ThreadPoolExecutor(1, thread_name_prefix="game-step") if overlap else None
         self._previous = Controls()
+        self._stop = threading.Event()  # run()'s stop: a game that stays down must not hold the player
         if watcher is not None:
             watcher.current_version = version
 
@@ -194,7 +195,11 @@ class Player:
         return obs
 
     def run(self, env: Environment, stop: threading.Event, max_steps: int | None = None) -> PlayerStats:
-        obs = self.start(env)
+        self._stop = stop
+        try:
+            obs = self.start(env)
+        except GameError:  # raised by _retry_game only once stop is set
+            return self.stats
         period = 1.0 / self.pps
         window_start, window_steps = time.monotonic(), 0
         last_report = 0.0
@@ -202,7 +207,10 @@ class Player:
         while not stop.is_set() and (max_steps is None or self.stats.steps < max_steps):
             tick_start = time.monotonic()
             if self.detector.stuck or self._swap_overdue(drive_start):
-                obs = self.unstuck("stuck" if self.detector.stuck else "weights_waiting")
+                try:
+                    obs = self.unstuck("stuck" if self.detector.stuck else "weights_waiting")
+                except GameError:  # stopped while the game was down
+                    break
                 drive_start = time.monotonic()
             try:
                 obs = self._predict_and_step()
@@ -273,7 +281,8 @@ class Player:
         return obs
 
     def _retry_game(self, call: Callable[[], Observation], what: str) -> Observation:
-        """Reset/respawn may fail while a real game's bridge is down: retry with backoff."""
+        """Reset/respawn may fail while a real game's bridge is down: retry with backoff until
+        it works, or re-raise the last GameError once the player is asked to stop."""
         backoff = Backoff(base=0.5, cap=10.0)
         while True:
             try:
@@ -281,7 +290,8 @@ class Player:
             except GameError as exc:
                 delay = backoff.next_delay()
                 log.warning("game_error", what=what, error=str(exc), retry_in_s=round(delay, 2))
-                time.sleep(delay)
+                if self._stop.wait(delay):
+                    raise
 
     def swap_pending(self) -> int | None:
         """Swap in the newest prepared model (checking Redis for one we may have missed)."""
