@@ -230,3 +230,80 @@ def test_sim_keyboard_closing_the_window_quits(x_env: dict[str, str], tmp_path: 
     summary = _summary(sim.finish(timeout=30.0))
     assert sim.proc.returncode == 0, sim.err_path.read_text()[-3000:]
     assert summary["ended"] == "quit" and summary["game_s"] < 30.0, summary
+
+
+# -- a model drives (issue 18 #10): no Redis, to an MP4 or in a window ----------------------------
+
+SHIPPED = ROOT / "models" / "charles_small_cnn.safetensors"
+NO_REDIS = {"CHARLES_REDIS_URL": "redis://127.0.0.1:9/0", "OMP_NUM_THREADS": "1", "CHARLES_LOG_JSON": "1"}
+
+
+def _still_weights(path: Path) -> Path:
+    """The default model with every weight zero: it predicts no throttle and no steering."""
+    from pipeline.config import load_config
+    from pipeline.models import build_model
+    from pipeline.wire.weights import to_blob
+
+    cfg = load_config()
+    model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width))
+    path.write_bytes(to_blob({k: v.detach().clone().zero_() for k, v in model.state_dict().items()},
+                             {"model": cfg.run.name}))
+    return path
+
+
+def test_sim_weights_records_the_model_driving_without_redis(tmp_path: Path) -> None:
+    import cv2
+
+    env = {**os.environ, **NO_REDIS, "CHARLES_ENV_FILE": str(tmp_path / "no.env")}
+    drive = ["sim", "--seed", "3", "--episode", "1", "--traffic", "0", "--seconds", "5", "--size", "160x90"]
+    done = _cli([*drive, "--weights", str(SHIPPED), "--record", str(tmp_path / "m.mp4")], env, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(done.stdout.strip().splitlines()) == 1  # the summary, once
+    assert "distance_m" not in done.stderr  # issue 18 #13: it was printed twice, as a log line too
+    summary = _summary(done.stdout)
+    assert summary["driver"] == "model" and summary["frames"] == 150, summary
+    assert summary["distance_m"] > 10.0, summary  # the shipped model sets off and drives
+    video = cv2.VideoCapture(str(tmp_path / "m.mp4"))
+    assert video.get(cv2.CAP_PROP_FRAME_COUNT) == 150 and video.get(cv2.CAP_PROP_FRAME_WIDTH) == 160
+    assert summary["codec"] in ("h264", "mpeg4")
+    if summary["codec"] == "mpeg4":  # issue 18 #13: say that browsers will not play it
+        assert '"video_codec"' in done.stderr and "browsers do not" in done.stderr
+    still = _cli([*drive, "--weights", str(_still_weights(tmp_path / "still.safetensors")), "--record",
+                  str(tmp_path / "s.mp4")], env, timeout=120)
+    assert still.returncode == 0, still.stderr[-3000:]
+    assert _summary(still.stdout)["distance_m"] < 1.0  # the weights drive, not the NPC
+
+
+def test_sim_weights_errors_are_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, **NO_REDIS, "CHARLES_ENV_FILE": str(tmp_path / "no.env")}
+    other = _cli(["sim", "--weights", str(SHIPPED), "--config", "configs/history_lstm.toml", "--record",
+                  str(tmp_path / "x.mp4")], env)
+    assert other.returncode != 0 and "Traceback" not in other.stderr
+    assert "--config configs/default.toml" in other.stderr.strip().splitlines()[-1], other.stderr
+    assert not (tmp_path / "x.mp4").exists()
+    keyboard = _cli(["sim", "--keyboard", "--weights", str(SHIPPED)], env)
+    assert keyboard.returncode == 2 and "--keyboard drives in a window" in keyboard.stderr
+
+
+@pytest.mark.slow
+def test_sim_weights_drives_in_a_window(x_env: dict[str, str], tmp_path: Path) -> None:
+    args = ["sim", "--weights", str(SHIPPED), "--seed", "3", "--traffic", "0", "--seconds", "4", "--size", "320x180"]
+    sim = Driven(args, {**x_env, **NO_REDIS}, "Charles sim", tmp_path)
+    summary = _summary(sim.finish())
+    assert sim.proc.returncode == 0, sim.err_path.read_text()[-3000:]
+    assert summary["driver"] == "model" and summary["ended"] == "time" and summary["distance_m"] > 5.0, summary
+
+
+@pytest.mark.slow
+def test_a_window_gets_a_private_runtime_dir_when_the_session_has_none(x_display: str,  # noqa: F811
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 18 #13: SDL warned about XDG_RUNTIME_DIR (ssh, su, containers have none)."""
+    pytest.importorskip("pygame")
+    from pipeline.games.sim.viewer import SimWindow
+
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.setenv("DISPLAY", x_display)
+    monkeypatch.setenv("SDL_VIDEODRIVER", "x11")
+    SimWindow((64, 36)).close()
+    runtime = Path(os.environ["XDG_RUNTIME_DIR"])
+    assert runtime.is_dir() and runtime.stat().st_mode & 0o777 == 0o700 and runtime.stat().st_uid == os.getuid()

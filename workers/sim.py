@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from pipeline.games.base import WEATHERS
 from pipeline.games.sim.viewer import KEYS_HELP, VIEWER_INSTALL
+
+if TYPE_CHECKING:
+    from pipeline.play.model_driver import ModelDriver
 
 
 def _window(size: tuple[int, int]) -> Any:
@@ -65,56 +68,69 @@ def _pictures(folder: str, seed: int, episode: int, car: str, traffic: float, se
               help="time of day, hours")
 @click.option("--car", type=click.Choice(["sedan", "sports", "truck"]), default="sedan", show_default=True)
 @click.option("--traffic", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="traffic density 0..1")
-@click.option("--style", type=click.Choice(["calm", "normal", "aggressive"]), default="normal", show_default=True)
+@click.option("--style", type=click.Choice(["calm", "normal", "aggressive"]), default="normal", show_default=True,
+              help="the NPC's driving style")
 @click.option("--seconds", default=60.0, show_default=True, help="game seconds to run (real time in a window)")
 @click.option("--npc/--keyboard", "npc", default=True,
               help="let the NPC drive, or drive with the keyboard: arrows or WASD, Esc quits")
-@click.option("--record", type=click.Path(dir_okay=False), default=None, help="write an MP4 instead of opening a window")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="let this safetensors model drive instead (no Redis): e.g. models/charles_small_cnn.safetensors")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="with --weights: the run config the model was trained with (default: configs/default.toml)")
+@click.option("--record", type=click.Path(dir_okay=False), default=None,
+              help="write an MP4 (H.264 where available) instead of opening a window")
 @click.option("--size", default="640x360", show_default=True, callback=_parse_size, help="chase camera size WxH")
 @click.option("--pictures", type=click.Path(file_okay=False), default=None,
               help="write hood and chase PNGs by day, at night and in rain into this folder, then exit")
 def cli(seed: int, episode: int, weather: str, hours: float, car: str, traffic: float, style: str,
-        seconds: float, npc: bool, record: str | None, size: tuple[int, int], pictures: str | None) -> None:
-    """Watch the NPC drive the built-in simulator, drive it yourself, or record an MP4 headless.
+        seconds: float, npc: bool, weights: str | None, config_path: str | None, record: str | None,
+        size: tuple[int, int], pictures: str | None) -> None:
+    """Watch the NPC or a model drive the built-in simulator, drive it yourself, or record an MP4.
 
     At the end one JSON line goes to stdout: game seconds, frames, distance driven (odometer)
     and forward (signed, along the car), top speed, and per drive key the frames it was held.
     """
-    import cv2
-    import structlog
-
     from pipeline.games.base import Environment
     from pipeline.games.sim import SimGame
-    from pipeline.games.sim.viewer import KeyboardDriver, composite
+    from pipeline.games.sim.viewer import KeyboardDriver, VideoOut, composite
     from pipeline.log import configure_logging
 
     configure_logging("sim")
-    log = structlog.get_logger("sim")
-    width, height = size
     if pictures:
-        _pictures(pictures, seed, episode, car, traffic, seconds, (int(width), int(height)))
+        _pictures(pictures, seed, episode, car, traffic, seconds, size)
         return
-    if record and not npc:
-        raise click.UsageError("--keyboard needs a window; record the NPC, or drop --record")
-    writer = window = None
-    if not record:
-        window = _window((int(width), int(height)))  # before the world is built: fail fast
-    game = SimGame(cinematic_size=(int(width), int(height)), realtime=record is None)
-    if record:
-        writer = cv2.VideoWriter(record, cv2.VideoWriter_fourcc(*"mp4v"), game.fps, (int(width), int(height)))
-        if not writer.isOpened():
-            raise click.ClickException(f"cannot write {record!r} (OpenCV has no MP4 encoder here?)")
+    if not npc and (record or weights):
+        raise click.UsageError("--keyboard drives in a window: drop --record and --weights")
+    if config_path and not weights:
+        raise click.UsageError("--config is the config of a --weights model; without --weights the NPC drives")
+    model = _load_model(weights, config_path) if weights else None
+    window = None if record else _window(size)  # before the world is built: fail fast
+    options = {"realtime": record is None, "cinematic_size": size}
+    if model is not None:
+        from pipeline.games.options import game_options
+
+        options = {**game_options(model.cfg, realtime=record is None), **options}
+    game = SimGame(**options)
     env = Environment(map_seed=seed, weather=weather, time_of_day=hours, car=car, traffic_density=traffic,
                       episode_seed=episode, npc_style=style)
-    obs = game.reset(env)
-    driver = KeyboardDriver()
+    try:
+        obs = game.reset(env)
+        video = VideoOut(record, game.fps, size) if record else None
+    except BaseException:
+        game.close()
+        if window is not None:
+            window.close()
+        raise
+    if model is not None:
+        model.start(obs)
+    keyboard = KeyboardDriver()
     held = {"up": 0, "down": 0, "left": 0, "right": 0}
-    frames, forward, top, ended = 0, 0.0, 0.0, "time"
+    frames, forward, top, respawns, ended = 0, 0.0, 0.0, 0, "time"
     try:
         if window is not None:
             window.show(composite(game, obs))
         while obs.game_time < seconds:
-            controls = None
+            controls = None if model is None else model.controls()
             if window is not None:
                 keys = window.keys()
                 if "quit" in keys:
@@ -122,30 +138,59 @@ def cli(seed: int, episode: int, weather: str, hours: float, car: str, traffic: 
                     break
                 if "respawn" in keys:
                     obs = game.respawn()
+                    if model is not None:
+                        model.start(obs)
                 for k in held.keys() & keys:
                     held[k] += 1
                 if not npc:
-                    controls = driver.controls(keys)
+                    controls = keyboard.controls(keys)
             obs = game.step(controls)
             frames += 1
             forward += obs.speed * game.dt
             top = max(top, obs.speed)
-            if obs.info.get("stuck") and npc:
+            stuck = model.observe(obs) if model is not None else npc and obs.info.get("stuck")
+            if stuck:
                 obs = game.respawn()
+                respawns += 1
+                if model is not None:
+                    model.start(obs)
             frame = composite(game, obs)
-            if writer is not None:
-                writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            if video is not None:
+                video.write(frame)
             else:
                 window.show(frame)
     finally:
-        if writer is not None:
-            writer.release()
+        if video is not None:
+            video.close()
         if window is not None:
             window.close()
         game.close()
-    summary = {"driver": "npc" if npc else "keyboard", "game_s": round(obs.game_time, 2), "frames": frames,
+    summary = {"driver": "model" if model is not None else "npc" if npc else "keyboard",
+               "weights": weights, "game_s": round(obs.game_time, 2), "frames": frames,
                "distance_m": round(obs.odometer, 2), "forward_m": round(forward, 2), "max_speed": round(top, 2),
-               "collisions": obs.collisions, "targets": obs.targets_reached, "keys_held_frames": held,
-               "ended": ended, "record": record}
-    log.info("sim.done", **summary)
+               "collisions": obs.collisions, "targets": obs.targets_reached, "respawns": respawns,
+               "keys_held_frames": held, "ended": ended, "record": record,
+               "codec": video.codec if video is not None else None}
+    if video is not None and video.note:
+        import structlog
+
+        structlog.get_logger("sim").warning("video_codec", file=record, codec=video.codec, note=video.note)
     click.echo(json.dumps(summary))
+
+
+def _load_model(weights: str, config_path: str | None) -> ModelDriver:
+    """The weights file's model as a driver (with its config), or a one-line error."""
+    import torch
+
+    from pipeline.config import DEFAULT_CONFIG, load_config
+    from pipeline.models.loading import build_model_from, read_weights_file
+    from pipeline.play.model_driver import ModelDriver
+
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))  # the simulator needs a core too
+    cfg = load_config(config_path)
+    if cfg.game.backend != "sim":
+        raise click.UsageError(f"{config_path}: game.backend is {cfg.game.backend!r}; `charles sim` drives the "
+                               "built-in simulator only (a model on another backend: `charles player --weights`)")
+    tensors, meta = read_weights_file(weights)
+    model = build_model_from(cfg, tensors, source=weights, meta=meta, config_file=config_path or DEFAULT_CONFIG)
+    return ModelDriver(model, cfg)

@@ -45,6 +45,20 @@ class ViewerMissingError(MissingExtraError):
         self.package, self.extra = "pygame", "viewer"
 
 
+def _runtime_dir() -> None:
+    """Give SDL the XDG_RUNTIME_DIR it warns about when a session (ssh, su, a container) has none:
+    a private folder of this user's, as the login manager would have made."""
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return
+    import tempfile
+
+    path = os.path.join(tempfile.gettempdir(), f"charles-runtime-{os.getuid()}")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    if os.stat(path).st_uid == os.getuid():  # never one another user made for us
+        os.chmod(path, 0o700)
+        os.environ["XDG_RUNTIME_DIR"] = path
+
+
 def composite(game: Any, obs: Any) -> Any:
     """Chase camera with the hood camera inset and a one-line HUD (RGB)."""
     import cv2
@@ -74,6 +88,7 @@ class SimWindow:
 
     def __init__(self, size: tuple[int, int], title: str = "Charles sim", keys_help: str = KEYS_HELP) -> None:
         os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # stdout carries JSON summaries
+        _runtime_dir()
         try:
             import pygame
         except ImportError:
@@ -152,3 +167,62 @@ class KeyboardDriver:
                 self.steer = 0.0
         accel = float("up" in keys) - float("down" in keys)
         return Controls(accel, self.steer)
+
+
+class VideoOut:
+    """An MP4 of RGB frames: H.264 (browsers play it) where OpenCV has an encoder for it,
+    else MPEG-4 Part 2, converted to H.264 at `close()` when an `ffmpeg` is on PATH.
+    `codec` says which one the file ended up with."""
+
+    def __init__(self, path: str, fps: float, size: tuple[int, int]) -> None:
+        import cv2
+
+        # OpenCV and FFmpeg report every encoder they try and lack; one summary line is enough
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+        quiet = getattr(getattr(cv2, "utils", None), "logging", None)
+        level = quiet.getLogLevel() if quiet else None
+        if quiet:
+            quiet.setLogLevel(quiet.LOG_LEVEL_SILENT)
+        self.path = path
+        self.codec = ""
+        try:
+            for fourcc, codec in (("avc1", "h264"), ("mp4v", "mpeg4")):
+                writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*fourcc), fps, size)
+                if writer.isOpened():
+                    self.writer, self.codec = writer, codec
+                    break
+        finally:
+            if quiet:
+                quiet.setLogLevel(level)
+        if not self.codec:
+            raise GameError(f"{path}: cannot write an MP4 here (OpenCV has neither an H.264 nor an MPEG-4 encoder)")
+        self._cv2 = cv2
+
+    def write(self, rgb: Any) -> None:
+        self.writer.write(self._cv2.cvtColor(rgb, self._cv2.COLOR_RGB2BGR))
+
+    def close(self) -> None:
+        """Finish the file; an MPEG-4 one becomes H.264 when an ffmpeg with libx264 is at hand."""
+        import shutil
+        import subprocess
+
+        self.writer.release()
+        ffmpeg = shutil.which("ffmpeg")
+        if self.codec != "mpeg4" or ffmpeg is None:
+            return
+        tmp = f"{self.path}.h264.mp4"
+        done = subprocess.run([ffmpeg, "-y", "-loglevel", "error", "-i", self.path, "-c:v", "libx264",
+                               "-pix_fmt", "yuv420p", "-movflags", "+faststart", tmp], capture_output=True)
+        if done.returncode == 0:
+            os.replace(tmp, self.path)
+            self.codec = "h264"
+        elif os.path.exists(tmp):
+            os.remove(tmp)
+
+    @property
+    def note(self) -> str:
+        """'' for H.264; otherwise what the user should know about the file."""
+        if self.codec == "h264":
+            return ""
+        return ("MPEG-4 Part 2: players such as VLC or mpv play it, browsers do not; for H.264 install ffmpeg "
+                "(it is used when on PATH) or convert: ffmpeg -i IN.mp4 -c:v libx264 -pix_fmt yuv420p OUT.mp4")

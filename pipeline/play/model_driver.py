@@ -1,0 +1,50 @@
+"""A model that drives one game by itself: no Redis, no weights watcher, no telemetry.
+
+`charles sim --weights FILE` watches a weights file drive (in a window or to an MP4) with
+what the player does on the road: the same context (frames, speed, Purpose, history), the
+same `predict`, and the same Stuck detection; where the player would swap weights at an
+Unstuck, this driver only respawns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.collect.context import ContextBuilder
+from pipeline.config import Config
+from pipeline.games.base import Controls, Observation
+from pipeline.play.unstuck import StuckDetector
+from pipeline.wire.samples import ContextSpec
+
+
+class ModelDriver:
+    """Feed it every observation (`observe`); `controls()` is the model's next move."""
+
+    def __init__(self, model: Any, cfg: Config) -> None:
+        from pipeline.models import predict
+
+        self.model = model
+        self.cfg = cfg
+        self.predict = predict
+        self.context = ContextBuilder(ContextSpec.from_inputs(cfg.inputs, cfg.game.fps))
+        u = cfg.unstuck
+        self.detector = StuckDetector(u.min_displacement_m, u.window_s, u.grace_s)
+        self.unstucks = 0
+
+    def start(self, obs: Observation) -> None:
+        """A new drive (or a respawn) begins at `obs`: forget the past."""
+        self.context.reset()
+        self.context.push(obs)
+        self.detector.reset(obs)
+
+    def controls(self) -> Controls:
+        _raw, controls = self.predict(self.model, self.context.context(0))
+        return controls
+
+    def observe(self, obs: Observation) -> bool:
+        """Record a tick; True when the car is stuck and wants a respawn (counted as an Unstuck)."""
+        self.context.push(obs)
+        stuck = self.detector.update(obs)
+        if stuck:
+            self.unstucks += 1
+        return stuck
