@@ -7,8 +7,6 @@ Heavy imports (torch, OpenCV) stay inside the subcommands, so `charles status` a
 from __future__ import annotations
 
 import importlib
-import os
-from pathlib import Path
 
 import click
 
@@ -34,19 +32,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "push": ("workers.push:cli", "publish a checkpoint to live players"),
     "data": ("workers.data:cli", "inspect data: histograms of what reached the buffers"),
 }
-
-
-def _load_dotenv() -> None:
-    """Read `.env` from the working directory (honcho does this too) without overriding."""
-    path = Path(os.environ.get("CHARLES_ENV_FILE", ".env"))
-    if not path.is_file():
-        return
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        os.environ.setdefault(key.strip(), value.strip().strip('"').strip("'"))
 
 
 class LazyGroup(click.Group):
@@ -94,7 +79,9 @@ def _unavailable(name: str) -> click.Command:
 @click.version_option(package_name="charles")
 def main() -> None:
     """Charles: collectors, trainer and players that teach an AI to drive, live, through Redis."""
-    _load_dotenv()
+    from pipeline import dotenv
+
+    dotenv.load()
 
 
 if __name__ == "__main__":

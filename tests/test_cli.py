@@ -20,6 +20,12 @@ ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "models" / "charles_small_cnn.safetensors"
 
 
+@pytest.fixture(autouse=True)
+def no_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`main` reads a .env into os.environ: never the checkout's, in the test process."""
+    monkeypatch.setenv("CHARLES_ENV_FILE", str(tmp_path / "no.env"))
+
+
 def charles(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """`charles ARGS` as a process in `cwd`, no .env, no Redis."""
     env = {**os.environ, "CHARLES_ENV_FILE": str(cwd / "no.env"), "OMP_NUM_THREADS": "1",
@@ -108,3 +114,42 @@ def test_weights_of_another_model_name_the_file_and_the_config_they_need() -> No
                                  "configs/history_lstm.toml", "--config configs/default.toml")
     assert "Error(s) in loading" not in line and "size mismatch" not in line
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_sim_and_record_drive_share_their_world_flags(tmp_path: Path) -> None:
+    """#12: `sim` had --seed, --time and a checked --weather; `record drive` had --map-seed,
+    --time-of-day and free text. Both now take either name, and check the values."""
+    for args in (["sim"], ["record", "drive"]):
+        help_text = CliRunner().invoke(main, [*args, "--help"], terminal_width=200).output
+        for flag in ("--seed, --map-seed", "--time, --time-of-day", "[clear|overcast|rain|fog]", "0<=x<=24",
+                     "0<=x<=1"):
+            assert flag in help_text, (args, flag)
+    done = charles("record", "drive", "--out", "d", "--driver", "npc", "--seconds", "1", "--seed", "3",
+                   "--time", "22", "--weather", "rain", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["evaluate", "--weights", str(SHIPPED)], ["record", "drive", "--out", "d"], ["train", str(ROOT / "configs")],
+    ["bench", "model"], ["sim", "--weights", str(SHIPPED)], ["data", "histogram"],
+])
+def test_config_is_an_existing_file_in_every_command(args: list[str], tmp_path: Path) -> None:
+    """#12: `--config` was a PATH in some commands and TEXT in others (a typo then failed later, or differently)."""
+    result = CliRunner().invoke(main, [*args, "--config", str(tmp_path / "missing.toml")])
+    assert result.exit_code == 2 and "'--config'" in result.output and "does not exist" in result.output, result.output
+
+
+def test_train_needs_no_offline_flag(tmp_path: Path, recording: Path) -> None:
+    """#12: `train --offline` was a required "option"; `charles train DIR` trains (--offline still accepted)."""
+    assert "--offline" not in CliRunner().invoke(main, ["train", "--help"]).output
+    done = charles("train", str(recording), "--epochs", "1", "--max-steps", "1", "--out", "ckpt", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "ckpt" / "model.safetensors").is_file()
+
+
+def test_console_once_without_redis_fails_in_one_line(tmp_path: Path) -> None:
+    """#12: `console --once` exited 0 when Redis was unreachable. #5: the error says where the
+    Redis settings came from (no .env here)."""
+    done = charles("console", "--once", cwd=tmp_path)
+    line = assert_one_line_error(done, "cannot reach Redis", "no .env found", "no.env")
+    assert "charles init" in line

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
+import torch
 from click.testing import CliRunner
 
 from pipeline.data.chunks import ChunkWriter, load_chunk, scan
@@ -18,7 +19,7 @@ from pipeline.train.dataset import DataSpec, RecordedDataset, find_episodes
 from pipeline.wire.config_store import publish_config
 from pipeline.wire.keys import Keys
 from pipeline.wire.samples import ContextSpec
-from pipeline.wire.weights import WeightsStore
+from pipeline.wire.weights import WeightsStore, to_blob
 from tests.factories import tiny_config
 
 TOML = """
@@ -152,3 +153,25 @@ def test_an_epoch_shorter_than_log_every_still_has_a_train_loss(tmp_path: Path) 
 
     summary = json.loads(result.stdout.strip().splitlines()[-1], parse_constant=refuse)
     assert 0 < summary["last_epoch"]["train_loss"] < 10
+
+
+def test_push_takes_a_safetensors_file_as_evaluate_and_player_do(r: redis.Redis, keys: Keys, tmp_path: Path,
+                                                                   redis_server: object,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 18 #12: `push` took only a checkpoint folder where `evaluate` and `player` take a file."""
+    from pipeline.config import load_config
+    from workers.push import cli as push_cli
+
+    shipped = Path(__file__).resolve().parent.parent / "models" / "charles_small_cnn.safetensors"
+    monkeypatch.setenv("CHARLES_REDIS_URL", redis_server.url)  # type: ignore[attr-defined]
+    monkeypatch.setenv("CHARLES_KEY_PREFIX", keys.prefix)
+    monkeypatch.setenv("CHARLES_ENV_FILE", str(tmp_path / "no.env"))
+    publish_config(r, keys, load_config())
+    pushed = CliRunner().invoke(push_cli, [str(shipped)])
+    assert pushed.exit_code == 0, pushed.output
+    info, _ = WeightsStore(r, keys).fetch()
+    assert info.model == "charles_small_cnn" and info.batches == 4500  # from the file's metadata
+    bare = tmp_path / "bare.safetensors"
+    bare.write_bytes(to_blob({"w": torch.zeros(1)}))
+    refused = CliRunner().invoke(push_cli, [str(bare)])
+    assert refused.exit_code != 0 and "names no model" in refused.output

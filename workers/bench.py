@@ -8,9 +8,12 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
+
+from workers.options import config_option
 
 #: target name -> "module:function"; the function takes keyword options and returns bench.result().
 TARGETS: dict[str, str] = {
@@ -53,14 +56,14 @@ def _profiled(argv: list[str], path: str) -> None:
 @click.command(name="bench")
 @click.argument("target", type=click.Choice(sorted([*TARGETS, "all"]) or ["all"]))
 @click.option("--json", "as_json", is_flag=True, help="print JSON only (one object per line)")
-@click.option("--config", "config_path", default=None, help="config file for targets that take one")
+@config_option("config file for targets that take one")
 @click.option("--seconds", default=10.0, show_default=True, help="measuring time per figure")
 @click.option("--device", default=None, help="cpu | cuda: override the config's device where a target uses one")
 @click.option("--profile", "profile_path", type=click.Path(dir_okay=False), default=None,
               help="run the target under py-spy (all threads and child processes): FILE.svg | .json | .txt")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), default=None,
               help="also write the results as a markdown table to this file")
-def cli(target: str, as_json: bool, config_path: str | None, seconds: float, device: str | None,
+def cli(target: str, as_json: bool, config_path: Path | None, seconds: float, device: str | None,
         profile_path: str | None, markdown_path: str | None) -> None:
     """Measure a stage against its ceiling; `all` runs every target and prints a table (stderr)."""
     from pipeline.log import configure_logging
@@ -71,7 +74,7 @@ def cli(target: str, as_json: bool, config_path: str | None, seconds: float, dev
         if target == "all":
             raise click.UsageError("--profile takes one target, not `all`")
         argv = [target, "--seconds", str(seconds), *(["--json"] if as_json else [])]
-        argv += [*(["--config", config_path] if config_path else []), *(["--device", device] if device else [])]
+        argv += [*(["--config", str(config_path)] if config_path else []), *(["--device", device] if device else [])]
         _profiled(argv, profile_path)
         return
     names = sorted(TARGETS) if target == "all" else [target]

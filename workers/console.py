@@ -8,7 +8,14 @@ from typing import Any
 
 import click
 
-from pipeline.wire.redis_conn import CONNECTION_ERRORS, connect, keys_from_env, redis_url, safe_url
+from pipeline.wire.redis_conn import (
+    CONNECTION_ERRORS,
+    connect,
+    keys_from_env,
+    redis_url,
+    safe_url,
+    unreachable,
+)
 
 
 @click.command(name="console")
@@ -55,8 +62,14 @@ def cli(player_id: str | None, interval: float, once: bool) -> None:
         return player_console(player, snap.get("weights"))
 
     console = Console()
-    if once:
+    if once:  # a script's check: what it could not show is an error, exit 1
+        try:
+            r.ping()
+        except CONNECTION_ERRORS as exc:
+            raise click.ClickException(unreachable(exc)) from None
         console.print(frame())
+        if wanted and pick_player(snapshot(r, keys), wanted) is None:
+            raise click.ClickException(f"--player: no live player {wanted!r}")
         return
     stop = threading.Event()
     install_signal_handlers(stop)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
+
+from workers.options import config_option
 
 
 @click.group(name="data")
@@ -13,8 +17,8 @@ def cli() -> None:
 @cli.command()
 @click.option("--out", "out_path", default="histograms.png", show_default=True, help="PNG file ('' = none)")
 @click.option("--limit", default=5000, show_default=True, help="samples read per buffer (SSCAN order)")
-@click.option("--config", "config_path", default=None, help="config file (default: the one in Redis)")
-def histogram(out_path: str, limit: int, config_path: str | None) -> None:
+@config_option("config file (default: the one in Redis)")
+def histogram(out_path: str, limit: int, config_path: Path | None) -> None:
     """Per-output histograms of every buffer, as a PNG and in the terminal."""
     import structlog
 

@@ -12,14 +12,15 @@ from pathlib import Path
 
 import click
 
+from workers.options import config_option
+
 REFERENCE_CACHE = Path("var") / "evaluation"
 
 
 @click.command(name="evaluate")
 @click.option("--weights", "weights_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="a safetensors file of the config's model")
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
-              help="TOML run config (default: configs/default.toml)")
+@config_option()
 @click.option("--episodes", type=click.IntRange(min=1), default=None,
               help="episodes per environment (default: evaluator.episodes_per_environment)")
 @click.option("--seconds", type=click.FloatRange(min=1.0), default=None,

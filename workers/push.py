@@ -1,4 +1,4 @@
-"""`charles push CHECKPOINT_DIR`: publish an offline-trained checkpoint to the live players."""
+"""`charles push CHECKPOINT`: publish an offline-trained checkpoint (folder or safetensors file) to the players."""
 
 from __future__ import annotations
 
@@ -14,19 +14,15 @@ log = structlog.get_logger("push")
 
 
 @click.command(name="push")
-@click.argument("checkpoint", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("checkpoint", type=click.Path(exists=True, path_type=Path))
 def cli(checkpoint: Path) -> None:
-    """Check the checkpoint against the live config, then publish it as a new weights version."""
+    """Check CHECKPOINT (a checkpoint folder, or a safetensors file such as
+    models/charles_small_cnn.safetensors) against the live config, then publish it as a new
+    weights version."""
     configure_logging("push")
     from pipeline.errors import CharlesError
     from pipeline.play.push import push_checkpoint
-    from pipeline.wire.redis_conn import (
-        CONNECTION_ERRORS,
-        connect,
-        keys_from_env,
-        redis_url,
-        safe_url,
-    )
+    from pipeline.wire.redis_conn import CONNECTION_ERRORS, connect, keys_from_env, unreachable
 
     r, keys = connect(), keys_from_env()
     try:
@@ -34,7 +30,7 @@ def cli(checkpoint: Path) -> None:
     except CharlesError as exc:
         raise click.ClickException(str(exc)) from None
     except CONNECTION_ERRORS as exc:
-        raise click.ClickException(f"cannot reach Redis at {safe_url(redis_url())}: {exc}") from None
+        raise click.ClickException(unreachable(exc)) from None
     for note in notes:
         log.warning("push_note", note=note)
     click.echo(json.dumps({"version": info.version, "model": info.model, "sha256": info.sha256,

@@ -14,6 +14,7 @@ import structlog
 
 from pipeline.games.base import WEATHERS
 from pipeline.log import configure_logging
+from workers.options import config_option
 
 log = structlog.get_logger("record")
 
@@ -103,8 +104,7 @@ def streams(out_dir: Path, budget_gb: float | None, consumer: str, chunk_rows: i
 
 @cli.command()
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="data directory")
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
-              help="run config: game backend, frame size, fps (default: configs/default.toml)")
+@config_option("run config: game backend, frame size, fps (default: configs/default.toml)")
 @click.option("--driver", type=click.Choice(["human", "npc"]), default="human", show_default=True)
 @click.option("--seconds", type=float, default=None, help="game seconds to record (default: until Ctrl-C)")
 @click.option("--seed", "--map-seed", "map_seed", type=int, default=1, show_default=True, help="map seed (any integer)")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from pipeline.games.base import WEATHERS
 from pipeline.games.sim.viewer import KEYS_HELP, VIEWER_INSTALL
+from workers.options import config_option
 
 if TYPE_CHECKING:
     from pipeline.play.model_driver import ModelDriver
@@ -75,15 +77,14 @@ def _pictures(folder: str, seed: int, episode: int, car: str, traffic: float, se
               help="let the NPC drive, or drive with the keyboard: arrows or WASD, Esc quits")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
               help="let this safetensors model drive instead (no Redis): e.g. models/charles_small_cnn.safetensors")
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="with --weights: the run config the model was trained with (default: configs/default.toml)")
+@config_option("with --weights: the run config the model was trained with (default: configs/default.toml)")
 @click.option("--record", type=click.Path(dir_okay=False), default=None,
               help="write an MP4 (H.264 where available) instead of opening a window")
 @click.option("--size", default="640x360", show_default=True, callback=_parse_size, help="chase camera size WxH")
 @click.option("--pictures", type=click.Path(file_okay=False), default=None,
               help="write hood and chase PNGs by day, at night and in rain into this folder, then exit")
 def cli(seed: int, episode: int, weather: str, hours: float, car: str, traffic: float, style: str,
-        seconds: float, npc: bool, weights: str | None, config_path: str | None, record: str | None,
+        seconds: float, npc: bool, weights: str | None, config_path: Path | None, record: str | None,
         size: tuple[int, int], pictures: str | None) -> None:
     """Watch the NPC or a model drive the built-in simulator, drive it yourself, or record an MP4.
 
@@ -178,7 +179,7 @@ def cli(seed: int, episode: int, weather: str, hours: float, car: str, traffic: 
     click.echo(json.dumps(summary))
 
 
-def _load_model(weights: str, config_path: str | None) -> ModelDriver:
+def _load_model(weights: str, config_path: Path | None) -> ModelDriver:
     """The weights file's model as a driver (with its config), or a one-line error."""
     import torch
 

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from pipeline.wire.redis_conn import CONNECTION_ERRORS, connect, keys_from_env, redis_url, safe_url
+from pipeline.wire.redis_conn import CONNECTION_ERRORS, connect, keys_from_env, unreachable
 
 
 @click.command(name="status")
@@ -18,7 +18,7 @@ def cli(as_json: bool) -> None:
     try:
         snap = snapshot(connect(), keys_from_env())
     except CONNECTION_ERRORS as exc:
-        raise click.ClickException(f"cannot reach Redis at {safe_url(redis_url())}: {exc}") from None
+        raise click.ClickException(unreachable(exc)) from None
     if as_json:
         click.echo(json.dumps(snap))
         return

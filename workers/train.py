@@ -1,4 +1,4 @@
-"""`charles train --offline DIR... --config FILE`: train from recorded data, then `charles push`."""
+"""`charles train DIR... --config FILE`: train from recorded data, then `charles push`."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ import click
 import structlog
 
 from pipeline.log import configure_logging
+from workers.options import config_option
 
 log = structlog.get_logger("train")
 
 
 @click.command(name="train")
-@click.option("--offline", is_flag=True, required=True, help="train from data directories (live: `charles trainer`)")
+@click.option("--offline", is_flag=True, hidden=True, help="accepted, and what this command always does")
 @click.argument("dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
-              help="run config: model, inputs, outputs (default: configs/default.toml)")
+@config_option("run config: model, inputs, outputs (default: configs/default.toml)")
 @click.option("--epochs", type=int, default=10, show_default=True)
 @click.option("--max-steps", type=int, default=None, help="stop after this many batches")
 @click.option("--batch-size", type=int, default=None, help="default: trainer.batch_size")
@@ -39,7 +39,8 @@ def cli(offline: bool, dirs: tuple[Path, ...], config_path: Path | None, epochs:
         batch_size: int | None, val_fraction: float, stride_frames: int | None, shift_frames: int | None,
         sample_every: int, no_augment: bool, no_balance: bool, workers: int, out_dir: Path | None,
         resume: Path | None, device: str | None, seed: int) -> None:
-    """Train epochs over recordings; TensorBoard, validation loss per epoch, checkpoints."""
+    """Train epochs over recorded data directories (offline; live training is `charles trainer`):
+    TensorBoard, validation loss per epoch, checkpoints."""
     configure_logging("train")
     import torch
     from torch.utils.tensorboard import SummaryWriter

@@ -22,16 +22,30 @@ from pipeline.wire.weights import WeightsInfo, WeightsStore
 
 
 def push_checkpoint(r: redis.Redis, keys: Keys, folder: Path) -> tuple[WeightsInfo, list[str]]:
-    """Publish `folder/model.safetensors` as the next version; returns its info and notes."""
+    """Publish a checkpoint folder's `model.safetensors`, or a safetensors file (the one
+    `charles evaluate` and `charles player --weights` take), as the next version; returns its
+    info and notes. A file's run name and batches come from its metadata, or from the
+    `trainer.json` beside it."""
     from pipeline.models import build_model
-    from pipeline.models.loading import misfit
+    from pipeline.models.loading import misfit, read_weights_file
 
     folder = Path(folder)
-    try:
-        meta = json.loads((folder / "trainer.json").read_text())
-        state = load_file(folder / "model.safetensors")
-    except (OSError, ValueError) as exc:
-        raise WeightsError(f"{folder}: not a checkpoint (model.safetensors + trainer.json): {exc}") from None
+    if folder.is_file():
+        state, meta = read_weights_file(folder)
+        beside = folder.parent / "trainer.json"
+        if "model" not in meta and beside.is_file():
+            try:
+                meta = json.loads(beside.read_text())
+            except ValueError as exc:
+                raise WeightsError(f"{beside}: not JSON: {exc}") from None
+        if "model" not in meta:
+            raise WeightsError(f"{folder}: its metadata names no model (run name) and no trainer.json is beside it")
+    else:
+        try:
+            meta = json.loads((folder / "trainer.json").read_text())
+            state = load_file(folder / "model.safetensors")
+        except (OSError, ValueError) as exc:
+            raise WeightsError(f"{folder}: not a checkpoint (model.safetensors + trainer.json): {exc}") from None
     fetched = fetch_config(r, keys)
     if fetched is None:
         raise WeightsError("no live config in Redis (is `charles server` running?); nothing to push to")

@@ -38,7 +38,7 @@ log = structlog.get_logger(__name__)
 
 @dataclass
 class OfflineSettings:
-    """Everything `charles train --offline` takes besides the run config."""
+    """Everything `charles train` takes besides the run config."""
 
     dirs: Sequence[Path]
     out_dir: Path

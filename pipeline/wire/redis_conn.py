@@ -83,6 +83,14 @@ def connect(url: str | None = None) -> redis.Redis:
     )
 
 
+def unreachable(exc: BaseException) -> str:
+    """One line for a command that cannot go on without Redis: where it looked, why it failed,
+    and where its address and password came from (which .env, or that there was none)."""
+    from pipeline import dotenv
+
+    return f"cannot reach Redis at {safe_url(redis_url())}: {exc} ({dotenv.describe()})"
+
+
 def safe_url(url: str) -> str:
     """The URL with every password hidden, for logs and consoles.
 
