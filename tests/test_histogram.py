@@ -64,3 +64,40 @@ def test_histogram_command_reads_the_buffers(
     assert "buffer accel - accel (own): n=4, bins 3/3, max/min 2.00" in res.output
     assert "buffer steer - steer (own): n=2, bins 2/3" in res.output
     assert png.stat().st_size > 1000
+
+
+def test_histogram_of_recordings_needs_no_redis(tmp_path: Path) -> None:
+    """Issue 18 #11: `charles data histogram` read only Redis buffers, never recordings."""
+    from pipeline.data.chunks import ChunkWriter
+    from pipeline.data.drive_recorder import DriveRecorder
+    from pipeline.games.base import Environment
+    from pipeline.games.sim import SimGame
+
+    data = tmp_path / "data"
+    game = SimGame(hood_size=(160, 120), cinematic_size=(32, 18))
+    recorder = DriveRecorder(game, ChunkWriter(data), "ep1", collector="npc", source_name="drive:npc", chunk_rows=90)
+    recorder.run(Environment(map_seed=2, traffic_density=0.0), 4.0, lambda obs: None, None)
+    game.close()
+    png = tmp_path / "h.png"
+    env = {"CHARLES_REDIS_URL": "redis://127.0.0.1:9/0", "COLUMNS": "200"}
+    res = CliRunner().invoke(cli, ["histogram", str(data), "--out", str(png)], env=env)
+    assert res.exit_code == 0, res.output
+    assert "recordings - acceleration_braking: n=" in res.output and "recordings - steering: n=" in res.output
+    assert "inf" not in res.output and "nan" not in res.output
+    assert png.stat().st_size > 1000
+
+
+def test_empty_buffers_say_so_instead_of_inf_and_nan(r: redis.Redis, keys: Keys, redis_server: RedisServer,
+                                                     tmp_path: Path) -> None:
+    """Issue 18 #11: with empty buffers the tables read `max/min inf, mean nan std nan`."""
+    r.hset(keys.config, mapping={"json": Config(outputs=OUTPUTS).to_json(), "version": 1})
+    env = {"CHARLES_REDIS_URL": redis_server.url, "CHARLES_KEY_PREFIX": keys.prefix, "COLUMNS": "200"}
+    res = CliRunner().invoke(cli, ["histogram", "--out", str(tmp_path / "h.png")], env=env)
+    assert res.exit_code == 1 and "inf" not in res.output and "nan" not in res.output
+    assert "no samples in the buffers" in res.output and "charles data histogram DIR" in res.output
+    for i, blob in enumerate(_set("accel", [(-1, 0), (1, 0)]).rows()):  # one buffer filled, one empty
+        r.set(keys.buffer_row("accel", f"a{i}"), blob)
+        r.sadd(keys.buffer("accel"), f"a{i}")
+    res = CliRunner().invoke(cli, ["histogram", "--out", ""], env=env)
+    assert res.exit_code == 0, res.output
+    assert "buffer steer - steer (own): empty, no samples" in res.output and "nan" not in res.output

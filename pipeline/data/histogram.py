@@ -99,7 +99,8 @@ def render_png(per_buffer: dict[str, dict[str, BinCounts]], path: str | Path) ->
             ax.bar(range(len(h.counts)), h.counts, color="tab:blue" if buf == out else "tab:gray")
             ax.set_xticks(range(len(h.labels)))
             ax.set_xticklabels(h.labels, rotation=90, fontsize=6)
-            ax.set_title(f"buffer {buf}: {out} (n={h.total}, {h.filled}/{len(h.counts)} bins)", fontsize=8)
+            source = f"buffer {buf}" if buf in per_buffer[buf] else buf
+            ax.set_title(f"{source}: {out} (n={h.total}, {h.filled}/{len(h.counts)} bins)", fontsize=8)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)
@@ -114,11 +115,15 @@ def render_terminal(per_buffer: dict[str, dict[str, BinCounts]], console: Any = 
 
     console = console or Console()
     for buf, hists in per_buffer.items():
+        source = f"buffer {buf}" if buf in hists else buf  # a buffer is named after its output
         for out in sorted(hists, key=lambda o: o != buf):
             h = hists[out]
             own = " (own)" if out == buf else ""
+            if h.total == 0:
+                console.print(f"[bold]{source} - {out}{own}: empty, no samples", soft_wrap=True)
+                continue
             title = (
-                f"buffer {buf} - {out}{own}: n={h.total}, bins {h.filled}/{len(h.counts)}, "
+                f"{source} - {out}{own}: n={h.total}, bins {h.filled}/{len(h.counts)}, "
                 f"max/min {h.imbalance():.2f}, mean {h.mean:.3f} std {h.std:.3f}"
             )
             console.print(f"[bold]{title}", soft_wrap=True)
