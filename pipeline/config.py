@@ -181,7 +181,7 @@ class InputsConfig(Section):
 class ModelConfig(Section):
     """Backbone and head; larger backbones come from timm (extra `timm`)."""
 
-    backbone: str = Field("small_cnn", description="small_cnn | xception | inception_resnet_v2 | regnet | vit")
+    backbone: str = Field("small_cnn", description="small_cnn | xception | inception_resnet_v2 | regnet | vit | dinov2 | dinov2_small | 'timm:<name>'")
     width: PositiveInt = Field(32, description="small_cnn: channels of the first stage")
     pretrained: str = Field("", description="local file with backbone weights; never downloaded")
     frozen: bool = False

@@ -68,3 +68,23 @@ def test_unknown_backend_and_device_named_in_one_line(overrides: dict, message: 
     assert len(str(err.value).splitlines()) == 2
     load_config(overrides={"game": {"backend": "my_game.world:Game"}, "collection": {"model_drives": 0.0},
                            "trainer": {"device": "cuda:1"}})
+
+
+def test_default_toml_sets_every_key_of_the_schema() -> None:
+    """Issue 18 #9: configs/default.toml "documents every key" but lacked 19 of them
+    (trainer.convcam_every, trainer.amp, model.dropout, player.map_seeds, ...)."""
+    import tomllib
+
+    from pydantic import BaseModel
+
+    from pipeline.config import DEFAULT_CONFIG, Config
+
+    data = tomllib.loads(DEFAULT_CONFIG.read_text())
+    missing = []
+    for section, field in Config.model_fields.items():
+        model = field.annotation
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            continue  # [[outputs]]: a list; its entries set what their type needs
+        missing += [f"{section}.{key}" for key in model.model_fields if key not in data.get(section, {})]
+    assert not missing, f"configs/default.toml lacks {missing}"
+    assert "outputs" in data

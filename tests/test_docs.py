@@ -53,3 +53,96 @@ def test_dotenv_falls_back_to_the_checkouts_and_says_which_it_read(tmp_path: Pat
     assert dotenv.load() is None
     assert "no .env found" in dotenv.describe() and "none.env" in dotenv.describe()
     monkeypatch.setattr(dotenv, "loaded", None)
+
+
+def _readme_commands() -> list[list[str]]:
+    """Every `charles ...` line of the README's sh code blocks, as argv (comments dropped)."""
+    import re
+    import shlex
+
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S):
+        for line in block.splitlines():
+            line = line.split(" #", 1)[0].strip()
+            if line.startswith("charles "):
+                commands.append(shlex.split(line)[1:])
+    return commands
+
+
+def test_every_charles_command_in_the_readme_exists_with_its_flags() -> None:
+    """#9: README commands and flags that the code does not have (e.g. an option of another command)."""
+    import click
+
+    from pipeline.cli import main
+
+    commands = _readme_commands()
+    assert len(commands) >= 15
+    problems = []
+    for argv in commands:
+        ctx = click.Context(main)
+        cmd: click.Command | None = main
+        words = list(argv)
+        while isinstance(cmd, click.Group) and words and not words[0].startswith("-"):
+            cmd = cmd.get_command(ctx, words.pop(0))
+        if cmd is None or cmd.help == "Not built yet.":
+            problems.append(f"charles {' '.join(argv)}: no such command")
+            continue
+        flags = {opt for p in cmd.params for opt in [*p.opts, *p.secondary_opts]}
+        problems += [f"charles {' '.join(argv)}: no flag {w.split('=')[0]}" for w in words
+                     if w.startswith("--") and w.split("=")[0] not in flags]
+    assert not problems, problems
+
+
+def test_every_charles_command_in_the_readme_starts(tmp_path: Path) -> None:
+    """#9: each README command gets as far as its --help in a scratch folder (its module imports,
+    its options parse), within a short timeout."""
+    import os
+    import sys
+
+    seen = set()
+    for argv in _readme_commands():
+        path = [w for w in argv if not w.startswith("-")][:2]
+        path = path[:2] if path[:1] in (["record"], ["data"], ["bench"]) else path[:1]
+        if tuple(path) in seen:
+            continue
+        seen.add(tuple(path))
+        done = subprocess.run([sys.executable, "-m", "pipeline.cli", *path, "--help"], cwd=tmp_path, text=True,
+                              capture_output=True, timeout=60,
+                              env={**os.environ, "CHARLES_ENV_FILE": str(tmp_path / "no.env")})
+        assert done.returncode == 0 and "Usage:" in done.stdout, (path, done.stderr[-2000:])
+
+
+def test_script_flags_in_the_docs_exist() -> None:
+    """#9: the README showed `scripts/train_default.py --dagger-rounds 1`, an option of its `all`
+    command, not of the script itself."""
+    import importlib.util
+    import re
+    import shlex
+    import sys
+
+    import click
+
+    problems = []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for span in re.findall(r"`(scripts/[a-z_]+\.py[^`]*)`", doc.read_text()):
+            script, *words = shlex.split(span.replace("...", ""))
+            if not any(w.startswith("--") for w in words):
+                continue
+            spec = importlib.util.spec_from_file_location(f"doc_{Path(script).stem}", ROOT / script)
+            module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+            sys.modules[module.__name__] = module  # dataclasses look their module up
+            try:
+                spec.loader.exec_module(module)  # type: ignore[union-attr]
+            finally:
+                del sys.modules[module.__name__]
+            cmd = getattr(module, "cli", None) or getattr(module, "main", None)
+            if not isinstance(cmd, click.Command):
+                continue  # argparse scripts: not checked here
+            while isinstance(cmd, click.Group) and words and not words[0].startswith("-"):
+                cmd = cmd.get_command(click.Context(cmd), words.pop(0))
+            if isinstance(cmd, click.Group):
+                problems.append(f"{doc.name}: `{span}` names no command of the group")
+                continue
+            flags = {opt for p in cmd.params for opt in p.opts}  # type: ignore[union-attr]
+            problems += [f"{doc.name}: `{span}`: no {w}" for w in words if w.startswith("--") and w not in flags]
+    assert not problems, problems
