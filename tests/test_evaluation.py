@@ -132,3 +132,23 @@ def test_ratio_to_npc_and_edge_cases() -> None:
     assert m.incidents_per_km == pytest.approx(1 / (MIN_DISTANCE_M / 1000))
     assert math.isfinite(m.incidents_per_km) and m.mean_distance_between_incidents_m == 0.0
     assert m.mean_abs_lane_offset_m is None  # the game reported no lane offset
+
+
+def test_the_npc_progresses_along_its_route_even_where_the_road_leads_away() -> None:
+    """Issue 18 #7: the NPC's progress_m was negative: a straight line to the target grows while
+    the road to it bends away (10 s on held-out map 9002: -117 m while it drove 117 m; on this
+    episode 57 m of 131 m)."""
+    from pipeline.config import load_config
+    from pipeline.evaluate.closed_loop import NPC, EvalSettings, Evaluator
+    from pipeline.games.options import game_options
+    from pipeline.games.sim import SimGame
+
+    cfg = load_config(overrides={"evaluator": {"environments": ["night"]}})
+    game = SimGame(**game_options(cfg, realtime=False))
+    try:
+        (trace,) = Evaluator(game, EvalSettings.from_config(cfg, episodes=1, seconds=10.0)).run(NPC)
+    finally:
+        game.close()
+    m = pooled_metrics([trace])
+    assert m.distance_m > 50.0
+    assert 0.8 * m.distance_m < m.progress_m <= m.distance_m + 1.0, (m.progress_m, m.distance_m)

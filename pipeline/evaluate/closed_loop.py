@@ -41,7 +41,8 @@ log = structlog.get_logger(__name__)
 
 #: Bump when the way episodes are driven or scored changes: cached NPC/baseline scores expire.
 #: 2: references keep their per-episode counts (the confidence intervals resample them).
-PROTOCOL = 2
+#: 3: progress_m along the route to the target, not in a straight line (issue 18 #7).
+PROTOCOL = 3
 #: The trivial baseline's throttle: enough to reach town speed on a straight, never steering.
 BASELINE_THROTTLE = 0.5
 

@@ -22,10 +22,12 @@ and the trivial baseline):
   and last), so MDBI = distance / (incidents + episodes). With no incident at all it is the
   mean distance per episode, a lower bound of the true figure; `censored` says so.
 - mean_abs_lane_offset_m: mean |lane offset| over the steps where the game reports one.
-- targets_reached: Purpose targets reached; progress_m: how much closer the car got to its
-  current target (straight-line Purpose distance), summed over the steps that kept the same
-  target (a step that reaches or changes its target counts 0; a respawn is not a step);
-  progress_per_km = progress_m / km.
+- targets_reached: Purpose targets reached; progress_m: how far the car advanced along its
+  route to the current target, summed over the steps that kept the same route (a step that
+  reaches or changes its target, or is rerouted, counts 0; a respawn is not a step). Games that
+  report no route (`info["route"]`) count how much closer the car got in a straight line
+  (the Purpose distance), which goes negative while a road leads round a bend away from the
+  target; progress_per_km = progress_m / km.
 - mean_speed_mps: distance_m / duration_s.
 
 ratio_to_npc = the policy's MDBI / the NPC's MDBI on the same episodes (None when the NPC
@@ -60,10 +62,12 @@ class Tick:
     targets_reached: int = 0
     purpose_distance: float = 0.0
     target: tuple[float, float] | None = None  # the target's identity where the game tells it
+    route: tuple[int, float] | None = None  # (which route, metres along it) where the game tells it
 
     @classmethod
     def of(cls, obs: Observation, kind: TickKind) -> Tick:
         target = obs.info.get("target")
+        route = obs.info.get("route")
         return cls(
             kind=kind,
             game_time=float(obs.game_time),
@@ -74,6 +78,7 @@ class Tick:
             targets_reached=int(obs.targets_reached),
             purpose_distance=float(obs.purpose[0]),
             target=None if target is None else (float(target[0]), float(target[1])),
+            route=None if route is None else (int(route[0]), float(route[1])),
         )
 
 
@@ -165,7 +170,10 @@ def _count(trace: Trace) -> _Counts:
                 c.lane_n += 1
             same_target = tick.targets_reached == prev.targets_reached and (
                 tick.target is None or prev.target is None or tick.target == prev.target)
-            if same_target:
+            if tick.route is not None and prev.route is not None:
+                if same_target and tick.route[0] == prev.route[0]:
+                    c.progress_m += tick.route[1] - prev.route[1]
+            elif same_target:
                 c.progress_m += prev.purpose_distance - tick.purpose_distance
         prev = tick
     c.duration_s = c.steps / trace.fps

@@ -115,6 +115,7 @@ class SimGame:
         self._cam_yaw = self.car.heading
         self._anchor = (0.0, self.car.x, self.car.y)  # where the car last made progress
         self._route_dist = 99.0  # not the last episode's: a reused game must reset as a new one does
+        self._route_n = 0  # routes count from each reset, so an episode's ticks do not depend on the last
         self._new_target()
         spec = self.spec
         hood = Rig(*self.hood_size, float(self.options["hood_fov"]), spec.length / 2 - 1.2, spec.height - 0.05, 3.5)
@@ -165,6 +166,7 @@ class SimGame:
             route = lanes.route_along(segs)
         self.route = route
         self._at = 0
+        self._route_n += 1
 
     def _reroute(self) -> None:
         lanes = self.world.lanes
@@ -178,6 +180,7 @@ class SimGame:
             self._new_target()
         else:
             self.route, self._at = route, 0
+            self._route_n += 1
 
     # -- stepping ------------------------------------------------------------------------------
 
@@ -381,6 +384,9 @@ class SimGame:
             "contact": self._contact,
             "hit": getattr(self, "_hit", ""),
             "target": (float(tx), float(ty)),
+            # the route to the target: which one (a count) and how far along it the car is (metres);
+            # progress is measured along it, as a straight line to the target can grow round a bend
+            "route": (self._route_n, float(self.route.s[self._at])),
             **npc_info,
         }
         return Observation(
