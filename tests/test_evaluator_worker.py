@@ -145,3 +145,35 @@ def _wait_for_worker(r: redis.Redis, roles: Roles) -> str:
             return names[0]
         time.sleep(0.2)
     raise AssertionError("the evaluator never registered with rq:\n" + roles.log("evaluator")[-3000:])
+
+
+def test_references_are_kept_between_runs_on_this_machine(r: redis.Redis, tmp_path: Path) -> None:
+    """A fresh run (empty Redis) reuses the references an earlier run drove on this machine
+    instead of spending the evaluator's core on them again; another plan's file is ignored."""
+    from pipeline.evaluate.closed_loop import EvalSettings, Evaluator, read_reference_file
+    from pipeline.evaluate.jobs import EvaluatorJobs
+    from pipeline.evaluate.scoreboard import cached_reference
+    from pipeline.games.options import GameCache
+
+    cfg = _config()
+    games = GameCache()
+    try:
+        evaluator = Evaluator(games.get(cfg), EvalSettings.from_config(cfg))
+        first = EvaluatorJobs(r, Keys(f"run-a-{uuid.uuid4().hex[:6]}:"), tmp_path)
+        refs = first.references(evaluator, cfg)
+        assert len(list(tmp_path.glob("reference-*.json"))) == 1
+
+        class NotDriven:  # an evaluator that must not drive: the references come from the file
+            settings = evaluator.settings
+
+        fresh_keys = Keys(f"run-b-{uuid.uuid4().hex[:6]}:")
+        second = EvaluatorJobs(r, fresh_keys, tmp_path)
+        assert second.references(NotDriven(), cfg) == refs
+        assert cached_reference(r, fresh_keys, refs["key"]) == refs  # and Redis has them for this run
+        other = cfg.model_copy(update={"evaluator": cfg.evaluator.model_copy(update={"episode_s": 3.0})})
+        other_key = EvalSettings.from_config(other).reference_key(other)
+        assert other_key != refs["key"]
+        (kept,) = tmp_path.glob("reference-*.json")
+        assert read_reference_file(kept, other_key) is None  # another plan's file is never used
+    finally:
+        games.close()

@@ -14,8 +14,6 @@ import click
 
 from workers.options import config_option
 
-REFERENCE_CACHE = Path("var") / "evaluation"
-
 
 @click.command(name="evaluate")
 @click.option("--weights", "weights_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -45,6 +43,7 @@ def cli(weights_file: Path, config_path: Path | None, episodes: int | None, seco
     from pipeline.errors import ConfigError, MissingExtraError, WeightsError
     from pipeline.evaluate.closed_loop import (
         POLICIES,
+        REFERENCE_CACHE,
         EvalSettings,
         Evaluator,
         file_cached_references,

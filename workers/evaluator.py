@@ -15,6 +15,7 @@ import structlog
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
+from pipeline.evaluate.closed_loop import REFERENCE_CACHE
 from pipeline.evaluate.jobs import EvaluatorJobs, queue_latest_if_missing
 from pipeline.evaluate.scoreboard import EVALUATE_JOB
 from pipeline.log import configure_logging
@@ -52,7 +53,7 @@ def cli(burst: bool, max_jobs: int | None, niceness: int) -> None:
     os.nice(niceness)
     r, keys = connect(), keys_from_env()
     worker_id = new_worker_id("evaluator")
-    jobs = EvaluatorJobs(r, keys)
+    jobs = EvaluatorJobs(r, keys, REFERENCE_CACHE)
     evaluation_job = guarded_job_class({EVALUATE_JOB: jobs.evaluate_version})  # the only job it runs
     log.info("evaluator_starting", id=worker_id, redis=safe_url(redis_url()))
     stop = threading.Event()

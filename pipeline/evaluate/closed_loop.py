@@ -320,26 +320,50 @@ def score_policy(evaluator: Evaluator, policy: Policy, references: dict[str, Any
     return scores
 
 
+#: Where references driven on this machine are kept between runs (`charles evaluate` and the
+#: evaluator): the NPC and the baseline drive the same plan every time, so a fresh `make run`
+#: need not spend its first minutes of the evaluator's core re-driving them.
+REFERENCE_CACHE = Path("var") / "evaluation"
+
+
 def reference_cache_file(settings: EvalSettings, cfg: Config, folder: Path | None) -> Path | None:
     """Where `file_cached_references` keeps the references of this plan and config (None: no cache)."""
     return None if folder is None else folder / f"reference-{settings.reference_key(cfg)}.json"
+
+
+def read_reference_file(path: Path | None, key: str) -> dict[str, Any] | None:
+    """Cached references of this plan (`key`), or None when absent, unreadable or another plan's."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        refs = json.loads(path.read_text())
+    except (OSError, ValueError):
+        log.warning("reference_cache_unreadable", path=str(path))
+        return None
+    return refs if isinstance(refs, dict) and refs.get("key") == key else None
+
+
+def write_reference_file(path: Path | None, refs: dict[str, Any]) -> None:
+    """Keep references for the next run on this machine (written whole, or not at all)."""
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(refs))
+        tmp.replace(path)
+    except OSError as exc:  # a full disk costs the next run its references, nothing more
+        log.warning("reference_cache_unwritable", path=str(path), error=str(exc))
 
 
 def file_cached_references(evaluator: Evaluator, cfg: Config, folder: Path | None) -> dict[str, Any]:
     """References for one-off scoring, cached as JSON in `folder` (None = always drive them)."""
     key = evaluator.settings.reference_key(cfg)
     path = reference_cache_file(evaluator.settings, cfg, folder)
-    if path is not None and path.is_file():
-        try:
-            return json.loads(path.read_text())
-        except ValueError:
-            log.warning("reference_cache_unreadable", path=str(path))
-    refs = {**reference_scores(evaluator), "key": key}
-    if path is not None:
-        folder.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(refs))
-        tmp.replace(path)
+    refs = read_reference_file(path, key)
+    if refs is None:
+        refs = {**reference_scores(evaluator), "key": key}
+        write_reference_file(path, refs)
     return refs
 
 

@@ -42,9 +42,10 @@ class EvaluatorJobs:
     """One evaluator process: what its jobs reuse (game, episode pool, TensorBoard writers),
     what its heartbeat reports, and the rq job itself (`evaluate_version`)."""
 
-    def __init__(self, r: redis.Redis, keys: Keys) -> None:
+    def __init__(self, r: redis.Redis, keys: Keys, reference_cache: Path | None = None) -> None:
         self.redis = r
         self.keys = keys
+        self.reference_cache = reference_cache  # folder of reference files kept between runs (None: Redis only)
         self.games = GameCache()
         self.pool: Any = None  # EpisodePool when `evaluator.processes` > 1
         self.pool_key: str | None = None
@@ -92,19 +93,32 @@ class EvaluatorJobs:
         return self.writers[log_dir]
 
     def references(self, evaluator: Any, cfg: Config) -> dict[str, Any]:
-        """The NPC's and the baseline's scores for this plan: from the cache, or driven once and cached."""
-        from pipeline.evaluate.closed_loop import reference_scores
+        """The NPC's and the baseline's scores for this plan: from Redis, from this machine's
+        reference files, or driven once and kept in both."""
+        from pipeline.evaluate.closed_loop import (
+            read_reference_file,
+            reference_cache_file,
+            reference_scores,
+            write_reference_file,
+        )
 
         key = evaluator.settings.reference_key(cfg)
         cached = cached_reference(self.redis, self.keys, key)
         if cached is not None:
             return cached
+        path = reference_cache_file(evaluator.settings, cfg, self.reference_cache)
+        kept = read_reference_file(path, key)
+        if kept is not None:  # driven by an earlier run on this machine: the same plan and simulator
+            store_reference(self.redis, self.keys, key, kept)
+            log.info("evaluation_references", key=key, source=str(path))
+            return kept
         self.state = "references"
         start = time.monotonic()
         refs = {**reference_scores(evaluator, self.stop), "key": key}
         if self.stop.is_set():
             raise InterruptedError("stopped while driving the references")
         store_reference(self.redis, self.keys, key, refs)
+        write_reference_file(path, refs)
         log.info("evaluation_references", key=key, wall_s=round(time.monotonic() - start, 1),
                  npc_mdbi=round(refs["npc"]["metrics"]["mean_distance_between_incidents_m"], 1),
                  baseline_ratio=refs["baseline"]["ratio_to_npc"])
