@@ -15,7 +15,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pipeline.errors import CharlesError
+from pipeline.errors import SupervisionError
 
 #: The Procfile role that runs Redis: started first, stopped last.
 REDIS_ROLE = "redis"
@@ -25,10 +25,6 @@ ROLES_GROUP = "roles"
 ROLE_STOP_WAIT_S = 20
 REDIS_STOP_WAIT_S = 60
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-
-
-class SupervisionError(CharlesError):
-    """A Procfile, a role list or a concurrency that cannot be supervised."""
 
 
 def read_procfile(path: Path) -> dict[str, str]:

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from pipeline.errors import VIEWER_INSTALL
 from pipeline.games.base import WEATHERS
-from pipeline.games.sim.viewer import KEYS_HELP, VIEWER_INSTALL
+from pipeline.games.sim.viewer import KEYS_HELP
 from workers.options import config_option
 
 if TYPE_CHECKING:

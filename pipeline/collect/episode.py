@@ -27,7 +27,7 @@ from pipeline.collect.balancing import make_balancer, rows_to_columns
 from pipeline.collect.bins import build_binnings
 from pipeline.collect.context import ContextBuilder
 from pipeline.config import Config
-from pipeline.errors import WeightsError
+from pipeline.errors import NotReadyError, WeightsError
 from pipeline.games.base import Controls, Environment, Game, Observation
 from pipeline.games.options import GameCache
 from pipeline.wire.config_store import fetch_config
@@ -276,7 +276,7 @@ class Collector:
         r = self.redis
         fetched = fetch_config(r, self.keys)
         if fetched is None:
-            raise RuntimeError("no active config in Redis; is the server running?")
+            raise NotReadyError("no active config in Redis; is the server running?")
         cfg, _version = fetched
         env = Environment.from_dict(spec["environment"])
         binnings = build_binnings(cfg.outputs)

@@ -19,7 +19,7 @@ import redis
 import structlog
 
 from pipeline.config import Config
-from pipeline.errors import WeightsError
+from pipeline.errors import NotReadyError, WeightsError
 from pipeline.evaluate.scoreboard import (
     cached_reference,
     enqueue_evaluation,
@@ -143,7 +143,7 @@ class EvaluatorJobs:
             return self._skip(version, f"superseded by v{newer}, still waiting")
         fetched = fetch_config(r, keys)
         if fetched is None:
-            raise RuntimeError("no active config in Redis; is the server running?")
+            raise NotReadyError("no active config in Redis; is the server running?")
         cfg = fetched[0]
         try:
             info, tensors = WeightsStore(r, keys).fetch(version, model=cfg.run.name)

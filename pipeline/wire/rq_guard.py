@@ -17,13 +17,9 @@ from typing import Any
 import structlog
 from rq.job import Job
 
-from pipeline.errors import CharlesError
+from pipeline.errors import JobRefused
 
 log = structlog.get_logger(__name__)
-
-
-class JobRefused(CharlesError):
-    """An rq job names a function this worker does not run."""
 
 
 def guarded_job_class(handlers: Mapping[str, Callable[..., Any]]) -> type[Job]:

@@ -23,17 +23,13 @@ from typing import Any
 
 import structlog
 
-from pipeline.errors import GameError
+from pipeline.errors import BridgeVersionError, GameError
 
 log = structlog.get_logger(__name__)
 
 PROTOCOL_VERSION = 1
 #: Commands safe to send twice (a retry after a lost connection cannot do harm).
 IDEMPOTENT = frozenset({"hello", "ping", "state", "setup", "npc", "camera", "target", "bye"})
-
-
-class BridgeVersionError(GameError):
-    """The mod speaks another protocol version: update the mod or Charles."""
 
 
 class _ConnectionLost(Exception):

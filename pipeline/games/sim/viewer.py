@@ -13,10 +13,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from pipeline.errors import CharlesError, GameError, MissingExtraError
+from pipeline.errors import GameError, ViewerMissingError
 from pipeline.games.base import Controls
 
-VIEWER_INSTALL = "pip install 'charles[viewer]'"
 DRIVE_KEYS_HELP = "Up/W throttle, Down/S brake and reverse, Left/A Right/D steer"
 KEYS_HELP = f"{DRIVE_KEYS_HELP}, R respawns, Esc/Q quits"
 #: key names `SimWindow.keys()` reports -> pygame key constants (by attribute name)
@@ -31,18 +30,6 @@ KEY_BINDINGS: dict[str, tuple[str, ...]] = {
 
 
 _NO_DISPLAY = "needs a display (DISPLAY or WAYLAND_DISPLAY)"
-
-
-class ViewerMissingError(MissingExtraError):
-    """pygame is not installed; names the extra that provides it."""
-
-    def __init__(self) -> None:
-        CharlesError.__init__(
-            self,
-            f"a window needs pygame, which is not installed: {VIEWER_INSTALL} "
-            "(in a checkout: pip install -c constraints.txt -e '.[viewer]')",
-        )
-        self.package, self.extra = "pygame", "viewer"
 
 
 def _runtime_dir() -> None:
