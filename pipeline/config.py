@@ -229,6 +229,13 @@ class BuffersConfig(Section):
         description="draws a buffer may bank ahead of the ratio (0 = auto: 10% of a full buffer's worth, "
         "at least two batch shares)",
     )
+    frame_codec: Literal["raw", "png", "zstd", "jpeg"] = Field(
+        "raw", description="how frames travel, sit in the buffers and lie in recordings (pipeline/wire/frames.py): "
+        "raw | png, zstd (lossless) | jpeg (lossy, at frame_quality); measured by `charles bench codec`",
+    )
+    frame_quality: Annotated[int, Field(ge=1, le=100)] = Field(
+        90, description="jpeg: quality 1..100 (higher = larger and closer to the frame)",
+    )
 
 
 class TrainerConfig(Section):

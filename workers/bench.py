@@ -25,6 +25,7 @@ TARGETS: dict[str, str] = {
     "model": "pipeline.bench.model:run",
     "capture": "pipeline.bench.capture:run",
     "sim": "pipeline.bench.sim:run",
+    "codec": "pipeline.bench.codec:run",
 }
 
 

@@ -31,6 +31,7 @@ from pipeline.errors import NotReadyError, WeightsError
 from pipeline.games.base import Controls, Environment, Game, Observation
 from pipeline.games.options import GameCache
 from pipeline.wire.config_store import fetch_config
+from pipeline.wire.frames import RAW_CODEC, FrameCodec
 from pipeline.wire.keys import Keys
 from pipeline.wire.redis_conn import CONNECTION_ERRORS, Backoff
 from pipeline.wire.samples import PROVENANCE, ContextSpec, SampleSet, manifest, row_field
@@ -40,11 +41,13 @@ log = structlog.get_logger(__name__)
 
 class SetPublisher:
     """Publish sample sets: the rows as `incoming` keys and the manifest on the output's
-    stream, in one MULTI; keep a bounded backlog while Redis is away."""
+    stream, in one MULTI; keep a bounded backlog while Redis is away. Frames are coded
+    once, here, with `frame_codec` (the active config's `[buffers] frame_codec`)."""
 
     def __init__(self, r: redis.Redis, keys: Keys, stream_maxlen: int, max_backlog: int,
-                 incoming_ttl_s: int = 3600) -> None:
+                 incoming_ttl_s: int = 3600, frame_codec: FrameCodec = RAW_CODEC) -> None:
         self.r = r
+        self.frame_codec = frame_codec
         self.keys = keys
         self.safety_maxlen = stream_maxlen * 2  # the server bounds the unread backlog; this is a net
         self.incoming_ttl_s = incoming_ttl_s
@@ -57,7 +60,7 @@ class SetPublisher:
         self._lock = threading.Lock()  # the episode and the heartbeat thread both flush
 
     def publish(self, sample_set: SampleSet) -> None:
-        entry = sample_set.entry()
+        entry = sample_set.entry(self.frame_codec)
         with self._lock:
             if len(self.backlog) >= self.max_backlog:
                 self.backlog.popleft()
@@ -283,6 +286,7 @@ class Collector:
         if self.publisher is None:
             self.publisher = SetPublisher(r, self.keys, cfg.buffers.stream_maxlen, cfg.collection.max_backlog_sets,
                                            cfg.buffers.incoming_ttl_s)
+        self.publisher.frame_codec = FrameCodec(cfg.buffers.frame_codec, cfg.buffers.frame_quality)  # per episode's config
         runner = EpisodeRunner(
             game=self.game_for(cfg),
             context=ContextSpec.from_inputs(cfg.inputs, cfg.game.fps),

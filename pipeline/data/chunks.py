@@ -16,7 +16,10 @@ then the folder is fsynced: a chunk without a sidecar is an unfinished write (re
 
 Two kinds of chunk:
     samples  rows of sample sets from the streams, columns = `samples.FIELDS`, context
-             already built by the collector (its ContextSpec is in the sidecar)
+             already built by the collector (its ContextSpec is in the sidecar); under a
+             `frame_codec` other than raw (in the sidecar) `frames` is replaced by the rows'
+             coded frames, `frames_blob` (uint8, all rows' bytes) and `frames_end` (int64,
+             each row's end in it), decoded one sample at a time by `chunk_frames`
     ticks    one row per game tick of a continuous drive: frames [n,H,W,3], speed,
              purpose, controls (in effect while the frame was shown), actions (what the
              driver chose after seeing it: the label at shift 0), game_time; or `labels`
@@ -42,7 +45,9 @@ from typing import Any
 import numpy as np
 import structlog
 
-from pipeline.errors import SampleError
+from pipeline.errors import CodecError, SampleError
+from pipeline.wire import codec
+from pipeline.wire import frames as frames_mod
 from pipeline.wire.samples import FIELDS
 
 log = structlog.get_logger(__name__)
@@ -162,7 +167,7 @@ class ChunkWriter:
         base = f"{safe_name(stem)}-{number:06d}"
         data_path = folder / f"{base}.npz"
         arrays = {k: np.ascontiguousarray(v) for k, v in columns.items()}
-        rows = {len(v) for v in arrays.values()}
+        rows = {len(v) for k, v in arrays.items() if k != "frames_blob"}  # the blob: bytes, not rows
         if len(rows) != 1:
             raise SampleError(f"chunk columns differ in length: { {k: len(v) for k, v in arrays.items()} }")
         saver = np.savez_compressed if self.compress else np.savez
@@ -308,13 +313,59 @@ def check_columns(meta: ChunkMeta, columns: dict[str, np.ndarray], need: Collect
     dtypes = SAMPLE_DTYPES if meta.kind == "samples" else TICK_DTYPES
     if need is None:
         need = set(FIELDS) if meta.kind == "samples" else {"frames", "speed", "purpose", "controls", "game_time"}
+    coded = frame_codec(meta) != frames_mod.RAW
+    if coded and "frames" in need:
+        need = (set(need) - {"frames"}) | {"frames_blob", "frames_end"}
     missing = set(need) - set(columns)
     if missing:
         raise SampleError(f"{meta.data_path}: missing columns {sorted(missing)}")
     if meta.kind == "ticks" and "actions" not in columns and "labels" not in columns:
         raise SampleError(f"{meta.data_path}: a ticks chunk needs 'actions' or 'labels'")
+    if coded and "frames_blob" in columns:
+        blob, end = columns["frames_blob"], columns.get("frames_end")
+        if (blob.dtype != np.uint8 or blob.ndim != 1 or end is None or end.dtype != np.int64 or end.ndim != 1
+                or len(end) and (end[0] <= 0 or end[-1] != len(blob) or (np.diff(end) <= 0).any())):
+            raise SampleError(f"{meta.data_path}: frames_blob/frames_end are not uint8 bytes and each row's "
+                              "increasing end in them")
     for name, arr in columns.items():
+        if name == "frames_blob":
+            continue
         if name in dtypes and arr.dtype != np.dtype(dtypes[name]):
             raise SampleError(f"{meta.data_path}: {name} has dtype {arr.dtype}, expected {np.dtype(dtypes[name])}")
         if len(arr) != meta.rows:
             raise SampleError(f"{meta.data_path}: {name} has {len(arr)} rows, the sidecar says {meta.rows}")
+
+
+def frame_codec(meta: ChunkMeta) -> str:
+    """The codec of a chunk's frames (`raw` for ticks and for chunks written before codecs)."""
+    name = meta.get("frame_codec", frames_mod.RAW) if meta.kind == "samples" else frames_mod.RAW
+    if name not in frames_mod.CODECS:
+        raise SampleError(f"{meta.path}: frame_codec {name!r} is unknown; this version knows {list(frames_mod.CODECS)}")
+    return str(name)
+
+
+def coded_frames_shape(meta: ChunkMeta) -> tuple[int, int, int, int]:
+    """One coded row's frames [F, H, W, 3], from the sidecar's context and frame size."""
+    try:
+        width, height = (int(v) for v in meta.get("frame_size"))
+        shape = (int((meta.get("context") or {}).get("frames", 1)), height, width, 3)
+    except (TypeError, ValueError):
+        raise SampleError(f"{meta.path}: coded frames need the sidecar's frame_size [w, h]") from None
+    if min(shape) <= 0 or frames_mod.raw_bytes(shape) > codec.DEFAULT_MAX_BYTES:
+        raise SampleError(f"{meta.path}: frames of shape {list(shape)} are empty or beyond "
+                          f"{codec.DEFAULT_MAX_BYTES} bytes")
+    return shape
+
+
+def chunk_frames(meta: ChunkMeta, columns: dict[str, np.ndarray], row: int) -> np.ndarray:
+    """Row `row`'s frames [F, H, W, 3] of a loaded chunk: a view when raw, decoded (sizes
+    checked first) when coded."""
+    if "frames_blob" not in columns:
+        return columns["frames"][row]
+    end = columns["frames_end"]
+    start = int(end[row - 1]) if row else 0
+    try:
+        return frames_mod.decode(columns["frames_blob"][start : int(end[row])], frame_codec(meta),
+                                 coded_frames_shape(meta))
+    except CodecError as exc:
+        raise SampleError(f"{meta.data_path}: row {row}: {exc}") from None

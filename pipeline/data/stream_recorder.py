@@ -10,6 +10,10 @@ counted, logged and acknowledged (the server dead-letters them under its own gro
 Entries are manifests; the rows are the set's `incoming` keys, which the server copies
 (instead of renaming) while a recorder group exists. Once a chunk is on disk the recorder
 deletes the incoming rows the server has finished with; the others expire.
+
+Under a `[buffers] frame_codec` other than raw the frames are written as they came, coded
+(`frames_blob` and `frames_end` columns, the codec in the sidecar): never decoded here,
+decoded by offline training when a sample is read (`pipeline.data.chunks`).
 """
 
 from __future__ import annotations
@@ -26,9 +30,18 @@ import structlog
 from pipeline.data.chunks import ChunkMeta, ChunkWriter, DiskBudget, remove_orphans
 from pipeline.errors import CodecError, SampleError
 from pipeline.wire import codec
+from pipeline.wire import frames as frames_mod
 from pipeline.wire.consumer_group import PendingRecovery
 from pipeline.wire.keys import RECORDER_GROUP, SERVER_GROUP, Counter, Keys
-from pipeline.wire.samples import FIELDS, SET_ID, ContextSpec, SampleSchema, decode_entry, set_id_of
+from pipeline.wire.samples import (
+    FIELDS,
+    SET_ID,
+    ContextSpec,
+    SampleSchema,
+    decode_entry,
+    decode_entry_coded,
+    set_id_of,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -43,6 +56,7 @@ class _Pending:
     entries: list[str] = field(default_factory=list)
     incoming: list[list[str]] = field(default_factory=list)  # per entry, its rows' keys
     columns: list[dict[str, np.ndarray]] = field(default_factory=list)
+    coded: list[bytes] = field(default_factory=list)  # per row its coded frames (a coded config)
     rows: int = 0
 
 
@@ -140,7 +154,11 @@ class Recorder:
             return False  # re-delivered while still buffered: it is acknowledged with its chunk
         try:
             full, incoming = self._with_rows(fields)
-            sample_set = decode_entry(full, self.schema, self.outputs, self.max_bytes)
+            coded: list[bytes] = []
+            if self.schema.frame_codec == frames_mod.RAW:
+                sample_set = decode_entry(full, self.schema, self.outputs, self.max_bytes)
+            else:
+                sample_set, coded = decode_entry_coded(full, self.schema, self.outputs, self.max_bytes)
             if sample_set.output != output:
                 raise SampleError(f"set for output {sample_set.output!r} arrived on the {output!r} stream")
         except (CodecError, SampleError) as exc:
@@ -157,7 +175,8 @@ class Recorder:
             pending = self.pending[key] = _Pending(sample_set.collector, sample_set.environment, time.monotonic())
         pending.entries.append(entry)
         pending.incoming.append(incoming)
-        pending.columns.append({name: sample_set.columns[name] for name in FIELDS})
+        pending.columns.append({name: sample_set.columns[name] for name in FIELDS if not coded or name != "frames"})
+        pending.coded.extend(coded)
         pending.rows += len(sample_set)
         self.stats.entries += 1
         if pending.rows >= self.chunk_rows:
@@ -205,10 +224,16 @@ class Recorder:
     def _write(self, key: tuple[str, str]) -> ChunkMeta:
         pending = self.pending.pop(key)
         episode, output = key
-        columns = {name: np.concatenate([c[name] for c in pending.columns]) for name in FIELDS}
+        names = [name for name in FIELDS if name in pending.columns[0]]
+        columns = {name: np.concatenate([c[name] for c in pending.columns]) for name in names}
+        coding: dict[str, Any] = {}
+        if pending.coded:  # coded frames, as they came: one blob and each row's end in it
+            columns["frames_blob"] = np.frombuffer(b"".join(pending.coded), np.uint8)
+            columns["frames_end"] = np.cumsum([len(c) for c in pending.coded], dtype=np.int64)
+            coding = {"frame_codec": self.schema.frame_codec}
         meta = self.writer.write("samples", episode, output, columns, {
             **self.static_meta, "output": output, "collector": pending.collector,
-            "environment": pending.environment, "entries": pending.entries,
+            "environment": pending.environment, "entries": pending.entries, **coding,
         })
         # durable on disk: only now may the entries leave the group's pending list (and if
         # the XACK fails, a re-read finds them in `recorded` and does not write them twice)

@@ -29,7 +29,7 @@ import numpy as np
 import structlog
 
 from pipeline.collect.balancing import rows_to_columns
-from pipeline.data.chunks import ChunkMeta, check_columns, load_chunk, scan
+from pipeline.data.chunks import ChunkMeta, check_columns, chunk_frames, load_chunk, scan
 from pipeline.errors import SampleError
 from pipeline.train.augment import Augmenter
 from pipeline.wire.samples import HISTORY_FEATURES, ContextSpec
@@ -330,7 +330,8 @@ class RecordedDataset:
         assert sel is not None
         frame_idx, history_idx = sel
         c = int(np.searchsorted(ep.offsets, t, side="right")) - 1
-        frames = self._cache.get(ep.metas[c])["frames"][t - int(ep.offsets[c])]
+        meta = ep.metas[c]
+        frames = chunk_frames(meta, self._cache.get(meta), t - int(ep.offsets[c]))  # decoded here when coded
         s = ep.small
         return {
             "frames": np.ascontiguousarray(frames[frame_idx]),

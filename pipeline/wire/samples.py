@@ -35,6 +35,8 @@ import numpy as np
 from pipeline.config import CONTROL_NAMES, Config, InputsConfig
 from pipeline.errors import CodecError, SampleError
 from pipeline.wire import codec
+from pipeline.wire import frames as frames_mod
+from pipeline.wire.frames import RAW_CODEC, FrameCodec
 
 FORMAT_VERSION = 3
 #: A sample set in full ("entry") is `meta` (msgpack: v, set_id, output, collector, episode,
@@ -130,11 +132,20 @@ class SampleSchema:
     history: int
     controls: int = len(CONTROL_NAMES)
     max_samples: int = 4096
+    #: how rows' frames are coded under this config (`[buffers] frame_codec`); the server
+    #: accepts only this one, readers decode any they know (rows from before a change)
+    frame_codec: str = frames_mod.RAW
 
     @classmethod
     def from_config(cls, cfg: Config) -> SampleSchema:
         ctx = ContextSpec.from_inputs(cfg.inputs, cfg.game.fps)
-        return cls(cfg.game.hood_height, cfg.game.hood_width, ctx.frames, ctx.history)
+        return cls(cfg.game.hood_height, cfg.game.hood_width, ctx.frames, ctx.history,
+                   frame_codec=cfg.buffers.frame_codec)
+
+    @property
+    def frames_shape(self) -> tuple[int, int, int, int]:
+        """One row's frames: [F, H, W, 3]."""
+        return (self.frames, self.height, self.width, 3)
 
     @property
     def max_head_bytes(self) -> int:
@@ -142,7 +153,7 @@ class SampleSchema:
         numbers at 9 bytes each (msgpack float64) plus names, the episode and the frames'
         shape. Longer heads are refused before they are decoded (bloat costs memory and CPU)."""
         numbers = sum(math.prod(shape) for name, shape in self.row_shapes().items() if name != "frames")
-        return 1024 + MAX_NAME_LEN + 9 * (numbers + len(PROVENANCE))
+        return 1024 + MAX_NAME_LEN + 9 * (numbers + len(PROVENANCE)) + frames_mod.FRAMES_PEEK
 
     @property
     def max_manifest_bytes(self) -> int:
@@ -216,9 +227,10 @@ class SampleSet:
     def __len__(self) -> int:
         return int(self.columns["speed"].shape[0])
 
-    def entry(self) -> dict[str, bytes]:
-        """The set in full: `meta` plus one finished buffer row per sample (see `check_entry`)."""
-        rows = self.rows()
+    def entry(self, frame_codec: FrameCodec = RAW_CODEC) -> dict[str, bytes]:
+        """The set in full: `meta` plus one finished buffer row per sample (see `check_entry`),
+        its frames coded with `frame_codec`."""
+        rows = self.rows(frame_codec)
         meta = codec.encode(
             {
                 "v": FORMAT_VERSION,
@@ -233,7 +245,7 @@ class SampleSet:
         )
         return {META_FIELD: meta, **{row_field(i): row for i, row in enumerate(rows)}}
 
-    def rows(self) -> list[bytes]:
+    def rows(self, frame_codec: FrameCodec = RAW_CODEC) -> list[bytes]:
         """Each sample encoded on its own, as stored in a buffer (see `encode_row`)."""
         n = len(self)
         assert self.provenance is not None
@@ -241,28 +253,36 @@ class SampleSet:
         versions = np.asarray(self.provenance["policy_version"], np.int64)
         return [
             encode_row({k: np.asarray(v[i]) for k, v in self.columns.items()}, self.episode,
-                       float(captured[i]), int(versions[i]))
+                       float(captured[i]), int(versions[i]), frame_codec)
             for i in range(n)
         ]
 
 
 #: Buffer rows: magic, header length (uint32 LE), msgpack header (every field but the
-#: frames as plain numbers and lists, plus the frames' shape), then the raw uint8 frames.
-#: The trainer maps the frames straight out of the bytes Redis returned (no msgpack copy
+#: frames as plain numbers and lists, plus the frames' shape and, unless raw, their
+#: `frames_codec`), then the frames: raw uint8, or coded (`pipeline.wire.frames`).
+#: The trainer maps raw frames straight out of the bytes Redis returned (no msgpack copy
 #: of 57 KB per sample); plain numbers decode in msgpack's C code, where numpy arrays in
 #: msgpack would each need a Python hook (the server and trainer read every header).
+#: A raw row (`CR1`) is byte for byte what it was before codecs existed; a coded row is
+#: `CR2`, and its head reaches `frames.FRAMES_PEEK` bytes into the frames, so the server
+#: checks the size the image declares (and Redis that it is what the trainer will decode).
 ROW_MAGIC = b"CR1"
+CODED_ROW_MAGIC = b"CR2"
 _ROW_PREFIX = len(ROW_MAGIC) + 4
 
 
-def encode_row(row: dict[str, np.ndarray], episode: str, captured_at: float, policy_version: int) -> bytes:
+def encode_row(row: dict[str, np.ndarray], episode: str, captured_at: float, policy_version: int,
+               frame_codec: FrameCodec = RAW_CODEC) -> bytes:
     frames = np.ascontiguousarray(row["frames"], dtype=np.uint8)
+    coded = {} if frame_codec.name == frames_mod.RAW else {"frames_codec": frame_codec.name}
     header = codec.encode(
-        {"v": FORMAT_VERSION, "episode": episode, "frames_shape": list(frames.shape),
+        {"v": FORMAT_VERSION, "episode": episode, "frames_shape": list(frames.shape), **coded,
          "captured_at": float(captured_at), "policy_version": int(policy_version),
          **{k: np.asarray(v).tolist() for k, v in row.items() if k != "frames"}}
     )
-    return b"".join((ROW_MAGIC, len(header).to_bytes(4, "little"), header, memoryview(frames).cast("B")))
+    magic = ROW_MAGIC if frame_codec.name == frames_mod.RAW else CODED_ROW_MAGIC
+    return b"".join((magic, len(header).to_bytes(4, "little"), header, frame_codec.encode(frames)))
 
 
 def row_field(i: int) -> str:
@@ -271,16 +291,33 @@ def row_field(i: int) -> str:
 
 
 def row_head_size(blob: bytes) -> int:
-    """Bytes of a row before its frames (prefix and header): what the server needs to read."""
-    if len(blob) < _ROW_PREFIX or blob[: len(ROW_MAGIC)] != ROW_MAGIC:
+    """Bytes of a row the server needs to read: its prefix and header, and of coded frames
+    their first `frames.FRAMES_PEEK` bytes."""
+    magic = blob[: len(ROW_MAGIC)]
+    if len(blob) < _ROW_PREFIX or magic not in (ROW_MAGIC, CODED_ROW_MAGIC):
         return min(len(blob), MAX_HEAD_BYTES)
-    return min(len(blob), _ROW_PREFIX + int.from_bytes(blob[len(ROW_MAGIC) : _ROW_PREFIX], "little"), MAX_HEAD_BYTES)
+    peek = frames_mod.FRAMES_PEEK if magic == CODED_ROW_MAGIC else 0
+    return min(len(blob), _ROW_PREFIX + int.from_bytes(blob[len(ROW_MAGIC) : _ROW_PREFIX], "little") + peek,
+               MAX_HEAD_BYTES)
 
 
-def decode_row_header(head: bytes, length: int) -> tuple[dict[str, Any], list[int]]:
-    """The fields of a row (all but the frames) and its frames' shape, from the row's first
-    bytes and its full length; the frames' byte count must match the shape."""
-    if len(head) < _ROW_PREFIX or head[: len(ROW_MAGIC)] != ROW_MAGIC:
+@dataclass(frozen=True)
+class RowHead:
+    """A row as its head describes it: its fields but the frames, the frames' shape and
+    codec, where the frames start, and their length."""
+
+    fields: dict[str, Any]
+    shape: list[int]
+    codec: str
+    offset: int
+    frames_bytes: int
+
+
+def read_row_head(head: bytes, length: int) -> RowHead:
+    """A row's head from its first bytes and full length; the frames' byte count must be
+    the shape's (raw) or within the codec's bound for it (coded)."""
+    magic = head[: len(ROW_MAGIC)]
+    if len(head) < _ROW_PREFIX or magic not in (ROW_MAGIC, CODED_ROW_MAGIC):
         raise CodecError("buffer row of an unknown format")
     size = int.from_bytes(head[len(ROW_MAGIC) : _ROW_PREFIX], "little")
     if len(head) < _ROW_PREFIX + size:
@@ -291,17 +328,38 @@ def decode_row_header(head: bytes, length: int) -> tuple[dict[str, Any], list[in
     shape = header.pop("frames_shape", None)
     if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise CodecError("buffer row without a valid frames shape")
+    name = header.pop("frames_codec", frames_mod.RAW)
+    if not isinstance(name, str) or name not in frames_mod.CODECS:
+        raise CodecError(f"buffer row frames coded as {name!r}; this version knows {list(frames_mod.CODECS)}")
+    if (name == frames_mod.RAW) != (magic == ROW_MAGIC):
+        raise CodecError(f"buffer row {magic!r} with frames coded as {name!r}: raw rows are CR1, coded ones CR2")
     frames_bytes = length - _ROW_PREFIX - size
-    if frames_bytes != math.prod(shape):  # math.prod: np.prod costs 8 us a row, on every hot path
-        raise CodecError(f"buffer row frames hold {frames_bytes} bytes, shape {shape} needs {math.prod(shape)}")
-    return header, shape
+    if name == frames_mod.RAW:
+        if frames_bytes != math.prod(shape):  # math.prod: np.prod costs 8 us a row, on every hot path
+            raise CodecError(f"buffer row frames hold {frames_bytes} bytes, shape {shape} needs {math.prod(shape)}")
+    elif not 0 < frames_bytes <= frames_mod.max_encoded_bytes(name, shape):
+        raise CodecError(f"buffer row {name} frames hold {frames_bytes} bytes, shape {shape} allows "
+                         f"1..{frames_mod.max_encoded_bytes(name, shape)}")
+    return RowHead(header, shape, name, _ROW_PREFIX + size, frames_bytes)
 
 
-def decode_row(blob: bytes) -> dict[str, Any]:
-    """One buffer row back into fields; the frames are a read-only view of `blob`."""
-    header, shape = decode_row_header(blob[: row_head_size(blob)], len(blob))
-    header["frames"] = np.frombuffer(blob, dtype=np.uint8, offset=len(blob) - math.prod(shape)).reshape(shape)
-    return header
+def decode_row_header(head: bytes, length: int) -> tuple[dict[str, Any], list[int]]:
+    """The fields of a row (all but the frames) and its frames' shape (see `read_row_head`)."""
+    row = read_row_head(head, length)
+    return row.fields, row.shape
+
+
+def decode_row(blob: bytes, shape: tuple[int, ...] | None = None,
+               max_bytes: int = codec.DEFAULT_MAX_BYTES) -> dict[str, Any]:
+    """One buffer row back into fields; raw frames are a read-only view of `blob`, coded
+    ones are decoded, only when they have `shape` (when given) and fit in `max_bytes`."""
+    row = read_row_head(blob[: row_head_size(blob)], len(blob))
+    if shape is not None and tuple(row.shape) != tuple(shape):
+        raise SampleError(f"frames: shape {row.shape}, expected {list(shape)}")
+    if math.prod(row.shape) > max_bytes:
+        raise CodecError(f"frames of shape {row.shape} exceed the limit of {max_bytes} bytes")
+    row.fields["frames"] = frames_mod.decode(memoryview(blob)[row.offset:], row.codec, row.shape)
+    return row.fields
 
 
 def set_id_of(meta: bytes) -> str | None:
@@ -434,7 +492,13 @@ def _header_columns(view: EntryView, episode: str, n: int, schema: SampleSchema)
         if min(len(head), row_head_size(head)) > schema.max_head_bytes:
             raise SampleError(f"row {i}: a head of {row_head_size(head)} bytes, beyond the "
                               f"{schema.max_head_bytes} this config's rows can need")
-        header, shape = decode_row_header(head, length)
+        row = read_row_head(head, length)
+        header, shape = row.fields, row.shape
+        if row.codec != schema.frame_codec:
+            raise SampleError(f"row {i}: frames coded as {row.codec!r}, this run's [buffers] frame_codec "
+                              f"is {schema.frame_codec!r}")
+        if tuple(shape) == schema.frames_shape and row.codec != frames_mod.RAW:  # the size the image declares
+            frames_mod.check_head(head[row.offset:], row.frames_bytes, row.codec, shape)
         if set(header) != _ROW_HEADER_KEYS:
             raise SampleError(f"row {i}: fields wrong: {sorted(set(header) ^ _ROW_HEADER_KEYS)}")
         if header.pop("episode") != episode:
@@ -492,6 +556,24 @@ def decode_entry(
     return SampleSet(head.output, head.collector, head.episode, columns, head.environment, head.set_id)
 
 
+def decode_entry_coded(
+    fields: Mapping[bytes | str, bytes], schema: SampleSchema, outputs: list[str],
+    max_bytes: int = codec.DEFAULT_MAX_BYTES,
+) -> tuple[SampleSet, list[bytes]]:
+    """Check a whole entry and decode its set but the frames, which stay as they were coded
+    (their declared size checked with the set): what a recorder keeps. The set's `frames`
+    column is a zero-copy stand-in of the right shape."""
+    head = check_entry(EntryView.of(fields), schema, outputs, max_bytes)
+    by_name = _named(fields)
+    blobs = [by_name[row_field(i)] for i in range(head.n)]
+    heads = [read_row_head(blob[: row_head_size(blob)], len(blob)) for blob in blobs]
+    with np.errstate(over="ignore", invalid="ignore"):
+        columns = header_columns([h.fields for h in heads], schema)
+    columns["frames"] = np.broadcast_to(np.zeros((), np.uint8), (head.n, *schema.frames_shape))
+    coded = [blob[h.offset:] for blob, h in zip(blobs, heads, strict=True)]
+    return SampleSet(head.output, head.collector, head.episode, columns, head.environment, head.set_id), coded
+
+
 Allocator = Callable[[tuple[int, ...], np.dtype], np.ndarray]
 
 
@@ -503,18 +585,22 @@ def stack_rows(blobs: list[bytes], schema: SampleSchema, alloc: Allocator | None
     the frames are copied once, from Redis' bytes straight into it. A `provenance` dict
     receives the rows' `captured_at` and `policy_version` arrays.
     """
-    rows = [decode_row(blob) for blob in blobs]
+    heads = [read_row_head(blob[: row_head_size(blob)], len(blob)) for blob in blobs]
+    shape = schema.frames_shape
+    for i, head in enumerate(heads):  # before anything is allocated or decoded
+        if tuple(head.shape) != shape:
+            raise SampleError(f"row {i}: frames shape {head.shape}, expected {list(shape)}")
+    rows = [head.fields for head in heads]
     if provenance is not None:
         provenance["captured_at"] = np.asarray([r["captured_at"] for r in rows], np.float64)
         provenance["policy_version"] = np.asarray([r["policy_version"] for r in rows], np.int64)
     with np.errstate(over="ignore", invalid="ignore"):  # a value beyond float32 becomes inf: refused below
         columns = header_columns(rows, schema)
-    frames = [r["frames"] for r in rows]
-    if alloc is not None and frames and all(f.shape == frames[0].shape for f in frames):
-        out = alloc((len(frames), *frames[0].shape), np.dtype(np.uint8))
-        columns["frames"] = np.stack(frames, out=out)
-    else:
-        columns["frames"] = np.stack(frames)
+    batch = (len(blobs), *shape)
+    out = alloc(batch, np.dtype(np.uint8)) if alloc is not None else np.empty(batch, np.uint8)
+    for i, (blob, head) in enumerate(zip(blobs, heads, strict=True)):  # one copy, or one decode, per row
+        frames_mod.decode(memoryview(blob)[head.offset:], head.codec, shape, out=out[i])
+    columns["frames"] = out
     schema.validate_columns(columns)
     return columns
 
