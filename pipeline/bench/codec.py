@@ -31,24 +31,27 @@ _TICKS_BETWEEN = 20  # frames 2/3 s apart: different enough that no codec sees o
 ORIGINAL_SAMPLES_PER_OUTPUT = 25_000
 
 
-def _frames(size: tuple[int, int]) -> list[np.ndarray]:
-    """Hood frames [1, H, W, 3] the NPC sees while it drives, across the scenes."""
+def sim_frames(size: tuple[int, int], count: int = len(_SCENES) * _FRAMES_PER_SCENE) -> np.ndarray:
+    """`count` hood frames [count, H, W, 3] the NPC sees while it drives, spread over the
+    scenes (also the realistic frames of `bench pipeline` and `bench trainer`: noise or
+    zeros would tell nothing about a codec)."""
     from pipeline.games.base import Environment
     from pipeline.games.sim import SimGame
 
     game = SimGame(hood_size=size)
-    out = []
+    out: list[np.ndarray] = []
+    per_scene = -(-count // len(_SCENES))
     try:
         for seed, weather, hours in _SCENES:
             game.reset(Environment(map_seed=seed, episode_seed=seed, weather=weather, time_of_day=hours,
                                    traffic_density=0.6))
-            for _ in range(_FRAMES_PER_SCENE):
+            for _ in range(min(per_scene, count - len(out))):
                 for _ in range(_TICKS_BETWEEN):
                     obs = game.step()
-                out.append(np.ascontiguousarray(obs.frame)[None])
+                out.append(np.ascontiguousarray(obs.frame))
     finally:
         game.close()
-    return out
+    return np.stack(out)
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -118,7 +121,7 @@ def run(config_path: str | None = None, seconds: float = 10.0, **_: Any) -> dict
                                "opencv": cv2.__version__, "sizes": {}}
     value = raw = 0.0
     for w, h in sizes:
-        frames = _frames((w, h))
+        frames = list(sim_frames((w, h))[:, None])  # rows of one frame: [1, H, W, 3]
         figures: dict[str, Any] = {}
         for codec in codecs:
             label = codec.name if codec.name != JPEG else f"jpeg{codec.quality}"

@@ -10,6 +10,9 @@ item consumed:
   rows as keys and a manifest, one MULTI), a server process checks each manifest and routes
   its rows into the buffer (`Buffers.route_set`), a trainer process draws with the gated
   Lua script, decodes and stacks batches.
+Frames are the simulator's (rendered once, before the timing), coded with the config's
+`[buffers] frame_codec`: the collector encodes in the timed path, the ceiling moves the
+same coded bytes.
 """
 
 from __future__ import annotations
@@ -30,12 +33,20 @@ SET_SIZE = 22  # a v3 round over 0.1-wide bins plus endpoints
 N_SETS = 300
 
 
-def _sets(cfg: Config, n: int) -> list[SampleSet]:
+def _base_frames(cfg: Config) -> Any:
+    """One set's frames [SET_SIZE, F, H, W, 3] from the simulator."""
+    from pipeline.bench.codec import sim_frames
+
+    schema = SampleSchema.from_config(cfg)
+    frames = sim_frames((schema.width, schema.height), SET_SIZE * schema.frames)
+    return frames.reshape(SET_SIZE, schema.frames, schema.height, schema.width, 3)
+
+
+def _sets(cfg: Config, n: int, base: Any) -> list[SampleSet]:
     import numpy as np
 
     schema = SampleSchema.from_config(cfg)
     rng = np.random.default_rng(0)
-    base = rng.integers(0, 255, (SET_SIZE, schema.frames, schema.height, schema.width, 3), dtype=np.uint8)
     out = []
     for i in range(n):
         cols = empty_columns(schema, SET_SIZE)
@@ -45,18 +56,23 @@ def _sets(cfg: Config, n: int) -> list[SampleSet]:
     return out
 
 
-def _stage(role: str, url: str, prefix: str, cfg_json: str, n: int, ready: Any, go: Any, cpu: Any) -> None:
+def _stage(role: str, url: str, prefix: str, cfg_json: str, n: int, frames_path: str, ready: Any, go: Any,
+           cpu: Any) -> None:
+    import numpy as np
+
     from pipeline.collect.episode import SetPublisher
     from pipeline.serve.buffers import Buffers
     from pipeline.serve.server import Server
+    from pipeline.wire.frames import FrameCodec
     from pipeline.wire.redis_conn import connect
     from pipeline.wire.samples import stack_rows
 
     cfg = Config.from_json(cfg_json)
+    coder = FrameCodec(cfg.buffers.frame_codec, cfg.buffers.frame_quality)
     r, keys = connect(url), Keys(prefix)
     outputs = cfg.output_names()
-    sets = _sets(cfg, n) if role in ("raw_producer", "collector") else []
-    payloads = [(s.output, s.entry()) for s in sets] if role == "raw_producer" else []
+    sets = _sets(cfg, n, np.load(frames_path)) if role in ("raw_producer", "collector") else []
+    payloads = [(s.output, s.entry(coder)) for s in sets] if role == "raw_producer" else []
     server = Server(r, keys, cfg) if role == "server" else None
     ready.wait()
     go.wait()
@@ -76,7 +92,7 @@ def _stage(role: str, url: str, prefix: str, cfg_json: str, n: int, ready: Any, 
                 r.xack(stream, "raw", *[e[0] for e in entries])
                 got += len(entries)
     elif role == "collector":
-        publisher = SetPublisher(r, keys, cfg.buffers.stream_maxlen, max_backlog=n)
+        publisher = SetPublisher(r, keys, cfg.buffers.stream_maxlen, max_backlog=n, frame_codec=coder)
         for s in sets:
             publisher.publish(s)
     elif role == "server":
@@ -98,14 +114,15 @@ def _stage(role: str, url: str, prefix: str, cfg_json: str, n: int, ready: Any, 
     cpu.put((role, time.process_time() - started))
 
 
-def _timed(roles: list[str], url: str, prefix: str, cfg: Config, n: int, last: str) -> tuple[float, dict[str, float]]:
+def _timed(roles: list[str], url: str, prefix: str, cfg: Config, n: int, last: str,
+           frames_path: str) -> tuple[float, dict[str, float]]:
     """Sets/s from a common start to the last item consumed, and the CPU seconds each stage
     (and redis-server) spent: with more stages than cores, the sum is what limits."""
     import redis
 
     ctx = mp.get_context("spawn")
     ready, go, cpu = ctx.Barrier(len(roles) + 1), ctx.Event(), ctx.Queue()
-    procs = {role: ctx.Process(target=_stage, args=(role, url, prefix, cfg.to_json(), n, ready, go, cpu), daemon=True)
+    procs = {role: ctx.Process(target=_stage, args=(role, url, prefix, cfg.to_json(), n, frames_path, ready, go, cpu), daemon=True)
              for role in roles}
     for p in procs.values():
         p.start()
@@ -139,9 +156,17 @@ def run(config_path: str | None = None, seconds: float = 10.0, rounds: int = 3, 
     cfg.buffers.capacity = N_SETS * SET_SIZE * 2
     cfg.buffers.ratio_tolerance = cfg.buffers.capacity  # draw everything routed, as fast as it comes
     cfg.buffers.stream_maxlen = N_SETS * 2
-    set_bytes = sum(len(v) for v in _sets(cfg, 1)[0].entry().values())
+    import numpy as np
+
+    from pipeline.wire.frames import FrameCodec
+
+    base = _base_frames(cfg)
+    coder = FrameCodec(cfg.buffers.frame_codec, cfg.buffers.frame_quality)
+    set_bytes = sum(len(v) for v in _sets(cfg, 1, base)[0].entry(coder).values())
     ceilings, values = [], []
     with tempfile.TemporaryDirectory() as tmp:
+        frames_path = str(Path(tmp) / "frames.npy")
+        np.save(frames_path, base)
         server = RedisServer(Path(tmp), appendonly=False)
         server.start()
         try:
@@ -152,17 +177,18 @@ def run(config_path: str | None = None, seconds: float = 10.0, rounds: int = 3, 
                 for o in cfg.output_names():
                     r.xgroup_create(raw.stream(o), "raw", id="0", mkstream=True)
                 ceilings.append(_timed(["raw_producer", "raw_consumer"], server.url, raw.prefix, cfg, N_SETS,
-                                       "raw_consumer"))
+                                       "raw_consumer", frames_path))
                 r.flushall()
                 real = Keys(f"bench-real-{i}:")
                 Server(r, real, cfg).setup()
-                values.append(_timed(["collector", "server", "trainer"], server.url, real.prefix, cfg, N_SETS, "trainer"))
+                values.append(_timed(["collector", "server", "trainer"], server.url, real.prefix, cfg, N_SETS, "trainer",
+                                     frames_path))
         finally:
             server.stop()
     (ceiling, ceiling_cpu), (value, value_cpu) = max(ceilings), max(values)
     return result(
         "pipeline", value, "sets/s", ceiling,
-        {"sets": N_SETS, "samples_per_set": SET_SIZE, "set_bytes": set_bytes,
+        {"sets": N_SETS, "samples_per_set": SET_SIZE, "set_bytes": set_bytes, "frame_codec": coder.name,
          "frame": f"{cfg.game.hood_width}x{cfg.game.hood_height}", "samples_per_s": round(value * SET_SIZE, 1),
          "stages": "collector, server, trainer as concurrent processes",
          "rounds": {"real": [round(v, 1) for v, _ in values], "ceiling": [round(c, 1) for c, _ in ceilings]},

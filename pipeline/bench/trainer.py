@@ -6,6 +6,8 @@
   thread, copy to the device), timed from its fifth batch, on buffers pre-filled in a
   throwaway redis-server; a refill process tops them up when the run needs more than
   fits in memory.
+Rows hold the simulator's frames, coded with the config's `[buffers] frame_codec`, so the
+prefetch thread decodes what a live trainer would.
 """
 
 from __future__ import annotations
@@ -32,12 +34,18 @@ POOL = 256
 
 
 def _rows(cfg: Config, n: int) -> list[bytes]:
+    from pipeline.bench.codec import sim_frames
+    from pipeline.wire.frames import FrameCodec
+
     rng = np.random.default_rng(0)
-    cols = empty_columns(SampleSchema.from_config(cfg), n)
-    cols["frames"][:] = rng.integers(0, 256, cols["frames"].shape, dtype=np.uint8)
+    schema = SampleSchema.from_config(cfg)
+    cols = empty_columns(schema, n)
+    frames = sim_frames((schema.width, schema.height), min(n * schema.frames, 48))
+    flat = cols["frames"].reshape(-1, schema.height, schema.width, 3)
+    flat[:] = frames[np.arange(len(flat)) % len(frames)]
     cols["targets"][:] = rng.uniform(-1, 1, cols["targets"].shape)
     cols["controls"][:] = rng.uniform(-1, 1, cols["controls"].shape)
-    return SampleSet("x", "bench", "e", cols, {}).rows()
+    return SampleSet("x", "bench", "e", cols, {}).rows(FrameCodec(cfg.buffers.frame_codec, cfg.buffers.frame_quality))
 
 
 def _add(r: Any, keys: Keys, outputs: list[str], rows: list[bytes], count: int, tag: str) -> None:
@@ -149,6 +157,6 @@ def run(config_path: str | None = None, seconds: float = 10.0, device: str | Non
         {"config": config_path or "configs/default.toml", "device": str(learner.device),
          "gpu": torch.cuda.get_device_name(0) if learner.device.type == "cuda" else None,
          "batch_size": t.batch_size, "frame": f"{cfg.game.hood_width}x{cfg.game.hood_height}",
-         "amp_bf16": learner.amp, "row_bytes": row_bytes, "prefilled_per_output": prefill,
+         "amp_bf16": learner.amp, "row_bytes": row_bytes, "frame_codec": cfg.buffers.frame_codec, "prefilled_per_output": prefill,
          "refill_process": feeder is not None},
     )

@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.collect.bins import Binning
 from pipeline.wire import codec
-from pipeline.wire.samples import decode_row
+from pipeline.wire.samples import decode_row_header, row_head_size
 
 
 @dataclass
@@ -67,7 +67,7 @@ def targets_from_rows(blobs: Iterable[bytes], limit: int | None = None) -> tuple
         if limit is not None and len(targets) >= limit:
             break
         try:
-            row = decode_row(blob)
+            row, _ = decode_row_header(blob[: row_head_size(blob)], len(blob))  # the frames are not needed
             t = np.asarray(row["targets"], dtype=np.float64).reshape(2)
             c = np.asarray(row["controls"], dtype=np.float64).reshape(2)
         except (codec.CodecError, KeyError, TypeError, ValueError):
