@@ -103,7 +103,7 @@ class FrameCodec:
 
 def check(data: bytes | memoryview, codec: str, shape: tuple[int, ...] | list[int]) -> None:
     """Refuse coded frames whose length or declared size is not `shape`'s, without decoding."""
-    check_head(bytes(data[:FRAMES_PEEK]), len(data), codec, shape)
+    check_head(b"" if codec == RAW else bytes(data[:FRAMES_PEEK]), len(data), codec, shape)
 
 
 def check_head(head: bytes, n: int, codec: str, shape: tuple[int, ...] | list[int]) -> None:
