@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 import redis
 
+from pipeline.collect.episode import SetPublisher
 from pipeline.data.chunks import load_chunk, scan
+from pipeline.data.histogram import targets_from_rows
 from pipeline.data.stream_recorder import Recorder
 from pipeline.errors import CodecError, ConfigError, SampleError
 from pipeline.train.dataset import DataSpec, RecordedDataset, find_episodes
@@ -135,15 +137,17 @@ def _draw_one_batch(server: object, schema: SampleSchema, batch_size: int) -> di
 def test_coded_sets_are_routed_by_the_server_and_drawn_by_the_trainer(r: redis.Redis, keys: Keys, name: str) -> None:
     server = make_server(r, keys, buffers={"frame_codec": name, "frame_quality": 80})
     cfg, coder = server.config, FrameCodec(name, 80)
+    publisher = SetPublisher(r, keys, cfg.buffers.stream_maxlen, 100, frame_codec=coder)  # the collector's own
     sent = []
     for i, output in enumerate(cfg.output_names() * 5):
         s = sample_set(cfg, output, 4, seed=i)
         s.columns["frames"][:] = smooth_frames((4, *SHAPE[1:]), seed=i)[:, None]
         sent.append(s.columns["frames"])
-        entry = s.entry(coder)
         raw_bytes = sum(len(v) for k, v in s.entry().items() if k != "meta")
-        assert (sum(len(v) for k, v in entry.items() if k != "meta") < raw_bytes) == (name != "raw")
-        publish_entry(r, keys, output, entry)
+        coded_bytes = sum(len(v) for k, v in s.entry(coder).items() if k != "meta")
+        assert (coded_bytes < raw_bytes) == (name != "raw")
+        publisher.publish(s)
+    assert publisher.published == 10
     while server.route_once(block_ms=10):
         pass
     assert server.stats.routed_sets == 10 and not r.xlen(keys.deadletter)
@@ -231,3 +235,10 @@ def test_a_coded_recording_is_read_back_by_offline_training(r: redis.Redis, keys
         original = sent[float(row["game_time"])]
         error = np.abs(row["frames"].astype(np.int16) - original)
         assert error.max() == 0 if name == "png" else error.mean() < JPEG_MEAN_ERROR
+
+
+def test_histograms_read_coded_rows_without_their_frames() -> None:
+    cfg = tiny_config(buffers={"frame_codec": "zstd"})
+    s = sample_set(cfg, "steering", 3)
+    targets, _, skipped = targets_from_rows([*s.rows(FrameCodec("zstd")), b"junk"])
+    assert skipped == 1 and np.allclose(targets, s.columns["targets"])
