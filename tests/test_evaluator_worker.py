@@ -170,6 +170,10 @@ def test_references_are_kept_between_runs_on_this_machine(r: redis.Redis, tmp_pa
         second = EvaluatorJobs(r, fresh_keys, tmp_path)
         assert second.references(NotDriven(), cfg) == refs
         assert cached_reference(r, fresh_keys, refs["key"]) == refs  # and Redis has them for this run
+        elsewhere = tmp_path / "other-machine"
+        third = EvaluatorJobs(r, fresh_keys, elsewhere)  # another evaluator of this run, another folder
+        assert third.references(NotDriven(), cfg) == refs  # from Redis ...
+        assert len(list(elsewhere.glob("reference-*.json"))) == 1  # ... and kept for its next run
         other = cfg.model_copy(update={"evaluator": cfg.evaluator.model_copy(update={"episode_s": 3.0})})
         other_key = EvalSettings.from_config(other).reference_key(other)
         assert other_key != refs["key"]

@@ -103,11 +103,13 @@ class EvaluatorJobs:
         )
 
         key = evaluator.settings.reference_key(cfg)
-        cached = cached_reference(self.redis, self.keys, key)
-        if cached is not None:
-            return cached
         path = reference_cache_file(evaluator.settings, cfg, self.reference_cache)
         kept = read_reference_file(path, key)
+        cached = cached_reference(self.redis, self.keys, key)
+        if cached is not None:
+            if kept is None:  # driven by another evaluator of this run: keep them for the next run too
+                write_reference_file(path, cached)
+            return cached
         if kept is not None:  # driven by an earlier run on this machine: the same plan and simulator
             store_reference(self.redis, self.keys, key, kept)
             log.info("evaluation_references", key=key, source=str(path))
