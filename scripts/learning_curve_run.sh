@@ -7,7 +7,7 @@
 #   CONFIG=configs/h100.toml COLLECTORS=14 MINUTES=8 LABEL="H100" scripts/learning_curve_run.sh   # (b)
 #
 # Env: CONFIG, MINUTES (30), COLLECTORS (2), CONCURRENCY (charles supervise -c, default collector=$COLLECTORS),
-# PORT (6496), WORK (var/lc_<name>), LABEL, PNG, PYTHON, ROLES (the Procfile roles to start; the
+# PORT (6496), WORK (var/lc_<name>), REFS (var/evaluation: reference scores kept between curves), LABEL, PNG, PYTHON, ROLES (the Procfile roles to start; the
 # dashboard and TensorBoard are left out by default: nobody watches them and their ports may be taken).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -22,9 +22,12 @@ PNG="${PNG:-$ROOT/docs/img/learning_curve_$NAME.png}"
 ROLES="${ROLES:-redis server trainer collector player evaluator}"
 CONCURRENCY="${CONCURRENCY:-collector=$COLLECTORS}"
 PYTHON="${PYTHON:-python}"
+REFS="${REFS:-$ROOT/var/evaluation}"
 [ -d "$ROOT/.venv/bin" ] && export PATH="$ROOT/.venv/bin:$PATH"
 
 rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK"
+# the NPC's and the baseline's reference scores are not training state: keep them between curves
+mkdir -p "$REFS" var && ln -s "$REFS" var/evaluation
 cp "$ROOT/Procfile" Procfile
 grep -q '^evaluator:' Procfile || echo 'evaluator: charles evaluator' >> Procfile
 cat > .env <<EOF
