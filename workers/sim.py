@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
@@ -12,9 +12,6 @@ from pipeline.errors import VIEWER_INSTALL
 from pipeline.games.base import WEATHERS
 from pipeline.games.sim.viewer import KEYS_HELP
 from workers.options import config_option
-
-if TYPE_CHECKING:
-    from pipeline.play.model_driver import ModelDriver
 
 
 def _window(size: tuple[int, int]) -> Any:
@@ -35,32 +32,6 @@ def _parse_size(_ctx: click.Context, _param: click.Parameter, value: str) -> tup
     if not (width.isdigit() and height.isdigit() and 16 <= int(width) <= 4096 and 16 <= int(height) <= 4096):
         raise click.BadParameter(f"{value!r} is not WIDTHxHEIGHT in pixels (16..4096 each), e.g. 640x360")
     return int(width), int(height)
-
-
-_PICTURES = (("day", "clear", 12.5), ("night", "clear", 22.5), ("rain", "rain", 15.0), ("fog", "fog", 9.0))
-
-
-def _pictures(folder: str, seed: int, episode: int, car: str, traffic: float, seconds: float, size: tuple[int, int]) -> None:
-    """The docs pictures: the same drive under each look, hood (4x, nearest) and chase camera."""
-    from pathlib import Path
-
-    import cv2
-
-    from pipeline.games.base import Environment
-    from pipeline.games.sim import SimGame
-
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
-    game = SimGame(cinematic_size=size)
-    for name, weather, hours in _PICTURES:
-        obs = game.reset(Environment(map_seed=seed, episode_seed=episode, weather=weather, time_of_day=hours,
-                                     car=car, traffic_density=traffic))
-        while obs.game_time < seconds:
-            obs = game.step()
-        hood = cv2.resize(obs.frame, (obs.frame.shape[1] * 4, obs.frame.shape[0] * 4), interpolation=cv2.INTER_NEAREST)
-        cv2.imwrite(str(out / f"sim_hood_{name}.png"), cv2.cvtColor(hood, cv2.COLOR_RGB2BGR))
-        cv2.imwrite(str(out / f"sim_chase_{name}.png"), cv2.cvtColor(game.cinematic(), cv2.COLOR_RGB2BGR))
-        click.echo(f"{out}/sim_*_{name}.png")
 
 
 @click.command(name="sim", epilog=f"Keys in the window: {KEYS_HELP}. The window needs pygame: {VIEWER_INSTALL}.")
@@ -94,18 +65,26 @@ def cli(seed: int, episode: int, weather: str, hours: float, car: str, traffic: 
     """
     from pipeline.games.base import Environment
     from pipeline.games.sim import SimGame
-    from pipeline.games.sim.viewer import KeyboardDriver, VideoOut, composite
+    from pipeline.games.sim.drive import docs_pictures, drive
+    from pipeline.games.sim.viewer import VideoOut
     from pipeline.log import configure_logging
 
     configure_logging("sim")
+    env = Environment(map_seed=seed, weather=weather, time_of_day=hours, car=car, traffic_density=traffic,
+                      episode_seed=episode, npc_style=style)
     if pictures:
-        _pictures(pictures, seed, episode, car, traffic, seconds, size)
+        for path in docs_pictures(Path(pictures), env, seconds, size):
+            click.echo(str(path))
         return
     if not npc and (record or weights):
         raise click.UsageError("--keyboard drives in a window: drop --record and --weights")
     if config_path and not weights:
         raise click.UsageError("--config is the config of a --weights model; without --weights the NPC drives")
-    model = _load_model(weights, config_path) if weights else None
+    model = None
+    if weights:
+        from pipeline.play.model_driver import load_model_driver
+
+        model = load_model_driver(weights, config_path)
     window = None if record else _window(size)  # before the world is built: fail fast
     options = {"realtime": record is None, "cinematic_size": size}
     if model is not None:
@@ -113,8 +92,6 @@ def cli(seed: int, episode: int, weather: str, hours: float, car: str, traffic: 
 
         options = {**game_options(model.cfg, realtime=record is None), **options}
     game = SimGame(**options)
-    env = Environment(map_seed=seed, weather=weather, time_of_day=hours, car=car, traffic_density=traffic,
-                      episode_seed=episode, npc_style=style)
     try:
         obs = game.reset(env)
         video = VideoOut(record, game.fps, size) if record else None
@@ -123,76 +100,18 @@ def cli(seed: int, episode: int, weather: str, hours: float, car: str, traffic: 
         if window is not None:
             window.close()
         raise
-    if model is not None:
-        model.start(obs)
-    keyboard = KeyboardDriver()
-    held = {"up": 0, "down": 0, "left": 0, "right": 0}
-    frames, forward, top, respawns, ended = 0, 0.0, 0.0, 0, "time"
     try:
-        if window is not None:
-            window.show(composite(game, obs))
-        while obs.game_time < seconds:
-            controls = None if model is None else model.controls()
-            if window is not None:
-                keys = window.keys()
-                if "quit" in keys:
-                    ended = "quit"
-                    break
-                if "respawn" in keys:
-                    obs = game.respawn()
-                    if model is not None:
-                        model.start(obs)
-                for k in held.keys() & keys:
-                    held[k] += 1
-                if not npc:
-                    controls = keyboard.controls(keys)
-            obs = game.step(controls)
-            frames += 1
-            forward += obs.speed * game.dt
-            top = max(top, obs.speed)
-            stuck = model.observe(obs) if model is not None else npc and obs.info.get("stuck")
-            if stuck:
-                obs = game.respawn()
-                respawns += 1
-                if model is not None:
-                    model.start(obs)
-            frame = composite(game, obs)
-            if video is not None:
-                video.write(frame)
-            else:
-                window.show(frame)
+        result = drive(game, obs, seconds, window, video, model, npc)
     finally:
         if video is not None:
             video.close()
         if window is not None:
             window.close()
         game.close()
-    summary = {"driver": "model" if model is not None else "npc" if npc else "keyboard",
-               "weights": weights, "game_s": round(obs.game_time, 2), "frames": frames,
-               "distance_m": round(obs.odometer, 2), "forward_m": round(forward, 2), "max_speed": round(top, 2),
-               "collisions": obs.collisions, "targets": obs.targets_reached, "respawns": respawns,
-               "keys_held_frames": held, "ended": ended, "record": record,
-               "codec": video.codec if video is not None else None}
+    summary = {"driver": "model" if model is not None else "npc" if npc else "keyboard", "weights": weights,
+               **result.as_dict(), "record": record, "codec": video.codec if video is not None else None}
     if video is not None and video.note:
         import structlog
 
         structlog.get_logger("sim").warning("video_codec", file=record, codec=video.codec, note=video.note)
     click.echo(json.dumps(summary))
-
-
-def _load_model(weights: str, config_path: Path | None) -> ModelDriver:
-    """The weights file's model as a driver (with its config), or a one-line error."""
-    import torch
-
-    from pipeline.config import DEFAULT_CONFIG, load_config
-    from pipeline.models.loading import build_model_from, read_weights_file
-    from pipeline.play.model_driver import ModelDriver
-
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))  # the simulator needs a core too
-    cfg = load_config(config_path)
-    if cfg.game.backend != "sim":
-        raise click.UsageError(f"{config_path}: game.backend is {cfg.game.backend!r}; `charles sim` drives the "
-                               "built-in simulator only (a model on another backend: `charles player --weights`)")
-    tensors, meta = read_weights_file(weights)
-    model = build_model_from(cfg, tensors, source=weights, meta=meta, config_file=config_path or DEFAULT_CONFIG)
-    return ModelDriver(model, cfg)

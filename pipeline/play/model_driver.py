@@ -8,10 +8,12 @@ Unstuck, this driver only respawns.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pipeline.collect.context import ContextBuilder
-from pipeline.config import Config
+from pipeline.config import DEFAULT_CONFIG, Config, load_config
+from pipeline.errors import ConfigError
 from pipeline.games.base import Controls, Observation
 from pipeline.play.unstuck import StuckDetector
 from pipeline.wire.samples import ContextSpec
@@ -48,3 +50,20 @@ class ModelDriver:
         if stuck:
             self.unstucks += 1
         return stuck
+
+
+def load_model_driver(weights: str | Path, config_path: Path | None) -> ModelDriver:
+    """The weights file's model as a driver of the simulator, built from its run config;
+    a one-line CharlesError when the file or the config does not fit."""
+    import torch
+
+    from pipeline.models.loading import build_model_from, read_weights_file
+
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))  # the simulator needs a core too
+    cfg = load_config(config_path)
+    if cfg.game.backend != "sim":
+        raise ConfigError(f"{config_path}: game.backend is {cfg.game.backend!r}; `charles sim` drives the "
+                          "built-in simulator only (a model on another backend: `charles player --weights`)")
+    tensors, meta = read_weights_file(weights)
+    model = build_model_from(cfg, tensors, source=str(weights), meta=meta, config_file=config_path or DEFAULT_CONFIG)
+    return ModelDriver(model, cfg)
