@@ -6,7 +6,6 @@ baseline's scores are cached under `var/evaluation/` (they do not depend on the 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -39,100 +38,28 @@ def cli(weights_file: Path, config_path: Path | None, episodes: int | None, seco
     import structlog
     import torch
 
-    from pipeline.config import DEFAULT_CONFIG, load_config
-    from pipeline.errors import ConfigError, MissingExtraError, WeightsError
-    from pipeline.evaluate.closed_loop import (
-        POLICIES,
-        REFERENCE_CACHE,
-        EvalSettings,
-        Evaluator,
-        file_cached_references,
-        model_policy,
-        policy_report,
-        reference_cache_file,
-        report_warnings,
-        score_policy,
+    from pipeline.evaluate.report import (
+        episodes_to_drive,
+        evaluate_file,
+        load_for_evaluation,
+        print_report,
     )
-    from pipeline.games.base import load_game
-    from pipeline.games.options import game_options
-    from pipeline.models.loading import build_model_from, read_weights_file
 
-    log = structlog.get_logger("evaluate")
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
-    try:
-        cfg = load_config(config_path)
-        if processes is not None:
-            cfg = cfg.model_copy(update={"evaluator": cfg.evaluator.model_copy(update={"processes": processes})})
-        settings = EvalSettings.from_config(cfg, episodes=episodes, seconds=seconds)
-        tensors, meta = read_weights_file(weights_file, sha256)
-        model = build_model_from(cfg, tensors, source=weights_file, meta=meta,
-                                 config_file=config_path or DEFAULT_CONFIG)
-    except (ConfigError, WeightsError) as exc:
-        raise click.ClickException(str(exc)) from None
-    except MissingExtraError as exc:
-        raise click.ClickException(f"{config_path or DEFAULT_CONFIG}: {exc}") from None
-    warnings = []
-    if meta.get("model") not in (None, cfg.run.name):
-        warnings.append(f"{weights_file} says it is of model {meta.get('model')!r}, the config's is {cfg.run.name!r}")
-    cache = None if no_cache else reference_cache_file(settings, cfg, REFERENCE_CACHE)
-    per_policy = len(settings.plan())
-    total = per_policy * (1 if cache is not None and cache.is_file() else len(POLICIES))
-    log.info("evaluation_starting", episodes=total, processes=settings.processes, episode_s=settings.episode_s)
-    if settings.processes > 1:
-        from pipeline.evaluate.pool import EpisodePool
+    from pipeline.errors import CharlesError
 
-        game, pool = None, EpisodePool(cfg.to_json(), settings.processes, episodes, seconds)
-    else:
-        game, pool = load_game(cfg.game.backend, **game_options(cfg, realtime=False)), None
     try:
-        with progress_bar("evaluating", total=total, unit="episodes", show=show_bar,
-                          log_event="evaluation_progress") as bar:
-            evaluator = Evaluator(game, settings, pool,
-                                  on_episode=lambda name, _trace: (bar.update(description=f"evaluating: {name}"),
-                                                                   bar.advance()))
-            refs = file_cached_references(evaluator, cfg, None if no_cache else REFERENCE_CACHE)
-            scores = score_policy(evaluator, model_policy(model, weights_file.read_bytes()), refs)
-    finally:
-        if game is not None:
-            game.close()
-        if pool is not None:
-            pool.close()
-    policies = policy_report(scores, refs, settings.confidence, settings.bootstrap_resamples)
-    warnings += report_warnings(policies, settings.episode_s)
-    for warning in warnings:
-        log.warning("evaluation_warning", warning=warning)
-    record = {"weights": {"file": str(weights_file), "sha256": hashlib.sha256(weights_file.read_bytes()).hexdigest(),
-                          "model": meta.get("model"), "trained_batches": int(meta.get("batches", 0) or 0)},
-              "config": {"file": str(config_path or DEFAULT_CONFIG), "model": cfg.run.name},
-              "plan": {"environments": list(settings.environments), "episodes_per_environment":
-                       settings.episodes_per_environment, "episode_s": settings.episode_s,
-                       "held_out_seeds": list(settings.held_out_seeds)},
-              "policies": policies, "warnings": warnings, "wall_s": scores["wall_s"]}
+        cfg, settings, model, meta = load_for_evaluation(weights_file, config_path, episodes, seconds, processes, sha256)
+    except CharlesError as exc:
+        raise click.ClickException(str(exc)) from None
+    total = episodes_to_drive(settings, cfg, use_cache=not no_cache)
+    structlog.get_logger("evaluate").info("evaluation_starting", episodes=total, processes=settings.processes,
+                                          episode_s=settings.episode_s)
+    with progress_bar("evaluating", total=total, unit="episodes", show=show_bar, log_event="evaluation_progress") as bar:
+        record = evaluate_file(weights_file, config_path, cfg, settings, model, meta, use_cache=not no_cache,
+                               on_episode=lambda name, _trace: (bar.update(description=f"evaluating: {name}"),
+                                                                bar.advance()))
     if as_json:
         click.echo(json.dumps(record))
-        return
-    _print(record)
-
-
-def _print(record: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("policy", "km", "incidents", "per km", "m between", "|lane| m", "km/h", "ratio to NPC")
-    for name, p in record["policies"].items():
-        m, ratio = p["metrics"], p["ratio_to_npc"]
-        ci = (p.get("intervals") or {}).get("ratio_to_npc")
-        lane = m["mean_abs_lane_offset_m"]
-        table.add_row(name, f"{m['distance_m'] / 1000:.2f}", str(m["incidents"]), f"{m['incidents_per_km']:.2f}",
-                      f"{m['mean_distance_between_incidents_m']:.0f}{'+' if m['censored'] else ''}",
-                      "-" if lane is None else f"{lane:.2f}", f"{m['mean_speed_mps'] * 3.6:.1f}",
-                      "-" if ratio is None else f"{ratio:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""))
-    console = Console()
-    console.print(table)
-    model = record["policies"]["model"]
-    level = (model.get("intervals") or {}).get("level")
-    if level:
-        console.print(f"[dim]brackets: {100 * level:.0f}% bootstrap interval over "
-                      f"{model['metrics']['episodes']} episodes; + : no incident, a lower bound[/]")
-    for warning in record["warnings"]:
-        console.print(f"[yellow]warning:[/] {warning}")
+    else:
+        print_report(record)
