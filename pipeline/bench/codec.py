@@ -4,7 +4,8 @@ Real simulator frames (the NPC driving on a few maps, by day, at night, in rain)
 config's hood size and at 270x480 (`configs/xception_270x480.toml`), each codec side by
 side in one run: bytes per frame and per buffer row, the collector's encode and the
 trainer's decode time per frame (one thread, as each of them runs it), the error of the
-lossy one, and what the original's 25,000 samples per output would hold in Redis.
+lossy one, and what the original's 25,000 samples per output would hold in Redis. At
+270x480 `details.levels_480x270` adds PNG and zstd at other compression levels.
 """
 
 from __future__ import annotations
@@ -95,6 +96,32 @@ def _measure(codec: Any, frames: list[np.ndarray], seconds: float, outputs: int)
     }
 
 
+def _levels(frames: list[np.ndarray], seconds: float) -> dict[str, Any]:
+    """Bytes and encode ms per frame of the lossless codecs at other compression levels
+    (the codecs use `PNG_LEVEL` and `ZSTD_LEVEL`): what a higher level would buy."""
+    import cv2
+    import zstandard
+
+    images = [f.reshape(-1, *f.shape[2:]) for f in frames]
+    encoders: dict[str, Any] = {}
+    for level in (1, 3, 6, 9):
+        encoders[f"png{level}"] = lambda im, lv=level: cv2.imencode(".png", im, [cv2.IMWRITE_PNG_COMPRESSION, lv])[1]
+    for level in (1, 3, 9):
+        z = zstandard.ZstdCompressor(level=level)
+        encoders[f"zstd{level}"] = lambda im, z=z: z.compress(im)
+    out = {}
+    for name, encode in encoders.items():
+        sizes = [len(encode(im)) for im in images]
+        reps, start = 0, time.perf_counter()
+        while reps < 1 or time.perf_counter() - start < seconds:
+            for im in images:
+                encode(im)
+            reps += 1
+        out[name] = {"bytes_per_frame": round(float(np.mean(sizes)), 1),
+                     "encode_ms_per_frame": round(1000 * (time.perf_counter() - start) / (reps * len(images)), 4)}
+    return out
+
+
 def run(config_path: str | None = None, seconds: float = 10.0, **_: Any) -> dict[str, Any]:
     """Per codec and size: bytes, encode and decode ms per frame, ratio to raw. The value is
     the bytes per frame of the config's codec at 270x480, against raw (ratio = raw / value)."""
@@ -131,6 +158,7 @@ def run(config_path: str | None = None, seconds: float = 10.0, **_: Any) -> dict
             fig["bytes_ratio_to_raw"] = round(fig["bytes_per_frame"] / base, 4)
         details["sizes"][f"{w}x{h}"] = figures
         if (w, h) == (480, 270):
+            details["levels_480x270"] = _levels(frames, per_figure / 2)
             key = chosen if chosen != JPEG else f"jpeg{quality}"
             value, raw = figures[key]["bytes_per_frame"], base
     log.info("bench.codec", codec=chosen, bytes_per_frame=value)
