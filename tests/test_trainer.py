@@ -156,3 +156,35 @@ def test_published_weights_are_the_moving_average_and_survive_a_checkpoint(tmp_p
     again.load_checkpoint(tmp_path / "ckpt")
     assert torch.equal(again.weights()[name], learner.weights()[name])
     assert torch.equal(again.module.state_dict()[name], third)
+
+
+def test_a_bad_row_costs_only_itself(r: redis.Redis, keys: Keys) -> None:
+    """A coded frame can pass routing (the server checks each row's head and length) and still
+    not decode: that dropped the whole batch, other collectors' rows with it. Now the batch
+    keeps the other rows and `bad_rows` counts the one."""
+    import queue
+
+    from pipeline.train.live import BatchDrawer
+    from pipeline.wire.frames import FrameCodec
+    from pipeline.wire.samples import row_head_size
+
+    cfg = tiny_config(buffers={"capacity": 4, "samples_per_insert": 1.0})
+    schema = SampleSchema.from_config(cfg)
+    buffers = Buffers(r, keys, cfg.output_names(), 4, 1.0)
+    for output in cfg.output_names():
+        rows = sample_set(cfg, output, 4, seed=len(output)).rows(FrameCodec("png"))
+        if output == cfg.output_names()[0]:
+            head = row_head_size(rows[0])
+            rows[0] = rows[0][:head] + b"\x00" * (len(rows[0]) - head)  # same head and length, no PNG
+        buffers.insert(output, f"set-{output}", rows)
+    out: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    drawer = BatchDrawer(buffers, schema, 8, out, stop)
+    drawer.start()
+    try:
+        n, columns, _provenance = out.get(timeout=10)
+    finally:
+        stop.set()
+        drawer.join(5)
+    assert drawer.bad_rows == 1
+    assert n == 7 and len(columns["frames"]) == 7

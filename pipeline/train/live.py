@@ -19,6 +19,7 @@ import numpy as np
 import redis
 import structlog
 
+from pipeline.errors import CharlesError
 from pipeline.serve.buffers import FILLING, LIMITED, Buffers
 from pipeline.train.distributed import DistributedContext
 from pipeline.train.learner import Learner
@@ -29,6 +30,8 @@ from pipeline.wire.weights import WeightsInfo, WeightsStore
 
 log = structlog.get_logger(__name__)
 LOSS_HISTORY_LEN = 2000
+#: What decoding a drawn row may raise: never fatal, the row is dropped and counted (`bad_rows`).
+ROW_ERRORS = (CharlesError, ValueError, KeyError, TypeError, IndexError)
 
 
 class BatchDrawer(threading.Thread):
@@ -89,12 +92,28 @@ class BatchDrawer(threading.Thread):
             provenance: dict[str, np.ndarray] = {}
             try:
                 columns = stack_rows(rows, self.schema, alloc=self.alloc, provenance=provenance)
-            except Exception as exc:  # rows were validated on entry; a bad one is reported, not fatal
-                self.bad_rows += len(rows)
-                log.error("batch_rejected", error=str(exc), rows=len(rows))
-                continue
+            except ROW_ERRORS as exc:  # rows were checked on entry; one that still fails costs only itself
+                rows = self._without_bad_rows(rows, exc)
+                if not rows:
+                    continue
+                provenance = {}
+                columns = stack_rows(rows, self.schema, alloc=self.alloc, provenance=provenance)
             self.drawn_samples += len(rows)
             self.batches.put((len(rows), self.prepare(columns) if self.prepare else columns, provenance))
+
+
+    def _without_bad_rows(self, rows: list[bytes], exc: Exception) -> list[bytes]:
+        """The rows that decode and fit the schema on their own; the others counted and logged."""
+        good = []
+        for row in rows:
+            try:
+                stack_rows([row], self.schema)
+            except ROW_ERRORS:
+                self.bad_rows += 1
+            else:
+                good.append(row)
+        log.error("rows_rejected", error=str(exc)[:300], rejected=len(rows) - len(good), kept=len(good))
+        return good
 
 
 class DataAge:
@@ -343,6 +362,7 @@ class Trainer:
             "version": self.published_version,
             "redis_ok": int(all(d.redis_ok for d in drawers)),
             "samples_drawn": sum(d.drawn_samples for d in drawers),
+            "bad_rows": sum(d.bad_rows for d in drawers),
             "learning_rate": self.learner.learning_rate,
             "metrics": json.dumps({k: round(v, 5) for k, v in self.last_metrics.items()}),
             "compute_share": "" if share is None else round(share, 3),
