@@ -108,7 +108,7 @@ def test_trainer_killed_mid_training_resumes_from_checkpoint(redis_server: Redis
             r.sadd(keys.buffer(name), "poison:0", "poison:1")
         notes_before = len(notes)
         roles.start("trainer", "trainer")
-        wait_for(lambda: len(notes) >= notes_before + 2 and roles.events("trainer", "batch_rejected")
+        wait_for(lambda: len(notes) >= notes_before + 2 and roles.events("trainer", "rows_rejected")
                  and json.loads((ckpt / "trainer.json").read_text())["batches"] > meta["batches"],
                  120, "training to carry on after the restart", roles)
         assert roles.stop("trainer") == 0
