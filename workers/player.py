@@ -81,20 +81,11 @@ def cli(weights_file: str | None, weights_sha256: str | None, max_steps: int | N
     game = load_game(cfg.game.backend, own_process=cfg.player.game_process,
                      **game_options(cfg, realtime=cfg.player.realtime and not fast))
     reporter = BackgroundReporter(Presence(r, keys, "player", worker_id))
-    translate = None
-    try:
-        from pipeline.games.io.control import ControllerTranslator
+    from pipeline.games.io.control import ControllerTranslator
+    from pipeline.play.live_view import LiveView
 
-        translate = ControllerTranslator.from_config(cfg.control).display
-    except ImportError:
-        pass
-    live_view = None
-    try:
-        from pipeline.play.live_view import LiveView
-
-        live_view = LiveView(r, keys, worker_id, game, cfg.player.live_view_fps, cfg.player.jpeg_quality)
-    except ImportError:
-        pass
+    translate = ControllerTranslator.from_config(cfg.control).display
+    live_view = LiveView(r, keys, worker_id, game, cfg.player.live_view_fps, cfg.player.jpeg_quality)
     ctx = ContextBuilder(ContextSpec.from_inputs(cfg.inputs, cfg.game.fps))
     u = cfg.unstuck
     player = Player(
