@@ -2,8 +2,10 @@
 
 Every section is a pydantic model with `extra="forbid"`, so a misspelt key stops the
 process before it touches Redis. `load_config` reports every problem at once, each with
-the file, the dotted key and what is allowed. Library classes never take the whole
-config: the workers unpack the sections they need.
+the file, the dotted key and what is allowed. The objects that follow the live config
+(the server, a collector's episodes, the evaluator's jobs, the game cache) take the whole
+`Config`, because a new one can arrive from Redis at any time; every other class takes
+only the sections or values it needs, unpacked by its caller.
 """
 
 from __future__ import annotations
