@@ -44,7 +44,7 @@ def _controls(value: Any) -> dict[str, float | list[float]]:
 REPLAY_FIELDS: tuple[str, ...] = (
     "draws_per_insert", "draws_per_insert_total", "evicted", "wait_filling_s", "wait_limited_s", "compute_share",
     "data_age_p50_s", "data_age_p95_s", "policy_lag_p50", "policy_lag_p95", "model_driven_share",
-    "frame_to_version_s",
+    "frame_to_version_s", "bad_rows",
 )
 
 
