@@ -99,7 +99,8 @@ class CollectionConfig(Section):
     )
     setting_off_repeat: int = Field(3, ge=1, le=10, description="times a setting-off tick is offered to the balancer")
     model_drives: Fraction = Field(
-        0.0, description="DAgger: share of segments the latest model drives, the sim's NPC labels (0 = off)"
+        0.0, description="DAgger: share of segments the latest model drives, the backend's expert labels "
+        "(a backend that declares expert_labels; 0 = off)"
     )
     dagger_segment_s: PositiveFloat = Field(3.0, le=3600, description="DAgger: game seconds between driver switches")
     model_drives_after_version: PositiveInt = Field(
@@ -357,12 +358,6 @@ class Config(Section):
             raise ValueError(f"output names must be unique, got {names}")
         if any(o.type == "discrete_delta" for o in self.outputs) and not self.inputs.controls:
             raise ValueError("a discrete_delta output needs inputs.controls = true")
-        if self.collection.model_drives > 0 and self.game.backend != "sim":
-            raise ValueError(
-                f"collection.model_drives = {self.collection.model_drives} needs game.backend = 'sim' "
-                f"(got {self.game.backend!r}): only the simulator labels the model's driving with its "
-                "NPC's commands; set collection.model_drives = 0"
-            )
         stalls = deadlock_reasons(self.replay_limit(), self.buffers.capacity, self.buffers.start_fraction,
                                   self._batch_share())
         if stalls:
@@ -419,9 +414,33 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     if overrides:
         data = _merge(data, overrides)
     try:
-        return Config.model_validate(data)
+        cfg = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_errors(str(path), exc)) from None
+    check_backend(cfg, str(path))
+    return cfg
+
+
+def check_backend(cfg: Config, source: str) -> None:
+    """What the config asks of its backend, checked against what the backend declares
+    (`pipeline.games.base.Capabilities`): DAgger needs a backend that gives expert labels.
+    The backend's class is imported only when asked for something (a plug-in must then be
+    importable here); the server checks the environments it varies (`serve.server`)."""
+    drives = cfg.collection.model_drives
+    if drives <= 0:
+        return
+    from pipeline.games.base import capabilities_of
+
+    try:
+        labels = capabilities_of(cfg.game.backend).expert_labels
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: collection.model_drives = {drives} needs the backend's capabilities, "
+                          f"but {exc}") from None
+    if not labels:
+        raise ConfigError(
+            f"{source}: collection.model_drives = {drives} needs a backend that gives expert labels, and "
+            f"{cfg.game.backend!r} declares none (Capabilities.expert_labels); set collection.model_drives = 0"
+        )
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ and the best one is written as safetensors with a JSON record for the card.
 DAgger (`all --dagger-rounds N`, or `collect --weights`): behaviour cloning errs in states
 the NPC never visits, and errors compound. So the trained model drives a share of the
 ticks (switching with the NPC every few seconds), the simulator labels every tick with the
-NPC's command there (`label_with_npc`), the shards join the first data and training goes on.
+NPC's command there (`expert_labels`), the shards join the first data and training goes on.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def _collect_worker(job: CollectJob) -> dict[str, int]:
     """One process: episodes with environments the server would choose; one .npz shard each."""
     from pipeline.collect.episode import EpisodeRunner
     from pipeline.config import load_config
-    from pipeline.games.base import load_game
+    from pipeline.games.base import capabilities_of, load_game
     from pipeline.games.options import game_options
     from pipeline.serve.server import sample_environment
     from pipeline.wire.samples import ContextSpec
@@ -95,7 +95,7 @@ def _collect_worker(job: CollectJob) -> dict[str, int]:
         from pipeline.collect.dagger import build_cpu_model
         from pipeline.models.loading import read_weights_file
 
-        options["label_with_npc"] = True
+        options["expert_labels"] = True
         model = build_cpu_model(cfg, read_weights_file(job.weights)[0])
         driver = MixedDriver(model, job.beta, job.segment_s, rng)
     game = load_game(cfg.game.backend, **options)
@@ -104,7 +104,7 @@ def _collect_worker(job: CollectJob) -> dict[str, int]:
                            f"offline-{job.worker}", job.sample_every)
     done = ticks = model_ticks = 0
     while done < job.episodes and time.time() < job.deadline:
-        env = sample_environment(cfg.collection, rng)
+        env = sample_environment(cfg.collection, rng, capabilities_of(cfg.game.backend))
         assert env.map_seed not in cfg.collection.held_out_seeds
         sets.clear()
         summary = runner.run(env, job.episode_s, f"w{job.worker}e{done}", drive=driver)

@@ -1,7 +1,8 @@
-"""DAgger in live collection: the latest published model drives, the sim's NPC labels.
+"""DAgger in live collection: the latest published model drives, the game's expert labels.
 
 `Collector.run_episode` runs outside rq here (the collector's own client) against a
-real redis-server; the config comes from Redis as a server would publish it.
+real redis-server; the config comes from Redis as a server would publish it. The sim's
+NPC labels, and so does the expert of a plug-in with no simulator code (tests/lane_game.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import torch
 
 from pipeline.collect.episode import Collector
 from pipeline.config import Config, load_config
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, GameError
+from pipeline.games.base import capabilities_of
 from pipeline.models import build_model
 from pipeline.serve.buffers import Buffers
 from pipeline.serve.server import Server, sample_environment
@@ -38,15 +40,18 @@ def state(r: redis.Redis, keys: Keys) -> Iterator[Collector]:
     collector.games.close()
 
 
-def dagger_config(model_drives: float) -> Config:
+LANE_GAME = "tests.lane_game:LaneGame"
+
+
+def dagger_config(model_drives: float, backend: str = "sim") -> Config:
     # min_bins_filled 0: a short episode's last round is sent, whatever bins it filled;
     # the model drives from the first published version (the default waits for version 5)
     return load_config(overrides={"collection": {"model_drives": model_drives, "model_drives_after_version": 1},
-                                  "balancing": {"min_bins_filled": 0.0}})
+                                  "balancing": {"min_bins_filled": 0.0}, "game": {"backend": backend}})
 
 
 def episode(collector: Collector, cfg: Config, name: str) -> dict[str, Any]:
-    env = sample_environment(cfg.collection, random.Random(3))
+    env = sample_environment(cfg.collection, random.Random(3), capabilities_of(cfg.game.backend))
     return collector.run_episode({"environment": env.to_dict(), "episode_s": EPISODE_S, "episode": name})
 
 
@@ -67,7 +72,7 @@ def test_model_drives_and_the_npc_labels(r: redis.Redis, keys: Keys, state: Coll
     assert summary["model_ticks"] > ticks // 2, summary  # it hands over to the NPC only when stuck
     assert summary["model_version"] == info.version
     assert state.model_ticks == summary["model_ticks"] and state.model_version == info.version
-    assert state.games.game is not None and state.games.game.options["label_with_npc"] is True
+    assert state.games.game is not None and state.games.game.options["expert_labels"] is True
     assert sum(summary["sets"].values()) > 0
     rows = published_rows(r, keys)
     assert rows
@@ -106,12 +111,66 @@ def test_redis_error_fetching_weights_the_npc_drives(r: redis.Redis, keys: Keys,
     assert summary["model_ticks"] == 0 and summary["samples"] > 0
 
 
-def test_model_drives_needs_the_sim() -> None:
-    with pytest.raises(ConfigError, match=r"collection\.model_drives"):
-        load_config(overrides={"game": {"backend": "gta5"}, "collection": {"model_drives": 0.5}})
-    load_config(overrides={"game": {"backend": "gta5"}, "collection": {"model_drives": 0.0}})
+def test_model_drives_needs_a_backend_with_expert_labels() -> None:
+    """Refused by what the backend declares, not by its name: gta5 and a plug-in without
+    expert labels are refused, a plug-in with them is accepted, one that cannot be imported
+    is named in one line."""
+    for backend in ("gta5", "tests.growing_game:GrowingGame"):
+        with pytest.raises(ConfigError, match=r"collection\.model_drives = 0\.5 needs a backend that gives expert"):
+            load_config(overrides={"game": {"backend": backend}, "collection": {"model_drives": 0.5}})
+        load_config(overrides={"game": {"backend": backend}, "collection": {"model_drives": 0.0}})
+    assert load_config(overrides={"game": {"backend": LANE_GAME}, "collection": {"model_drives": 0.5}})
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides={"game": {"backend": "no_such_game.world:Game"}, "collection": {"model_drives": 0.5}})
+    assert "cannot import 'no_such_game.world'" in str(err.value) and len(str(err.value).splitlines()) == 1
     with pytest.raises(ConfigError, match=r"collection\.model_drives"):
         load_config(overrides={"collection": {"model_drives": 1.5}})
+
+
+def test_a_plugin_with_expert_labels_gets_dagger(r: redis.Redis, keys: Keys, state: Collector) -> None:
+    """A backend with no simulator code, loaded by dotted path: the model drives, the
+    backend's expert labels every tick; without DAgger its expert drives alone."""
+    cfg = dagger_config(0.0, LANE_GAME)
+    publish_config(r, keys, cfg)
+    summary = episode(state, cfg, "lane-npc")
+    assert summary["ticks"] == int(EPISODE_S * cfg.game.fps) and summary["model_ticks"] == 0
+    assert sum(summary["sets"].values()) > 0
+    game = state.games.game
+    assert game is not None and game.expert_labels is False and game.labels == []
+    npc_rows = published_rows(r, keys)
+    assert npc_rows and all(row["policy_version"] == 0 for row in npc_rows)
+    for key in r.scan_iter(match=keys.incoming("*", "*"), count=1000):
+        r.delete(key)
+
+    cfg = dagger_config(1.0, LANE_GAME)
+    publish_config(r, keys, cfg)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width))
+    info = WeightsStore(r, keys).publish(model.state_dict(), cfg.run.name, batches=0)
+    summary = episode(state, cfg, "lane-dagger")
+    ticks = int(EPISODE_S * cfg.game.fps)
+    assert summary["model_ticks"] == ticks and summary["model_version"] == info.version
+    game = state.games.game
+    assert game is not None and game.expert_labels is True and len(game.labels) == ticks
+    rows = published_rows(r, keys)
+    assert rows and all(row["policy_version"] == info.version for row in rows)
+    labels = {tuple(np.float32(label)) for label in game.labels}
+    targets = [tuple(np.float32(row["targets"])) for row in rows]
+    assert all(t in labels for t in targets)  # every target is the expert's command ...
+    applied = np.array(game.applied)
+    assert np.abs(np.array(game.labels) - applied).max() > 0.3  # ... not the model's, which drove
+
+
+def test_dagger_refuses_a_game_that_does_not_label(r: redis.Redis, keys: Keys, state: Collector) -> None:
+    """A tick the model drove without the expert's label would teach the model its own
+    commands: the episode stops with a GameError instead."""
+    cfg = dagger_config(1.0, LANE_GAME)
+    publish_config(r, keys, cfg)
+    model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width))
+    WeightsStore(r, keys).publish(model.state_dict(), cfg.run.name, batches=0)
+    state.games.get(cfg, expert_labels=True).expert_labels = False  # it declares labels but gives none
+    with pytest.raises(GameError, match=r"no info\['expert'\]"):
+        episode(state, cfg, "lane-unlabelled")
 
 
 def test_capture_time_and_driving_version_reach_the_trainer(r: redis.Redis, keys: Keys, state: Collector) -> None:

@@ -22,6 +22,7 @@ from pipeline.errors import ConfigError, WeightsError
 from pipeline.evaluate.closed_loop import BASELINE, NPC, EvalSettings, Evaluator, compare, summarize
 from pipeline.evaluate.scoreboard import best_version, move_best, record_scores
 from pipeline.games.base import Controls, Environment, Observation
+from pipeline.games.sim import SimGame
 from pipeline.models import build_model
 from pipeline.models.loading import build_model_from, read_weights_file
 from pipeline.observe.status import snapshot
@@ -138,7 +139,8 @@ def test_held_out_seeds_never_reach_collection_jobs(r: redis.Redis, keys: Keys) 
     seeds = {job.args[0]["environment"]["map_seed"] for job in server.queue.jobs}
     assert seeds <= set(range(9000, 9011)) and not seeds & {8999, 9011}
     rng = random.Random(1)
-    assert not {sample_environment(cfg.collection, rng).map_seed for _ in range(500)} & {8999, 9011}
+    caps = SimGame.capabilities
+    assert not {sample_environment(cfg.collection, rng, caps).map_seed for _ in range(500)} & {8999, 9011}
     with pytest.raises(ConfigError, match="held_out_seeds"):
         tiny_config(collection={"map_seeds": [1, 100], "held_out_seeds": [50]})
 

@@ -7,9 +7,13 @@ import random
 import msgpack
 import msgpack_numpy
 import numpy as np
+import pytest
 import redis
 
-from pipeline.serve.server import COLLECT_JOB, Server, sample_environment
+from pipeline.errors import ConfigError
+from pipeline.games.base import WEATHERS, Capabilities, Environment
+from pipeline.games.sim import SimGame
+from pipeline.serve.server import COLLECT_JOB, Server, check_environment, sample_environment
 from pipeline.wire.config_store import fetch_config
 from pipeline.wire.keys import RECORDER_GROUP, SERVER_GROUP, Keys
 from pipeline.wire.presence import Presence, live_workers
@@ -167,8 +171,35 @@ def test_jobs_supplied_only_while_data_wanted(r: redis.Redis, keys: Keys) -> Non
 def test_held_out_seeds_never_sampled() -> None:
     cfg = tiny_config(collection={"map_seeds": [1, 20], "held_out_seeds": [9001]}).collection
     rng = random.Random(0)
-    seeds = {sample_environment(cfg, rng).map_seed for _ in range(2000)}
+    seeds = {sample_environment(cfg, rng, SimGame.capabilities).map_seed for _ in range(2000)}
     assert seeds <= set(range(1, 21)) and 9001 not in seeds
+
+
+def test_only_what_the_backend_varies_is_sampled(r: redis.Redis, keys: Keys) -> None:
+    """The server draws only the environment fields the backend declares: a plug-in that
+    varies the weather gets the weather and an episode seed, every other field its default;
+    the simulator still gets every field."""
+    server = make_server(r, keys, game={"backend": "tests.lane_game:LaneGame"}, collection={"model_drives": 0.0})
+    for _ in range(50):
+        server.enqueue_episode()
+    envs = [job.args[0]["environment"] for job in server.queue.jobs]
+    default = Environment().to_dict()
+    assert {e["weather"] for e in envs} == set(WEATHERS) and len({e["episode_seed"] for e in envs}) > 40
+    assert all({k: v for k, v in e.items() if k not in ("weather", "episode_seed")}
+               == {k: v for k, v in default.items() if k not in ("weather", "episode_seed")} for e in envs)
+    sim = [sample_environment(server.config.collection, random.Random(i), SimGame.capabilities) for i in range(50)]
+    assert len({e.car for e in sim}) == 3 and len({e.map_seed for e in sim}) > 40
+    assert len({e.npc_style for e in sim}) == 3 and len({e.time_of_day for e in sim}) > 40
+
+
+def test_collection_choices_outside_the_backend_refused(r: redis.Redis, keys: Keys) -> None:
+    with pytest.raises(ConfigError, match=r"collection\.cars: \['bus'\] not among the backend's"):
+        make_server(r, keys, collection={"cars": ["sedan", "bus"]})
+    with pytest.raises(ConfigError, match=r"collection\.weathers: \['fog'\] not among the backend's"):
+        check_environment(tiny_config(collection={"weathers": ["clear", "fog"]}).collection,
+                          Capabilities(environment={"weather": ("clear", "rain")}))
+    # fields the backend does not vary are not checked: they are never sampled
+    check_environment(tiny_config(collection={"cars": ["bus"]}).collection, Capabilities())
 
 
 def test_routed_sets_trimmed_to_keep(r: redis.Redis, keys: Keys) -> None:

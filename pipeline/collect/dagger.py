@@ -1,9 +1,10 @@
-"""DAgger: the model drives a share of the time, the simulator's NPC labels every tick.
+"""DAgger: the model drives a share of the time, the game's expert labels every tick.
 
 Behaviour cloning errs in states the NPC never visits, and errors compound. With
 `[collection] model_drives` > 0 a collector lets the latest published model drive a share
-of `dagger_segment_s` segments (`MixedDriver`); the sim game (`label_with_npc`) labels every
-tick with what its NPC would do there. `scripts/train_default.py` uses the same driver offline.
+of `dagger_segment_s` segments (`MixedDriver`); a game that declares `expert_labels` (the
+simulator, a plug-in), built with `expert_labels=True`, labels every tick with what its
+expert would do there (`info["expert"]`). `scripts/train_default.py` uses the same driver offline.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
 class MixedDriver:
     """DAgger's mixture policy: each `segment_s` of game time the NPC drives with probability
-    `beta`, else the model; the game labels every tick with the NPC's command either way. A
+    `beta`, else the model; the game labels every tick with its expert's command either way. A
     model stuck for seconds hands over to the NPC, whose way out is labelled, till the segment ends.
     """
 

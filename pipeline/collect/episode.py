@@ -1,7 +1,8 @@
 """Collection episodes: the NPC drives, every tick becomes a labelled sample, balanced sets go out.
 
-With `[collection] model_drives` > 0 (sim only) the latest published model drives a share
-of each episode and the simulator's NPC labels every tick (DAgger, `pipeline.collect.dagger`).
+With `[collection] model_drives` > 0 (a backend that declares `expert_labels`) the latest
+published model drives a share of each episode and the backend's expert labels every tick
+(DAgger, `pipeline.collect.dagger`).
 
 `Collector.run_episode` is the rq job (queue `collect`, JSON serializer, run through the
 collector's guarded job class); the work itself is in `EpisodeRunner`, which tests and
@@ -27,8 +28,8 @@ from pipeline.collect.balancing import make_balancer, rows_to_columns
 from pipeline.collect.bins import build_binnings
 from pipeline.collect.context import ContextBuilder
 from pipeline.config import Config
-from pipeline.errors import NotReadyError, WeightsError
-from pipeline.games.base import Controls, Environment, Game, Observation
+from pipeline.errors import GameError, NotReadyError, WeightsError
+from pipeline.games.base import Controls, Environment, Game, Observation, capabilities_of
 from pipeline.games.options import GameCache
 from pipeline.wire.config_store import fetch_config
 from pipeline.wire.frames import RAW_CODEC, FrameCodec
@@ -173,7 +174,8 @@ class EpisodeRunner:
         """Drive one episode of `episode_s` game seconds and publish every completed set.
 
         `drive` picks each tick's controls from the context and the last observation (None: the
-        NPC drives); with a game that labels with its NPC, samples keep expert labels (DAgger).
+        NPC drives); the game must then label those ticks with its expert (`info["expert"]`,
+        DAgger), else GameError: the model's own commands never become its targets.
         Samples of ticks `drive` steered carry `policy_version` (the weights version behind it).
         """
         start = time.monotonic()
@@ -192,6 +194,9 @@ class EpisodeRunner:
             if controls is not None:
                 summary.model_ticks += 1
             obs = self.game.step(controls)
+            if controls is not None and obs.info.get("expert") is None:
+                raise GameError(f"{type(self.game).__name__} gave no info['expert'] for a tick the model drove: "
+                                "DAgger needs a game built with expert_labels=True that labels every tick")
             if obs.info.get("respawned"):
                 builder.reset()
             builder.push(obs)
@@ -243,8 +248,10 @@ class Collector:
         self.keys = keys
 
     def game_for(self, cfg: Config) -> Game:
-        if cfg.collection.model_drives > 0:  # the model drives part of the time; the NPC labels every tick
-            return self.games.get(cfg, label_with_npc=True)
+        """The episode's game; under DAgger built with `expert_labels=True`, so its expert labels
+        every tick someone else drives (the config check refused a backend that declares none)."""
+        if cfg.collection.model_drives > 0 and capabilities_of(cfg.game.backend).expert_labels:
+            return self.games.get(cfg, expert_labels=True)
         return self.games.get(cfg)
 
     def dagger_driver(self, cfg: Config, r: redis.Redis, episode: str) -> Any:

@@ -3,11 +3,16 @@
 Collectors, players and the evaluator only talk to a `Game`. The clock is the game's:
 one `step` advances it by exactly 1/fps seconds (the simulator in `fast` mode does
 that as fast as the CPU allows; a real game is paced by its own frame rate).
+
+What a backend can do beyond the protocol it declares on its class (`capabilities`, a
+`Capabilities`): the server, the collector and the config check read that, never the
+backend's name, so a plug-in gets what the simulator gets when it declares the same.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -69,6 +74,53 @@ class Environment:
         return cls(**data)
 
 
+#: The Environment fields a backend may declare it varies (every backend gets an `episode_seed`).
+ENVIRONMENT_FIELDS: tuple[str, ...] = ("map_seed", "weather", "time_of_day", "car", "traffic_density", "spawn",
+                                       "npc_style")
+#: Fields whose declared values are names; the others declare (low, high), or () for any value.
+NAMED_FIELDS: tuple[str, ...] = ("weather", "car", "npc_style")
+#: The incidents a backend may report: `Observation.collision`, and a car stuck until Unstuck.
+INCIDENTS: tuple[str, ...] = ("collision", "stuck")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend declares it can do (a class attribute `capabilities`; none declared = none).
+
+    - `expert_labels`: built with the option `expert_labels=True`, `step(controls)` drives
+      with the given controls and puts its expert's command for that state in
+      `info["expert"]` (DAgger: `collection.model_drives` > 0 needs it).
+    - `environment`: the Environment fields `reset` honours, each with its values: names for
+      weather, car and npc_style, (low, high) for numbers, () for any value. The server
+      samples only these; the rest keep Environment's defaults.
+    - `purpose`: observations carry a Purpose target (`purpose`, `targets_reached`).
+    - `respawn`: `respawn()` moves the car to another spot (a teleport), not a manoeuvre in place.
+    - `incidents`: which of `INCIDENTS` it reports.
+    """
+
+    expert_labels: bool = False
+    environment: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    purpose: bool = False
+    respawn: bool = False
+    incidents: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.environment) - set(ENVIRONMENT_FIELDS))
+        if unknown:
+            raise ValueError(f"Capabilities.environment: unknown field(s) {unknown}; allowed: {list(ENVIRONMENT_FIELDS)}")
+        for name, values in self.environment.items():
+            if name not in NAMED_FIELDS and len(values) not in (0, 2):
+                raise ValueError(f"Capabilities.environment[{name!r}]: give (low, high) or (), got {values!r}")
+            if name in NAMED_FIELDS and not values:
+                raise ValueError(f"Capabilities.environment[{name!r}]: name the values it takes")
+        bad = sorted(set(self.incidents) - set(INCIDENTS))
+        if bad:
+            raise ValueError(f"Capabilities.incidents: unknown {bad}; allowed: {list(INCIDENTS)}")
+
+    def varies(self, name: str) -> bool:
+        return name in self.environment
+
+
 @dataclass
 class Observation:
     """What the game reports after a step; `frame` is the hood camera, the model's input."""
@@ -115,13 +167,9 @@ class Game(Protocol):
         ...
 
 
-def load_game(backend: str, *, own_process: bool = False, **options: Any) -> Game:
-    """Build a backend from a short name (`sim`, `gta5`, `screen`) or `package.module:Class`;
-    with `own_process` it runs in a child process (`pipeline.games.process`)."""
-    if own_process:
-        from pipeline.games.process import ProcessGame
-
-        return ProcessGame(backend, **options)
+def backend_class(backend: str) -> Any:
+    """The class behind a short name (`sim`, `gta5`, `screen`) or a `package.module:Class`
+    path, imported; a ConfigError of one line when it cannot be."""
     target = BUILTIN_BACKENDS.get(backend, backend)
     if ":" not in target:
         raise ConfigError(
@@ -136,7 +184,26 @@ def load_game(backend: str, *, own_process: bool = False, **options: Any) -> Gam
     cls = getattr(module, class_name, None)
     if cls is None:
         raise ConfigError(f"game.backend: {module_name!r} has no {class_name!r}")
-    game = cls(**options)
+    return cls
+
+
+def capabilities_of(backend: str) -> Capabilities:
+    """What a backend declares (`Capabilities()`, nothing, when its class declares nothing)."""
+    caps = getattr(backend_class(backend), "capabilities", Capabilities())
+    if not isinstance(caps, Capabilities):
+        raise ConfigError(f"game.backend: {backend}.capabilities must be a pipeline.games.base.Capabilities")
+    return caps
+
+
+def load_game(backend: str, *, own_process: bool = False, **options: Any) -> Game:
+    """Build a backend from a short name (`sim`, `gta5`, `screen`) or `package.module:Class`;
+    with `own_process` it runs in a child process (`pipeline.games.process`)."""
+    if own_process:
+        from pipeline.games.process import ProcessGame
+
+        return ProcessGame(backend, **options)
+    target = BUILTIN_BACKENDS.get(backend, backend)
+    game = backend_class(backend)(**options)
     if not isinstance(game, Game):
         raise ConfigError(f"game.backend: {target} does not implement the Game protocol")
     return game

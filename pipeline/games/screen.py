@@ -26,7 +26,7 @@ import numpy as np
 import structlog
 
 from pipeline.errors import ConfigError
-from pipeline.games.base import Controls, Environment, Observation
+from pipeline.games.base import Capabilities, Controls, Environment, Observation
 from pipeline.games.capture import ScreenCapture
 from pipeline.games.io.control import (
     ControllerTranslator,
@@ -93,6 +93,8 @@ class ScreenGame:
 
     backend = "screen"
     options_model: type[ScreenOptions] = ScreenOptions
+    #: Without a mod nothing can be set, labelled or teleported; stuck is seen in the frames.
+    capabilities = Capabilities(incidents=("stuck",))
 
     def __init__(
         self,

@@ -27,8 +27,8 @@ from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from pipeline.config import CollectionConfig, Config
-from pipeline.errors import CodecError, SampleError
-from pipeline.games.base import Environment
+from pipeline.errors import CodecError, ConfigError, SampleError
+from pipeline.games.base import NAMED_FIELDS, Capabilities, Environment, capabilities_of
 from pipeline.serve.buffers import Buffers
 from pipeline.wire.config_store import publish_config
 from pipeline.wire.consumer_group import PendingRecovery
@@ -43,25 +43,58 @@ RECORDER_CHECK_S = 10.0
 COLLECT_JOB = "pipeline.collect.episode.Collector.run_episode"
 
 
-def sample_environment(cfg: CollectionConfig, rng: random.Random) -> Environment:
-    """A random training environment; held-out seeds can never come out of here."""
-    seed = rng.randint(*cfg.map_seeds)
-    while seed in cfg.held_out_seeds:  # defensive: the schema already forbids the overlap
+#: What the collection config chooses for each Environment field a backend may vary.
+_CHOSEN: dict[str, str] = {"map_seed": "map_seeds", "weather": "weathers", "time_of_day": "time_of_day",
+                           "car": "cars", "traffic_density": "traffic_density"}
+
+
+def check_environment(cfg: CollectionConfig, capabilities: Capabilities) -> Capabilities:
+    """Refuse collection choices outside the values the backend declares (a car it lacks, an
+    hour past its range); choices for fields it does not vary are ignored, never sampled."""
+    problems = []
+    for name, option in _CHOSEN.items():
+        declared = capabilities.environment.get(name, ())
+        if not declared:
+            continue
+        chosen = getattr(cfg, option)
+        if name in NAMED_FIELDS:
+            outside = sorted(set(chosen) - set(declared))
+            if outside:
+                problems.append(f"collection.{option}: {outside} not among the backend's {list(declared)}")
+        elif not declared[0] <= chosen[0] <= chosen[1] <= declared[1]:
+            problems.append(f"collection.{option}: {list(chosen)} outside the backend's range {list(declared)}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return capabilities
+
+
+def sample_environment(cfg: CollectionConfig, rng: random.Random, capabilities: Capabilities) -> Environment:
+    """A random training environment, varying only the fields the backend declares (the others
+    keep Environment's defaults); held-out seeds can never come out of here."""
+    varies = capabilities.varies
+    fields: dict[str, Any] = {}
+    if varies("map_seed"):
         seed = rng.randint(*cfg.map_seeds)
-    if rng.random() < cfg.night_fraction:
-        hour = rng.choice([rng.uniform(0.0, 5.0), rng.uniform(21.0, 24.0)])
-    else:
-        hour = rng.uniform(*cfg.time_of_day)
-    return Environment(
-        map_seed=seed,
-        weather=rng.choice(cfg.weathers),
-        time_of_day=round(hour, 2),
-        car=rng.choice(cfg.cars),
-        traffic_density=round(rng.uniform(*cfg.traffic_density), 3),
-        spawn=None,
-        episode_seed=rng.randrange(2**31),
-        npc_style=rng.choice(["calm", "normal", "normal", "aggressive"]),
-    )
+        while seed in cfg.held_out_seeds:  # defensive: the schema already forbids the overlap
+            seed = rng.randint(*cfg.map_seeds)
+        fields["map_seed"] = seed
+    if varies("time_of_day"):
+        if rng.random() < cfg.night_fraction:
+            hour = rng.choice([rng.uniform(0.0, 5.0), rng.uniform(21.0, 24.0)])
+        else:
+            hour = rng.uniform(*cfg.time_of_day)
+        fields["time_of_day"] = round(hour, 2)
+    if varies("weather"):
+        fields["weather"] = rng.choice(cfg.weathers)
+    if varies("car"):
+        fields["car"] = rng.choice(cfg.cars)
+    if varies("traffic_density"):
+        fields["traffic_density"] = round(rng.uniform(*cfg.traffic_density), 3)
+    fields["episode_seed"] = rng.randrange(2**31)  # every backend: the seed of its episode's randomness
+    if varies("npc_style"):  # "normal" twice as often as each other style
+        styles = capabilities.environment["npc_style"]
+        fields["npc_style"] = rng.choice([s for s in styles for _ in range(2 if s == "normal" else 1)])
+    return Environment(**fields)
 
 
 def _entry_bytes(fields: dict[bytes, bytes]) -> int:
@@ -93,6 +126,8 @@ class Server:
                                config.replay_limit())
         self.queue = Queue(keys.queue(COLLECT_QUEUE), connection=r, serializer=JSONSerializer)
         self.rng = random.Random(seed)
+        # what the backend varies between episodes (its class is imported: the server needs the plug-in)
+        self.capabilities = check_environment(config.collection, capabilities_of(config.game.backend))
         self.stats = RouteStats()
         self.recovery = PendingRecovery(r, keys, SERVER_GROUP, consumer)
         self._recorder: dict[str, tuple[float, bool]] = {}  # stream -> (checked at, recorder group seen)
@@ -288,7 +323,7 @@ class Server:
         cfg = self.config.collection
         spec: dict[str, Any] = {
             "episode": uuid.uuid4().hex[:12],
-            "environment": (env or sample_environment(cfg, self.rng)).to_dict(),
+            "environment": (env or sample_environment(cfg, self.rng, self.capabilities)).to_dict(),
             "episode_s": cfg.episode_s,
         }
         job = self.queue.enqueue_call(

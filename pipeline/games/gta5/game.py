@@ -17,7 +17,7 @@ import numpy as np
 import structlog
 
 from pipeline.errors import GameError
-from pipeline.games.base import Controls, Environment, Observation
+from pipeline.games.base import WEATHERS, Capabilities, Controls, Environment, Observation
 from pipeline.games.capture import to_rgb
 from pipeline.games.gta5.bridge import BridgeClient
 from pipeline.games.options import GTA5Options
@@ -49,6 +49,15 @@ class GTA5Game(ScreenGame):
 
     backend = "gta5"
     options_model = GTA5Options
+    #: What the mod's `setup` applies (docs/game-bridge.md); its autopilot drives but cannot
+    #: label a tick someone else drove, so no expert labels (no DAgger).
+    capabilities = Capabilities(
+        environment={"weather": WEATHERS, "time_of_day": (0.0, 24.0), "car": ("sedan", "sports", "truck"),
+                     "traffic_density": (0.0, 1.0), "spawn": (), "npc_style": ("calm", "normal", "aggressive")},
+        purpose=True,
+        respawn=True,
+        incidents=("collision", "stuck"),
+    )
 
     def __init__(self, *args: Any, **options: Any) -> None:
         super().__init__(*args, **options)

@@ -14,13 +14,13 @@ import numpy as np
 import structlog
 
 from pipeline.errors import ConfigError, GameError
-from pipeline.games.base import Controls, Environment, Observation
+from pipeline.games.base import WEATHERS, Capabilities, Controls, Environment, Observation
 from pipeline.games.sim import physics
 from pipeline.games.sim.camera import Rig
 from pipeline.games.sim.lanes import Route
 from pipeline.games.sim.look import Look
 from pipeline.games.sim.minimap import Minimap, minimap_rect
-from pipeline.games.sim.npc import Autopilot, style_named
+from pipeline.games.sim.npc import STYLES, Autopilot, style_named
 from pipeline.games.sim.render import Renderer
 from pipeline.games.sim.roads import rng_for
 from pipeline.games.sim.surface import GRASS, ROAD
@@ -37,9 +37,12 @@ OPTIONS: dict[str, Any] = {
     "hood_fov": 80.0,  # horizontal field of view of the hood camera, degrees
     "max_traffic": 36,  # traffic cars at traffic_density = 1
     "perturbations": True,  # NPC steering perturbations (recoveries in the data)
-    "label_with_npc": False,  # given controls drive, info["expert"] says what the NPC would (DAgger)
+    "expert_labels": False,  # given controls drive, info["expert"] says what the NPC would (DAgger)
     "view_distance": 180.0,  # metres of drawn objects for the hood camera
 }
+
+#: The option's name before it became the protocol's `expert_labels`; still accepted.
+_OLD_EXPERT_LABELS = "label_with_npc"
 
 _TARGET_REACHED_M = 12.0
 _NPC_GIVE_UP_S = 15.0  # stuck this long under the NPC: respawn (info["respawned"])
@@ -61,8 +64,19 @@ def _wrap(a: float) -> float:
 class SimGame:
     """The built-in simulator; see docs/simulator.md for the world, options and numbers."""
 
+    capabilities = Capabilities(
+        expert_labels=True,
+        environment={"map_seed": (), "weather": WEATHERS, "time_of_day": (0.0, 24.0), "car": tuple(physics.CARS),
+                     "traffic_density": (0.0, 1.0), "spawn": (), "npc_style": tuple(STYLES)},
+        purpose=True,
+        respawn=True,
+        incidents=("collision", "stuck"),
+    )
+
     def __init__(self, hood_size: tuple[int, int] = (160, 120), cinematic_size: tuple[int, int] = (640, 360),
                  fps: float = 30.0, realtime: bool = False, **options: Any) -> None:
+        if _OLD_EXPERT_LABELS in options:
+            options["expert_labels"] = options.pop(_OLD_EXPERT_LABELS)
         unknown = sorted(set(options) - set(OPTIONS))
         if unknown:
             raise ConfigError(f"game.options: unknown option(s) {unknown} for the sim backend; allowed: {sorted(OPTIONS)}")
@@ -187,7 +201,7 @@ class SimGame:
     def step(self, controls: Controls | None = None) -> Observation:
         """Advance one tick; None lets the NPC drive and reports what it chose.
 
-        With the `label_with_npc` option, given controls drive while the NPC still decides
+        With the `expert_labels` option, given controls drive while the NPC still decides
         for this state and `info["expert"]` carries its command: DAgger labels the states a
         learner reaches by its own mistakes with what the expert would do there.
         """
@@ -202,7 +216,7 @@ class SimGame:
             if self._stuck_s > _NPC_GIVE_UP_S or self.npc.attempts > _NPC_ATTEMPTS or stalled:
                 return self.respawn()  # the NPC gives up: teleport, as a player's Unstuck would
             controls, npc_info = self._npc_command(None)
-        elif self.options["label_with_npc"]:
+        elif self.options["expert_labels"]:
             _, info = self._npc_command(controls.acceleration_braking > 0.2)
             npc_info = {"expert": info["expert"], "unstucking": info["unstucking"]}
         thr, steer = float(np.clip(controls.acceleration_braking, -1, 1)), float(np.clip(controls.steering, -1, 1))
