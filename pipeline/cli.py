@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "record": ("workers.record:cli", "record samples to disk (from streams or a human driver)"),
     "train": ("workers.train:cli", "train offline from recorded data directories"),
     "push": ("workers.push:cli", "publish a checkpoint to live players"),
+    "export": ("workers.export:cli", "write the latest, best or a given published version to a weights file"),
     "data": ("workers.data:cli", "inspect data: histograms of what reached the buffers"),
 }
 

@@ -10,6 +10,7 @@ only the sections or values it needs, unpacked by its caller.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import tomllib
@@ -378,6 +379,11 @@ class Config(Section):
 
     def to_json(self) -> str:
         return self.model_dump_json()
+
+    def sha256(self) -> str:
+        """The config's identity: the sha256 of its JSON (the `config` key's `sha256`, and the
+        `config_sha256` that weights files carry)."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
 
     @classmethod
     def from_json(cls, text: str, source: str = "<redis>") -> Config:

@@ -99,7 +99,7 @@ def cli(offline: bool, dirs: tuple[Path, ...], config_path: Path | None, epochs:
     writer = SummaryWriter(log_dir=str(Path(cfg.run.log_dir) / name))
     trainer = OfflineTrainer(learner, train_loader, val_loader, SampleSchema.from_config(cfg), out, cfg.run.name,
                              writer=writer, log_every=t.log_every, checkpoint_every=t.checkpoint_every,
-                             extra={"data": [str(d) for d in dirs]})
+                             extra={"data": [str(d) for d in dirs], "config_sha256": cfg.sha256()})
     log.info("offline_training", device=str(learner.device), train=len(train), val=len(val), out=str(out))
     try:
         summary = trainer.run(epochs, max_steps=max_steps, stop=stop)

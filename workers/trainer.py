@@ -68,7 +68,7 @@ def cli(max_batches: int | None, device: str | None, niceness: int) -> None:
         Buffers(r, keys, cfg.output_names(), cfg.buffers.capacity, cfg.buffers.start_fraction, cfg.replay_limit()),
         SampleSchema.from_config(cfg),
         TrainerSettings(cfg.run.name, t.batch_size, t.publish_every, t.checkpoint_every, t.log_every,
-                        t.prefetch, ckpt),
+                        t.prefetch, ckpt, cfg.sha256()),
         WeightsStore(r, keys, t.keep_versions),
         writer=writer,
         on_status=lambda status: presence.beat(**status, device=str(learner.device), model=cfg.run.name),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -117,10 +116,9 @@ def read_weights_file(path: str | Path, sha256: str | None = None) -> tuple[dict
 
 def _metadata(blob: bytes) -> dict[str, str]:
     """The `__metadata__` of a safetensors blob that `from_blob` already accepted."""
-    n = int.from_bytes(blob[:8], "little")
-    header = json.loads(blob[8:8 + n])
-    meta = header.get("__metadata__") or {}
-    return {str(k): str(v) for k, v in meta.items()}
+    from pipeline.wire.weights import blob_metadata
+
+    return blob_metadata(blob)
 
 
 def pick_device(name: str, fall_back: bool = False) -> torch.device:

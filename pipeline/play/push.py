@@ -65,5 +65,5 @@ def push_checkpoint(r: redis.Redis, keys: Keys, folder: Path) -> tuple[WeightsIn
     if live_workers(r, keys, "trainer"):
         notes.append("a live trainer is running: its next publication replaces this version")
     store = WeightsStore(r, keys, cfg.trainer.keep_versions)
-    info = store.publish(state, cfg.run.name, int(meta.get("batches", 0)))
+    info = store.publish(state, cfg.run.name, int(meta.get("batches", 0)), config_sha256=cfg.sha256())
     return info, notes

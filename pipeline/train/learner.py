@@ -1,7 +1,9 @@
 """The learning step and checkpoints, apart from where batches come from (Redis or files).
 
 Checkpoints are three files in one folder, swapped in whole: `model.safetensors`, `optimizer.safetensors`
-and `trainer.json` (batch counter, last published version, optimizer settings). No pickle.
+and `trainer.json` (batch counter, last published version, optimizer settings). No pickle. The
+weights files carry the same metadata as published weights (`wire.weights.weights_metadata`:
+model, batches, config sha256), so a tool can tell which config a file needs.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from pipeline.errors import WeightsError
 from pipeline.models.loading import pick_device
+from pipeline.wire.weights import weights_metadata
 
 log = structlog.get_logger(__name__)
 
@@ -129,7 +132,8 @@ class Learner:
     def save_checkpoint(self, folder: Path, extra: dict[str, Any] | None = None) -> None:
         """Write the three files into a fresh folder, then swap it in: a process killed at
         any moment leaves one complete checkpoint (see `resolve_checkpoint`), never a model
-        of one batch with the counters of another."""
+        of one batch with the counters of another. `extra` goes into trainer.json; its
+        `model` and `config_sha256` also into the weights files' metadata."""
         opt = self.optimizer.state_dict()
         tensors: dict[str, torch.Tensor] = {}
         scalars: dict[str, dict[str, Any]] = {}
@@ -149,9 +153,11 @@ class Learner:
         staging, old = _sibling(folder, "new"), _sibling(folder, "old")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        save_file(self._raw_weights(), str(staging / "model.safetensors"))
+        # no version: a checkpoint is trained past the last version it published
+        about = weights_metadata(str(meta.get("model", "")), self.batches, str(meta.get("config_sha256", "")))
+        save_file(self._raw_weights(), str(staging / "model.safetensors"), metadata=about)
         if self.ema is not None:
-            save_file(self.weights(), str(staging / "ema.safetensors"))
+            save_file(self.weights(), str(staging / "ema.safetensors"), metadata=about)
         save_file(tensors, str(staging / "optimizer.safetensors"))
         (staging / "trainer.json").write_text(json.dumps(meta, indent=1))  # last: marks it complete
         shutil.rmtree(old, ignore_errors=True)

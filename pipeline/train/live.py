@@ -174,6 +174,7 @@ class TrainerSettings:
     log_every: int
     prefetch: int
     checkpoint_dir: Path
+    config_sha256: str = ""  # the config trained with: in every blob and checkpoint's metadata
 
 
 class Trainer:
@@ -306,7 +307,7 @@ class Trainer:
         """Publish the current weights; on a Redis outage keep training and try next time."""
         try:
             info = self.weights.publish(self.learner.weights(), self.s.model_name, self.learner.batches,
-                                        min_version=self.learner.last_version)
+                                        min_version=self.learner.last_version, config_sha256=self.s.config_sha256)
         except CONNECTION_ERRORS as exc:
             log.warning("publish_failed", error=str(exc))
             return None
@@ -322,7 +323,8 @@ class Trainer:
         return info.version
 
     def checkpoint(self) -> None:
-        self.learner.save_checkpoint(self.s.checkpoint_dir, {"model": self.s.model_name})
+        self.learner.save_checkpoint(self.s.checkpoint_dir, {"model": self.s.model_name,
+                                                             "config_sha256": self.s.config_sha256})
         log.info("checkpoint_saved", folder=str(self.s.checkpoint_dir), batches=self.learner.batches)
 
     def compute_share(self) -> float | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 
 import redis
@@ -17,7 +16,7 @@ def publish_config(r: redis.Redis, keys: Keys, config: Config) -> int:
     The new version and its JSON are written in one transaction, so a reader never pairs
     one with the other's predecessor; WATCH makes two servers publishing at once retry."""
     text = config.to_json()
-    sha = hashlib.sha256(text.encode()).hexdigest()
+    sha = config.sha256()
 
     def publish(pipe: redis.client.Pipeline) -> int:
         current, version = pipe.hmget(keys.config, ["sha256", "version"])

@@ -2,7 +2,8 @@
 
 The blob lives in a key (`weights:latest`, and `weights:v:{n}` for the last few versions);
 the channel carries only `{version, sha256, model}` because pub/sub is at-most-once and
-drops slow subscribers. A (re)connecting player fetches the latest itself.
+drops slow subscribers. A (re)connecting player fetches the latest itself. Every blob, and
+every weights file Charles writes, carries `weights_metadata` in its safetensors header.
 """
 
 from __future__ import annotations
@@ -47,6 +48,27 @@ class WeightsInfo:
         return json.dumps({"version": self.version, "sha256": self.sha256, "model": self.model})
 
 
+def weights_metadata(model: str, batches: int, config_sha256: str = "", version: int = 0) -> dict[str, str]:
+    """What a weights blob or file says about itself, so a tool can tell which run and config
+    it needs: `model` (the run name), `batches`, and where known `config_sha256` (the sha256 of
+    the config's JSON, as the `config` key keeps it) and `version` (the published version)."""
+    meta = {"model": model} if model else {}
+    meta["batches"] = str(int(batches))
+    if config_sha256:
+        meta["config_sha256"] = config_sha256
+    if version:
+        meta["version"] = str(int(version))
+    return meta
+
+
+def blob_metadata(blob: bytes) -> dict[str, str]:
+    """The `__metadata__` of a safetensors blob that `from_blob` already accepted."""
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + n])
+    meta = header.get("__metadata__") or {}
+    return {str(k): str(v) for k, v in meta.items()}
+
+
 def to_blob(state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
     """Serialise tensors with safetensors (no code runs on load)."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
@@ -82,10 +104,12 @@ class WeightsStore:
         self.keep_versions = keep_versions
         self._next_version = r.register_script(_NEXT_VERSION_LUA)
 
-    def publish(self, state: dict[str, torch.Tensor], model: str, batches: int, min_version: int = 0) -> WeightsInfo:
-        """Store a new version and notify subscribers; the version never goes backwards."""
-        blob = to_blob(state, {"model": model, "batches": str(batches)})
+    def publish(self, state: dict[str, torch.Tensor], model: str, batches: int, min_version: int = 0,
+                config_sha256: str = "") -> WeightsInfo:
+        """Store a new version and notify subscribers; the version never goes backwards. The
+        blob's metadata names the model, batches, version and (given) the config's sha256."""
         version = int(self._next_version(keys=[self.keys.weights_version_counter], args=[min_version]))
+        blob = to_blob(state, weights_metadata(model, batches, config_sha256, version))
         info = WeightsInfo(version, hashlib.sha256(blob).hexdigest(), model, time.time(), batches)
         fields = {
             "blob": blob,
@@ -113,6 +137,11 @@ class WeightsStore:
               ) -> tuple[WeightsInfo, dict[str, torch.Tensor]]:
         """Fetch and verify the latest (or one kept) version; with `model`, refuse another
         model's weights before decoding them."""
+        info, blob = self.fetch_blob(version, model)
+        return info, from_blob(blob, info.sha256)
+
+    def fetch_blob(self, version: int | None = None, model: str | None = None) -> tuple[WeightsInfo, bytes]:
+        """Like `fetch`, the blob itself (its sha256 checked against the version's)."""
         key = self.keys.weights_latest if version is None else self.keys.weights_version_blob(version)
         raw = self.r.hgetall(key)
         if not raw and version is not None:  # older than keep_versions: the best one keeps its own copy
@@ -123,7 +152,10 @@ class WeightsStore:
         info = _info(raw)
         if model is not None and info.model != model:
             raise WeightsError(f"weights are for model {info.model!r}, this run is {model!r}")
-        return info, from_blob(raw[b"blob"], info.sha256)
+        blob = raw[b"blob"]
+        if hashlib.sha256(blob).hexdigest() != info.sha256:
+            raise WeightsError(f"weights version {info.version} does not match its sha256; refusing it")
+        return info, blob
 
     def fetch_best(self) -> tuple[WeightsInfo, dict[str, torch.Tensor]] | None:
         """The evaluator's best version (its blob is copied into `weights:best`), or None."""
