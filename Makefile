@@ -7,6 +7,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 COLLECTORS ?= 2
+# `make run CONFIG=configs/x.toml` runs that config; so does `CHARLES_CONFIG=configs/x.toml make run`
+# (the shell's value wins over .env's, which wins over configs/default.toml)
+CONFIG ?=
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: setup run test lint bench clean-data
@@ -21,7 +24,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 run: setup
 	@command -v redis-server >/dev/null 2>&1 || { $(BIN)/python -c "from workers.redis_server import INSTALL_HINT; print(INSTALL_HINT)"; exit 1; }
-	$(BIN)/charles supervise -c collector=$(COLLECTORS)
+	$(if $(CONFIG),CHARLES_CONFIG=$(CONFIG) )$(BIN)/charles supervise -c collector=$(COLLECTORS)
 
 test: setup
 	scripts/install-test-deps.sh

@@ -145,3 +145,29 @@ def test_config_orders_redis_first_and_last_and_scales_roles(tmp_path: Path) -> 
     assert "[program:server]" not in text and "numprocs=4" in text
     assert "[group:roles]\nprograms=collector\npriority=100" in text
     assert re.search(r"\[program:redis\][^\[]*priority=10\n", text)
+
+
+@pytest.mark.parametrize(("shell", "seen"), [("configs/from-shell.toml", "configs/from-shell.toml"),
+                                             (None, "configs/from-dotenv.toml")])
+def test_the_shell_wins_over_dotenv(tmp_path: Path, shell: str | None, seen: str) -> None:
+    """Issue 16: `CHARLES_CONFIG=x make run` must run x. honcho lets `.env` win over the shell;
+    `charles supervise` reads `.env` without overriding the environment, and supervisord hands
+    that environment to every role: the shell's value wins, `.env`'s fills in what it lacks."""
+    (tmp_path / "Procfile").write_text(
+        "probe: sh -c 'echo \"${CHARLES_CONFIG:-configs/default.toml}\" > probe.out; exec sleep 60'\n")
+    (tmp_path / ".env").write_text("CHARLES_CONFIG=configs/from-dotenv.toml\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHARLES_")}
+    if shell is not None:
+        env["CHARLES_CONFIG"] = shell
+    proc = subprocess.Popen([*CLI, "supervise"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT)
+    try:
+        probe = tmp_path / "probe.out"
+        wait_for(lambda: probe.is_file() and probe.read_text().strip(), 30, "the role to start")
+        assert probe.read_text().strip() == seen
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
