@@ -369,3 +369,26 @@ def test_a_baseline_that_beats_the_model_is_a_warning() -> None:
     assert report_warnings({"model": policy(1.1), "npc": policy(1.0), "baseline": policy(0.3)}, 60.0) == []
     assert "drove nowhere" in report_warnings({"model": policy(None), "npc": policy(None),
                                                "baseline": policy(None)}, 60.0)[0]
+
+
+def test_a_plugins_fingerprint_covers_its_whole_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 16: cached NPC scores were keyed on the backend's one file, so a change elsewhere
+    in a plug-in (its physics, its expert) kept stale references."""
+    from pipeline.evaluate.closed_loop import backend_fingerprint
+
+    package = tmp_path / "fingerprint_plugin"
+    (package / "physics").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "world.py").write_text("from fingerprint_plugin.expert import steer\nclass Game: ...\n")
+    (package / "expert.py").write_text("def steer(x): return -x\n")
+    (package / "physics" / "__init__.py").write_text("")
+    (package / "physics" / "car.py").write_text("GRIP = 1.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    backend = "fingerprint_plugin.world:Game"
+    seen = {backend_fingerprint(backend)}
+    for changed, text in (("expert.py", "def steer(x): return -0.5 * x\n"), ("physics/car.py", "GRIP = 0.9\n"),
+                          ("world.py", "from fingerprint_plugin.expert import steer\nclass Game: pass\n")):
+        (package / changed).write_text(text)
+        seen.add(backend_fingerprint(backend))
+    assert len(seen) == 4 and "unknown" not in seen
+    assert backend_fingerprint(backend) == backend_fingerprint(backend)  # nothing but the sources counts

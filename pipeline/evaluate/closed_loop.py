@@ -141,21 +141,32 @@ class EvalSettings:
 
 
 def backend_fingerprint(backend: str) -> str:
-    """A hash of the game backend's source files: a changed simulator must not reuse old NPC scores."""
+    """A hash of the game backend's source files: a changed game must not reuse old NPC scores.
+
+    A built-in backend is its own folder (`pipeline/games/sim/`); a plug-in is its whole
+    top-level package, every `.py` file in it and its sub-packages (`mygame.world:Game` ->
+    all of `mygame`), so a change anywhere in the plug-in expires its cached scores."""
     import importlib
 
     from pipeline.games.base import BUILTIN_BACKENDS
 
     module_name = BUILTIN_BACKENDS.get(backend, backend).partition(":")[0]
+    top = module_name.partition(".")[0]
+    plugin = backend not in BUILTIN_BACKENDS and top != "pipeline"
     try:
-        module = importlib.import_module(module_name)
+        module = importlib.import_module(top if plugin else module_name)
     except ImportError:
         return "unknown"
-    path = Path(module.__file__ or "")
-    files = sorted(path.parent.glob("*.py")) if path.name == "__init__.py" else [path]
+    if plugin and hasattr(module, "__path__"):  # a package, perhaps a namespace one over several folders
+        roots = [Path(p) for p in module.__path__]
+        files = sorted((f.relative_to(root).as_posix(), f) for root in roots for f in root.rglob("*.py"))
+    else:
+        path = Path(module.__file__ or "")
+        chosen = sorted(path.parent.glob("*.py")) if path.name == "__init__.py" else [path]
+        files = [(f.name, f) for f in chosen]
     digest = hashlib.sha256()
-    for f in files:
-        digest.update(f.name.encode() + f.read_bytes())
+    for name, f in files:
+        digest.update(name.encode() + f.read_bytes())
     return digest.hexdigest()[:16]
 
 
