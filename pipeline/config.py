@@ -292,7 +292,9 @@ class UnstuckConfig(Section):
 class PlayerConfig(Section):
     """The driving loop."""
 
-    pps: PositiveFloat = Field(30.0, le=1000, description="predictions per second to aim for")
+    pps: Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False)] | None = Field(
+        None, description="predictions per second to aim for; unset = game.fps, the only rate that "
+        "keeps the game at real speed (each prediction steps it by 1/fps s)")
     realtime: bool = Field(True, description="pace the game clock to the wall clock")
     overlap: bool = Field(
         False, description="step the game in a second thread while the model predicts; the game "
@@ -359,6 +361,14 @@ class Config(Section):
             raise ValueError(f"output names must be unique, got {names}")
         if any(o.type == "discrete_delta" for o in self.outputs) and not self.inputs.controls:
             raise ValueError("a discrete_delta output needs inputs.controls = true")
+        if self.player.pps is None:
+            self.player.pps = self.game.fps
+        elif self.player.pps != self.game.fps:
+            raise ValueError(
+                f"player.pps = {self.player.pps} differs from game.fps = {self.game.fps}: each prediction "
+                f"steps the game by 1/fps s, so the game would run at {self.player.pps / self.game.fps:.2f}x "
+                "real speed; leave player.pps out (it follows game.fps) or set the two equal"
+            )
         stalls = deadlock_reasons(self.replay_limit(), self.buffers.capacity, self.buffers.start_fraction,
                                   self._batch_share())
         if stalls:
