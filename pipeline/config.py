@@ -76,6 +76,8 @@ class GameConfig(Section):
     hood_height: Pixels = 120
     cinematic_width: Pixels = 640
     cinematic_height: Pixels = 360
+    max_speed_mps: Annotated[float, Field(gt=0, le=10000, allow_inf_nan=False)] = Field(
+        150.0, description="the server refuses samples faster than this (m/s); raise it for a faster game")
     options: dict[str, Any] = Field(default_factory=dict, description="passed to the backend")
 
 

@@ -202,6 +202,21 @@ def test_collection_choices_outside_the_backend_refused(r: redis.Redis, keys: Ke
     check_environment(tiny_config(collection={"cars": ["bus"]}).collection, Capabilities())
 
 
+def test_the_speed_limit_comes_from_the_config(r: redis.Redis, keys: Keys) -> None:
+    """Issue 16: the sample check capped speed at 150 m/s for every game; `[game] max_speed_mps`
+    sets it (a faster game raises it)."""
+    for limit, routed in ((150.0, 0), (300.0, 4)):
+        server = make_server(r, keys, game={"max_speed_mps": limit})
+        fast = sample_set(server.config, "steering", 4)
+        fast.columns["speed"][:] = 200.0
+        publish_entry(r, keys, "steering", fast.entry())
+        while not server.route_once(block_ms=10):
+            pass
+        assert r.scard(keys.buffer("steering")) == routed
+    reasons = [e[1][b"reason"].decode() for e in r.xrange(keys.deadletter)]
+    assert len(reasons) == 1 and "speed: values beyond 150.0 m/s" in reasons[0]
+
+
 def test_routed_sets_trimmed_to_keep(r: redis.Redis, keys: Keys) -> None:
     server = make_server(r, keys, buffers={"capacity": 1000, "stream_keep": 2})
     for seed in range(30):

@@ -68,7 +68,7 @@ _DTYPES = {
 }
 #: Per-row metadata that is not a model input (see the module docstring).
 PROVENANCE: tuple[str, ...] = ("captured_at", "policy_version")
-MAX_SPEED_MPS = 150.0
+MAX_SPEED_MPS = 150.0  # the default of `[game] max_speed_mps`
 MAX_NAME_LEN = 128
 
 
@@ -135,12 +135,14 @@ class SampleSchema:
     #: how rows' frames are coded under this config (`[buffers] frame_codec`); the server
     #: accepts only this one, readers decode any they know (rows from before a change)
     frame_codec: str = frames_mod.RAW
+    #: the fastest speed a sample may report, m/s (`[game] max_speed_mps`)
+    max_speed: float = MAX_SPEED_MPS
 
     @classmethod
     def from_config(cls, cfg: Config) -> SampleSchema:
         ctx = ContextSpec.from_inputs(cfg.inputs, cfg.game.fps)
         return cls(cfg.game.hood_height, cfg.game.hood_width, ctx.frames, ctx.history,
-                   frame_codec=cfg.buffers.frame_codec)
+                   frame_codec=cfg.buffers.frame_codec, max_speed=cfg.game.max_speed_mps)
 
     @property
     def frames_shape(self) -> tuple[int, int, int, int]:
@@ -200,8 +202,8 @@ class SampleSchema:
         for name in ("controls", "targets"):
             if np.abs(columns[name]).max() > 1.0 + 1e-6:
                 raise SampleError(f"{name}: values outside [-1, 1]")
-        if np.abs(columns["speed"]).max() > MAX_SPEED_MPS:
-            raise SampleError(f"speed: values beyond {MAX_SPEED_MPS} m/s")
+        if np.abs(columns["speed"]).max() > self.max_speed:
+            raise SampleError(f"speed: values beyond {self.max_speed} m/s ([game] max_speed_mps)")
         return int(n)
 
 
