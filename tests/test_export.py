@@ -92,3 +92,26 @@ def test_checkpoint_weights_carry_the_metadata(tmp_path: Path) -> None:
     _, meta = read_weights_file(tmp_path / "ckpt" / "model.safetensors")
     assert meta == {"model": cfg.run.name, "batches": "42", "config_sha256": cfg.sha256()}
     assert cfg.sha256() == hashlib.sha256(cfg.to_json().encode()).hexdigest()
+
+
+def test_a_file_that_does_not_fit_names_the_config_it_needs(tmp_path: Path) -> None:
+    """Issue 16: weights carry their config's sha256, so a file that does not fit the given
+    config names the shipped config it was trained with, or the sha256 to look for."""
+    from pipeline.config import DEFAULT_CONFIG, load_config
+    from pipeline.models import build_model
+    from pipeline.models.loading import build_model_from
+    from pipeline.wire.weights import to_blob, weights_metadata
+
+    default = load_config()
+    model = build_model(default.model, default.inputs, default.outputs, (default.game.hood_height, default.game.hood_width))
+    other = tiny_config(model={"width": 8, "dense": 32, "head": [16]})  # same run name, another model
+    assert other.run.name == default.run.name
+    for sha, needed in ((default.sha256(), f"--config {DEFAULT_CONFIG.parent.name}/{DEFAULT_CONFIG.name}"),
+                        ("d" * 64, "whose sha256 is dddddddddddddddd")):
+        path = tmp_path / f"{sha[:4]}.safetensors"
+        path.write_bytes(to_blob(model.state_dict(), weights_metadata(default.run.name, 10, sha)))
+        tensors, meta = read_weights_file(path)
+        with pytest.raises(WeightsError) as err:
+            build_model_from(other, tensors, source=path, meta=meta, config_file="tiny.toml")
+        assert "trained with another config" in str(err.value) and needed in str(err.value)
+        assert len(str(err.value).splitlines()) == 1

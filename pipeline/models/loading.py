@@ -22,7 +22,8 @@ def build_model_from(cfg: Config, tensors: dict[str, Any], device: Any = "cpu", 
     the weights overwrite anyway would cost a player half a second per new version.
 
     The error is one line: `source` (the file), what differs, and which config the weights
-    need when their metadata (`meta["model"]`) names another run than `config_file`'s."""
+    need when their metadata names another run (`meta["model"]`) or another config
+    (`meta["config_sha256"]`, which a shipped config may match) than `config_file`'s."""
     from pipeline.models import build_model
 
     with torch.device(device):
@@ -74,6 +75,20 @@ def config_for_run(name: str) -> Path | None:
     return None
 
 
+def config_with_sha256(sha256: str) -> Path | None:
+    """The shipped config (configs/*.toml) whose sha256 (`Config.sha256`) is `sha256`, if one is."""
+    from pipeline.config import CONFIG_DIR, load_config
+    from pipeline.errors import ConfigError
+
+    for path in sorted(CONFIG_DIR.glob("*.toml")):
+        try:
+            if load_config(path).sha256() == sha256:
+                return path
+        except ConfigError:
+            continue
+    return None
+
+
 def _shown(path: str | Path) -> str:
     """A path as a user would type it from here: relative to the working folder when under it."""
     try:
@@ -93,6 +108,12 @@ def _misfit_message(cfg: Config, problem: str, source: str | Path | None, meta: 
         return (f"{where}weights of model {trained!r} do not fit {configured} ({problem}); "
                 + (f"pass its config: --config {_shown(needed)}" if needed
                    else f"pass the config whose [run] name is {trained!r} (--config FILE)"))
+    sha = (meta or {}).get("config_sha256")
+    if sha and sha != cfg.sha256():
+        found = config_with_sha256(sha)
+        return (f"{where}weights do not fit {configured} ({problem}); they were trained with another config: "
+                + (f"pass it: --config {_shown(found)}" if found
+                   else f"pass the config whose sha256 is {sha[:16]}... (--config FILE; `charles export` files name it)"))
     return f"{where}weights do not fit {configured} ({problem}); pass the config they were trained with (--config FILE)"
 
 
