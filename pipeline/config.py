@@ -325,6 +325,9 @@ class EvaluatorConfig(Section):
         0.9, description="level of the bootstrap intervals around every score")
     bootstrap_resamples: Annotated[int, Field(ge=100, le=100_000)] = Field(
         2000, description="random resamples when a plan has more than 5 episodes (up to 5: all, exactly)")
+    rank_by: Literal["ratio_to_npc", "game_score"] = Field(
+        "ratio_to_npc", description="what `best` follows: distance between incidents over the NPC's, or the "
+        "game's own score (a backend that declares one)")
 
 
 class DashboardConfig(Section):

@@ -392,3 +392,80 @@ def test_a_plugins_fingerprint_covers_its_whole_package(tmp_path: Path, monkeypa
         seen.add(backend_fingerprint(backend))
     assert len(seen) == 4 and "unknown" not in seen
     assert backend_fingerprint(backend) == backend_fingerprint(backend)  # nothing but the sources counts
+
+
+def test_a_game_with_its_own_score_is_scored_and_ranked_by_it(r: redis.Redis, keys: Keys,
+                                                              capsys: pytest.CaptureFixture[str],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 16: a backend's own per-episode score is reported beside ratio_to_npc, with its
+    interval, and `[evaluator] rank_by = "game_score"` makes `best` follow it."""
+    from pipeline.evaluate.closed_loop import Policy, policy_report, reference_scores, score_policy
+    from pipeline.evaluate.report import print_report
+    from pipeline.games.options import GameCache
+
+    lane = "tests.lane_game:LaneGame"
+    cfg = tiny_config(game={"backend": lane}, collection={"model_drives": 0.0},
+                      evaluator={"episode_s": 4.0, "environments": ["day"], "episodes_per_environment": 3,
+                                 "rank_by": "game_score"})
+    settings = EvalSettings.from_config(cfg)
+    games = GameCache()
+    evaluator = Evaluator(games.get(cfg), settings)
+    refs = reference_scores(evaluator)
+    drifting = Policy("model", predict=lambda _m, _c: ({}, Controls(0.5, 0.6)))
+    scores = score_policy(evaluator, drifting, refs)
+    games.close()
+    npc, base = refs["npc"]["metrics"]["game_score"], refs["baseline"]["game_score"]
+    assert 0.0 <= scores["game_score"] < npc <= 4.0 and base is not None
+    assert scores["game_score"] == scores["metrics"]["game_score"] == scores["environments"]["day"]["game_score"]
+    low, high = scores["intervals"]["game_score"]
+    assert low <= scores["game_score"] <= high
+    report = policy_report(scores, refs)
+    assert report["npc"]["game_score"] == npc
+    monkeypatch.setenv("COLUMNS", "200")  # one line per row
+    print_report({"policies": report, "warnings": []})
+    assert "game score" in capsys.readouterr().out
+    # the sim has no score of its own: ratio_to_npc only
+    assert summarize([])["metrics"]["game_score"] is None
+    with pytest.raises(ConfigError, match=r"rank_by = 'game_score' needs a backend with its own score"):
+        EvalSettings.from_config(tiny_config(evaluator={"rank_by": "game_score"}))
+
+    store = WeightsStore(r, keys)
+    infos = {v: store.publish(_model_blob(seed=v)[1], "charles_small_cnn", batches=50 * v) for v in (1, 2, 3)}
+    blobs = {v: r.hget(keys.weights_version_blob(v), "blob") for v in infos}
+
+    def rec(version: int, game: float, low: float, ratio: float) -> dict[str, object]:
+        return {**_record(version, ratio), "game_score": game,
+                "intervals": {"game_score": [low, game + 1], "ratio_to_npc": [ratio, ratio]}}
+
+    assert move_best(r, keys, infos[1], blobs[1], rec(1, 2.0, 1.5, 0.9), "game_score")
+    # a better ratio_to_npc does not move a best ranked by the game's score ...
+    assert not move_best(r, keys, infos[2], blobs[2], rec(2, 1.0, 0.5, 1.5), "game_score")
+    # ... a game score beyond the noise does
+    assert move_best(r, keys, infos[3], blobs[3], rec(3, 3.0, 2.5, 0.5), "game_score")
+    assert best_version(r, keys) == 3 and r.hget(keys.weights_best, "rank_by") == b"game_score"
+    assert r.hget(keys.weights_best, "score") == b"3.0"
+
+
+def test_evaluation_environments_follow_what_the_backend_declares() -> None:
+    """Issue 16: the evaluator's environments were simulator scenes with the car hard-coded to
+    "sedan" for every game. A backend's own scenarios are used where it declares them; else the
+    built-in scenes keep only the fields it varies; the simulator's scenes are unchanged."""
+    from pipeline.evaluate.closed_loop import environment
+    from pipeline.games.base import Capabilities
+    from pipeline.games.sim import SimGame
+
+    for name in ("day", "night", "rain", "traffic"):
+        assert environment(name, 9001, 7, SimGame.capabilities) == environment(name, 9001, 7)
+    cfg = tiny_config(game={"backend": "tests.lane_game:LaneGame"}, collection={"model_drives": 0.0},
+                      evaluator={"environments": ["night", "rain"], "episodes_per_environment": 1})
+    plan = EvalSettings.from_config(cfg).plan()
+    default = Environment()
+    assert [(p.name, p.env.weather, p.env.time_of_day, p.env.traffic_density, p.env.car) for p in plan] == [
+        ("night", "clear", default.time_of_day, default.traffic_density, default.car),
+        ("rain", "rain", default.time_of_day, default.traffic_density, default.car)]
+    karts = Capabilities(environment={"car": ("kart", "truck"), "weather": ("clear",)})
+    assert environment("night", 1, 2, karts).car == "kart"
+    laps = Capabilities(scenarios={"monaco": {"weather": "rain", "car": "f1"}})
+    assert environment("monaco", 1, 2, laps) == Environment(map_seed=1, episode_seed=2, weather="rain", car="f1")
+    with pytest.raises(ConfigError, match=r"'day' is not one of the backend's scenarios \['monaco'\]"):
+        environment("day", 1, 2, laps)

@@ -32,7 +32,14 @@ from pipeline.evaluate.metrics import (
     pooled_metrics,
     ratio_to_npc,
 )
-from pipeline.games.base import Controls, Environment, Game, Observation
+from pipeline.games.base import (
+    Capabilities,
+    Controls,
+    Environment,
+    Game,
+    Observation,
+    capabilities_of,
+)
 from pipeline.play.player import Player
 from pipeline.play.unstuck import StuckDetector
 from pipeline.wire.samples import ContextSpec
@@ -42,6 +49,8 @@ log = structlog.get_logger(__name__)
 #: Bump when the way episodes are driven or scored changes: cached NPC/baseline scores expire.
 #: 2: references keep their per-episode counts (the confidence intervals resample them).
 #: 3: progress_m along the route to the target, not in a straight line (issue 18 #7).
+#: (Issue 16's game_score needs no bump: the simulator has none, and a plug-in's key changes
+#: with its package's hash and its plan.)
 PROTOCOL = 3
 #: The trivial baseline's throttle: enough to reach town speed on a straight, never steering.
 BASELINE_THROTTLE = 0.5
@@ -59,12 +68,23 @@ ENVIRONMENTS: dict[str, dict[str, Any]] = {
 }
 
 
-def environment(name: str, map_seed: int, episode_seed: int) -> Environment:
-    """The Environment an evaluation environment name stands for, on one map."""
+def environment(name: str, map_seed: int, episode_seed: int, capabilities: Capabilities | None = None) -> Environment:
+    """The Environment an evaluation environment name stands for, on one map: the backend's own
+    scenario of that name where it declares scenarios, else the built-in one, keeping only the
+    fields the backend varies (its first car, where it has cars). Without `capabilities`, the
+    built-in one whole (the simulator's scenes)."""
+    if capabilities is not None and capabilities.scenarios:
+        if name not in capabilities.scenarios:
+            raise ConfigError(f"evaluator.environments: {name!r} is not one of the backend's scenarios "
+                              f"{sorted(capabilities.scenarios)}")
+        return Environment(map_seed=map_seed, episode_seed=episode_seed, **capabilities.scenarios[name])
     if name not in ENVIRONMENTS:
         raise ConfigError(f"evaluator.environments: {name!r} is not one of {sorted(ENVIRONMENTS)}")
-    return Environment(map_seed=map_seed, car="sedan", npc_style="normal", spawn=None,
-                       episode_seed=episode_seed, **ENVIRONMENTS[name])
+    fields: dict[str, Any] = {"car": "sedan", "npc_style": "normal", **ENVIRONMENTS[name]}
+    if capabilities is not None:
+        cars = capabilities.environment.get("car")
+        fields = {k: v for k, v in {**fields, "car": cars[0] if cars else "sedan"}.items() if capabilities.varies(k)}
+    return Environment(map_seed=map_seed, spawn=None, episode_seed=episode_seed, **fields)
 
 
 @dataclass(frozen=True)
@@ -89,14 +109,22 @@ class EvalSettings:
     confidence: float = 0.9
     bootstrap_resamples: int = 2000
     processes: int = 1
+    rank_by: str = "ratio_to_npc"
+    #: what the backend declares (its scenarios, the fields it varies); None: the sim's scenes whole
+    capabilities: Capabilities | None = None
 
     @classmethod
     def from_config(cls, cfg: Config, episodes: int | None = None, seconds: float | None = None) -> EvalSettings:
         e = cfg.evaluator
         if not cfg.collection.held_out_seeds:
             raise ConfigError("collection.held_out_seeds: the evaluator needs at least one held-out seed")
+        caps = capabilities_of(cfg.game.backend)
         for name in e.environments:
-            environment(name, 0, 0)  # names are checked here, before anything is driven
+            environment(name, 0, 0, caps)  # names are checked here, before anything is driven
+        if e.rank_by == "game_score":
+            if not caps.score:
+                raise ConfigError(f"evaluator.rank_by = 'game_score' needs a backend with its own score, and "
+                                  f"{cfg.game.backend!r} declares none (Capabilities.score); use 'ratio_to_npc'")
         return cls(
             episode_s=float(seconds if seconds is not None else e.episode_s),
             environments=tuple(e.environments),
@@ -110,6 +138,8 @@ class EvalSettings:
             confidence=e.confidence,
             bootstrap_resamples=e.bootstrap_resamples,
             processes=e.processes,
+            rank_by=e.rank_by,
+            capabilities=caps,
         )
 
     def plan(self) -> list[EpisodePlan]:
@@ -119,7 +149,7 @@ class EvalSettings:
             for j in range(self.episodes_per_environment):
                 k = i * self.episodes_per_environment + j
                 seed = self.held_out_seeds[k % len(self.held_out_seeds)]
-                out.append(EpisodePlan(name, environment(name, seed, 1000 * seed + k)))
+                out.append(EpisodePlan(name, environment(name, seed, 1000 * seed + k, self.capabilities)))
         return out
 
     @property
@@ -296,9 +326,11 @@ def summarize(traces: Sequence[Trace]) -> dict[str, Any]:
 
 def compare(summary: dict[str, Any], npc: dict[str, Any], confidence: float = 0.9,
             resamples: int = 2000) -> dict[str, Any]:
-    """Add ratio_to_npc overall and per environment (the NPC summary is from the same plan), and
-    the bootstrap intervals of the headline scores (`pipeline.evaluate.confidence`; None below 2 episodes)."""
-    out = {**summary, "ratio_to_npc": ratio_to_npc(summary["metrics"], npc["metrics"])}
+    """Add ratio_to_npc overall and per environment (the NPC summary is from the same plan), the
+    game's own score beside it (None for a game without one), and the bootstrap intervals of
+    the headline scores (`pipeline.evaluate.confidence`; None below 2 episodes)."""
+    out = {**summary, "ratio_to_npc": ratio_to_npc(summary["metrics"], npc["metrics"]),
+           "game_score": summary["metrics"].get("game_score")}
     envs = {}
     for name, m in summary["environments"].items():
         ref = npc["environments"].get(name)
@@ -392,7 +424,7 @@ def policy_report(scores: dict[str, Any], references: dict[str, Any], confidence
     npc_entry["intervals"] = score_intervals(npc.get("episodes") or [], None, confidence, resamples)
     base = references["baseline"]
     out = {"model": scores, "npc": npc_entry, "baseline": base}
-    keys = ("metrics", "environments", "ratio_to_npc", "intervals", "episodes")
+    keys = ("metrics", "environments", "ratio_to_npc", "game_score", "intervals", "episodes")
     return {name: {k: out[name].get(k) for k in keys} for name in POLICIES}
 
 

@@ -11,6 +11,7 @@ of the episodes drawn, exactly as the point estimate is from all of them:
 - mean_distance_between_incidents_m = Σ distance / (Σ incidents + n)
 - incidents_per_km = Σ incidents / (max(Σ distance, 1 m) / 1000)
 - mean_abs_lane_offset_m = Σ lane_sum / Σ lane_n
+- game_score = Σ game_score / Σ scored (the game's own score, where it has one)
 - ratio_to_npc = the model's MDBI / the NPC's MDBI, both over the *same* drawn episode
   indices (paired: the NPC drove exactly the same starts, so a hard start counts against
   both and the interval is not widened by differences between starts that both drivers share).
@@ -39,7 +40,8 @@ SEED = 20
 #: Up to this many episodes the bootstrap distribution is enumerated exactly (5**5 = 3125 resamples).
 EXACT_MAX_EPISODES = 5
 #: The statistics that get an interval (the model's own, plus ratio_to_npc when the NPC's episodes pair up).
-STATISTICS = ("ratio_to_npc", "mean_distance_between_incidents_m", "incidents_per_km", "mean_abs_lane_offset_m")
+STATISTICS = ("ratio_to_npc", "mean_distance_between_incidents_m", "incidents_per_km", "mean_abs_lane_offset_m",
+              "game_score")
 
 
 @dataclass(frozen=True)
@@ -72,8 +74,8 @@ def percentile_interval(values: np.ndarray, level: float) -> list[float] | None:
 def _sums(episodes: Sequence[dict[str, Any]], indices: np.ndarray) -> dict[str, np.ndarray]:
     """Per resample, each count summed over the episodes it drew."""
     out = {}
-    for name in ("distance_m", "incidents", "lane_sum", "lane_n"):
-        column = np.array([float(e[name]) for e in episodes], dtype=np.float64)
+    for name in ("distance_m", "incidents", "lane_sum", "lane_n", "game_score", "scored"):
+        column = np.array([float(e.get(name, 0.0)) for e in episodes], dtype=np.float64)  # older records lack scores
         out[name] = column[indices].sum(axis=1)
     return out
 
@@ -117,6 +119,7 @@ def score_intervals(episodes: Sequence[dict[str, Any]], npc_episodes: Sequence[d
     out["mean_distance_between_incidents_m"] = percentile_interval(mdbi, level)
     out["incidents_per_km"] = percentile_interval(s["incidents"] / km, level)
     out["mean_abs_lane_offset_m"] = percentile_interval(_divide(s["lane_sum"], s["lane_n"]), level)
+    out["game_score"] = percentile_interval(_divide(s["game_score"], s["scored"]), level)
     return out
 
 

@@ -173,14 +173,16 @@ class EvaluatorJobs:
         record = {"version": version, "batches": info.batches, "created": info.created, "model": info.model,
                   "evaluated_at": time.time(), "reference": refs["key"], **scores}
         record_scores(r, keys, version, record)
-        moved = move_best(r, keys, info, blob, record)
+        moved = move_best(r, keys, info, blob, record, cfg.evaluator.rank_by)
         try:
             log_tensorboard(self.writer(cfg), record)
         except OSError as exc:  # a full disk must not lose the Redis record
             log.warning("tensorboard_failed", error=str(exc))
         self.evaluated += 1
-        self.last = {"version": version, "ratio_to_npc": record["ratio_to_npc"], "best": moved}
+        self.last = {"version": version, "ratio_to_npc": record["ratio_to_npc"], "game_score": record["game_score"],
+                     "best": moved}
         log.info("version_evaluated", version=version, batches=info.batches, ratio_to_npc=record["ratio_to_npc"],
+                 game_score=record["game_score"],
                  incidents_per_km=round(record["metrics"]["incidents_per_km"], 3), best=moved,
                  wall_s=record["wall_s"])
         return {"version": version, "ratio_to_npc": record["ratio_to_npc"], "best": moved}
@@ -195,6 +197,7 @@ def log_tensorboard(writer: Any, record: dict[str, Any]) -> None:
             writer.add_scalar(tag, float(value), step, walltime=wall)
 
     add("eval/ratio_to_npc", record.get("ratio_to_npc"))
+    add("eval/game_score", record.get("game_score"))
     add("eval/version", record["version"])
     for name in TB_METRICS:
         add(f"eval/{name}", record["metrics"].get(name))

@@ -29,6 +29,9 @@ and the trivial baseline):
   (the Purpose distance), which goes negative while a road leads round a bend away from the
   target; progress_per_km = progress_m / km.
 - mean_speed_mps: distance_m / duration_s.
+- game_score: the game's own score (a backend that declares `Capabilities.score` reports the
+  episode's score so far as `info["score"]`), the last one each episode reported, averaged
+  over the episodes that reported one; None for a game without a score.
 
 ratio_to_npc = the policy's MDBI / the NPC's MDBI on the same episodes (None when the NPC
 drove nowhere, which would make any ratio meaningless).
@@ -63,11 +66,13 @@ class Tick:
     purpose_distance: float = 0.0
     target: tuple[float, float] | None = None  # the target's identity where the game tells it
     route: tuple[int, float] | None = None  # (which route, metres along it) where the game tells it
+    score: float | None = None  # the game's own score of the episode so far, where it has one
 
     @classmethod
     def of(cls, obs: Observation, kind: TickKind) -> Tick:
         target = obs.info.get("target")
         route = obs.info.get("route")
+        score = obs.info.get("score")
         return cls(
             kind=kind,
             game_time=float(obs.game_time),
@@ -79,6 +84,7 @@ class Tick:
             purpose_distance=float(obs.purpose[0]),
             target=None if target is None else (float(target[0]), float(target[1])),
             route=None if route is None else (int(route[0]), float(route[1])),
+            score=None if score is None else float(score),
         )
 
 
@@ -114,6 +120,7 @@ class Metrics:
     progress_m: float
     progress_per_km: float
     mean_speed_mps: float
+    game_score: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -134,6 +141,8 @@ class _Counts:
     lane_n: int = 0
     targets_reached: int = 0
     progress_m: float = 0.0
+    game_score: float = 0.0  # summed over the episodes that reported a score ...
+    scored: int = 0  # ... and how many did
 
     def add(self, other: _Counts) -> None:
         for name in self.__dataclass_fields__:
@@ -177,6 +186,9 @@ def _count(trace: Trace) -> _Counts:
                 c.progress_m += prev.purpose_distance - tick.purpose_distance
         prev = tick
     c.duration_s = c.steps / trace.fps
+    last = next((t.score for t in reversed(trace.ticks) if t.score is not None), None)
+    if last is not None:
+        c.game_score, c.scored = last, 1
     return c
 
 
@@ -198,6 +210,7 @@ def _metrics(c: _Counts) -> Metrics:
         progress_m=c.progress_m,
         progress_per_km=c.progress_m / km,
         mean_speed_mps=c.distance_m / c.duration_s if c.duration_s > 0 else 0.0,
+        game_score=c.game_score / c.scored if c.scored else None,
     )
 
 
@@ -207,7 +220,7 @@ def episode_metrics(trace: Trace) -> Metrics:
 
 
 #: The additive per-episode counts kept in every score record (what the confidence intervals resample).
-EPISODE_FIELDS = ("distance_m", "incidents", "steps", "lane_sum", "lane_n", "progress_m")
+EPISODE_FIELDS = ("distance_m", "incidents", "steps", "lane_sum", "lane_n", "progress_m", "game_score", "scored")
 
 
 def episode_counts(trace: Trace) -> dict[str, Any]:

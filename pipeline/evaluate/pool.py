@@ -38,14 +38,14 @@ _POLL_S = 0.5
 def _tick_row(t: Tick) -> list[Any]:
     return [t.kind, t.game_time, t.odometer, t.speed, t.lane_offset, t.collision, t.targets_reached,
             t.purpose_distance, None if t.target is None else list(t.target),
-            None if t.route is None else list(t.route)]
+            None if t.route is None else list(t.route), t.score]
 
 
 def _tick(row: list[Any]) -> Tick:
-    kind, game_time, odo, speed, lane, collision, targets, purpose, target, route = row
+    kind, game_time, odo, speed, lane, collision, targets, purpose, target, route, score = row
     return Tick(kind, float(game_time), float(odo), float(speed), None if lane is None else float(lane),
                 bool(collision), int(targets), float(purpose), None if target is None else (target[0], target[1]),
-                None if route is None else (int(route[0]), float(route[1])))
+                None if route is None else (int(route[0]), float(route[1])), None if score is None else float(score))
 
 
 def _serve(conn: Connection, config_json: str, episodes: int | None, seconds: float | None) -> None:

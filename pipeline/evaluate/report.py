@@ -89,15 +89,20 @@ def print_report(record: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("policy", "km", "incidents", "per km", "m between", "|lane| m", "km/h", "ratio to NPC")
+    def with_interval(value: float | None, ci: list[float] | None) -> str:
+        return "-" if value is None else f"{value:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+    scored = any(p["metrics"].get("game_score") is not None for p in record["policies"].values())
+    table = Table("policy", "km", "incidents", "per km", "m between", "|lane| m", "km/h", "ratio to NPC",
+                  *(["game score"] if scored else []))
     for name, p in record["policies"].items():
-        m, ratio = p["metrics"], p["ratio_to_npc"]
-        ci = (p.get("intervals") or {}).get("ratio_to_npc")
+        m, intervals = p["metrics"], p.get("intervals") or {}
         lane = m["mean_abs_lane_offset_m"]
+        game = [with_interval(m.get("game_score"), intervals.get("game_score"))] if scored else []
         table.add_row(name, f"{m['distance_m'] / 1000:.2f}", str(m["incidents"]), f"{m['incidents_per_km']:.2f}",
                       f"{m['mean_distance_between_incidents_m']:.0f}{'+' if m['censored'] else ''}",
                       "-" if lane is None else f"{lane:.2f}", f"{m['mean_speed_mps'] * 3.6:.1f}",
-                      "-" if ratio is None else f"{ratio:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""))
+                      with_interval(p["ratio_to_npc"], intervals.get("ratio_to_npc")), *game)
     console = Console()
     console.print(table)
     model = record["policies"]["model"]

@@ -34,18 +34,22 @@ JOB_TIMEOUT_S = 3 * 3600
 JOB_WAIT_TTL_S = 24 * 3600  # a job nobody picked up in a day is dropped (no evaluator running)
 _JOB_VERSION = re.compile(r"-v(\d+)$")
 
-# KEYS[1] = weights:best; ARGV[1] = the candidate's lower bound, ARGV[2] = model, ARGV[3..] = field, value, ...
-# (the stored `score` is the best's point estimate: a candidate must beat it with its lower bound)
+# KEYS[1] = weights:best; ARGV[1] = the candidate's lower bound, ARGV[2] = model, ARGV[3] = rank_by,
+# ARGV[4..] = field, value, ... (the stored `score` is the best's point estimate of `rank_by`: a
+# candidate must beat it with its lower bound; a best ranked by another measure is replaced)
 _MOVE_BEST_LUA = """
 local cur = redis.call('HGET', KEYS[1], 'score')
 local model = redis.call('HGET', KEYS[1], 'model')
-if cur and model == ARGV[2] and tonumber(cur) >= tonumber(ARGV[1]) then
+local rank = redis.call('HGET', KEYS[1], 'rank_by') or 'ratio_to_npc'
+if cur and model == ARGV[2] and rank == ARGV[3] and tonumber(cur) >= tonumber(ARGV[1]) then
   return 0
 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 return 1
 """
+#: What a version without the ranked score offers (it never beats a best that has one).
+_NO_SCORE = {"ratio_to_npc": -1.0, "game_score": -1e300}
 
 
 def evaluation_queue(r: redis.Redis, keys: Keys) -> Queue:
@@ -98,30 +102,34 @@ def store_reference(r: redis.Redis, keys: Keys, key: str, reference: dict[str, A
     r.hset(keys.evaluation_reference, key, json.dumps(reference))
 
 
-def best_score(record: dict[str, Any]) -> float:
-    """What `best` maximises: ratio_to_npc (a version without one never becomes best)."""
-    ratio = record.get("ratio_to_npc")
-    return -1.0 if ratio is None else float(ratio)
+def best_score(record: dict[str, Any], rank_by: str = "ratio_to_npc") -> float:
+    """What `best` maximises: `[evaluator] rank_by`, ratio_to_npc or the game's own score
+    (a version without it never beats a best that has it)."""
+    value = record.get(rank_by)
+    return _NO_SCORE[rank_by] if value is None else float(value)
 
 
-def best_claim(record: dict[str, Any]) -> float:
-    """What a candidate offers against the current best: the low end of its ratio_to_npc interval."""
-    low = lower_bound(record)
-    return -1.0 if low is None or record.get("ratio_to_npc") is None else low
+def best_claim(record: dict[str, Any], rank_by: str = "ratio_to_npc") -> float:
+    """What a candidate offers against the current best: the low end of its `rank_by` interval."""
+    low = lower_bound(record, rank_by)
+    return _NO_SCORE[rank_by] if low is None or record.get(rank_by) is None else low
 
 
-def move_best(r: redis.Redis, keys: Keys, info: WeightsInfo, blob: bytes, record: dict[str, Any]) -> bool:
-    """Point `best` at this version if its lower bound beats the best's point estimate; True when it moved."""
-    score = best_score(record)
+def move_best(r: redis.Redis, keys: Keys, info: WeightsInfo, blob: bytes, record: dict[str, Any],
+              rank_by: str = "ratio_to_npc") -> bool:
+    """Point `best` at this version if its lower bound of `rank_by` beats the best's point
+    estimate (or the best was ranked by another measure); True when it moved."""
+    score = best_score(record, rank_by)
     metrics = record.get("metrics", {})
     fields: dict[str, Any] = {
         "version": info.version, "sha256": info.sha256, "model": info.model, "created": info.created,
-        "batches": info.batches, "blob": blob, "score": repr(score), "lower": repr(best_claim(record)),
+        "batches": info.batches, "blob": blob, "score": repr(score), "lower": repr(best_claim(record, rank_by)),
+        "rank_by": rank_by, "game_score": json.dumps(record.get("game_score")),
         "ratio_to_npc": json.dumps(record.get("ratio_to_npc")),
         "incidents_per_km": json.dumps(metrics.get("incidents_per_km")),
         "scores": json.dumps(record), "moved_at": time.time(),
     }
-    args: list[Any] = [repr(best_claim(record)), info.model]
+    args: list[Any] = [repr(best_claim(record, rank_by)), info.model, rank_by]
     for name, value in fields.items():
         args += [name, value]
     moved = bool(r.register_script(_MOVE_BEST_LUA)(keys=[keys.weights_best], args=args))

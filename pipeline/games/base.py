@@ -96,6 +96,13 @@ class Capabilities:
     - `purpose`: observations carry a Purpose target (`purpose`, `targets_reached`).
     - `respawn`: `respawn()` moves the car to another spot (a teleport), not a manoeuvre in place.
     - `incidents`: which of `INCIDENTS` it reports.
+    - `scenarios`: the backend's own evaluation environments (`[evaluator] environments`
+      names them), each the Environment fields it sets; without any, the evaluator's
+      built-in ones (day, night, rain, traffic, ...) keep only the fields the backend varies.
+    - `score`: the name of the game's own per-episode score (an episode return, lap progress),
+      higher is better; observations report the episode's score so far as `info["score"]`.
+      The evaluator reports it beside ratio_to_npc; `[evaluator] rank_by = "game_score"` ranks
+      versions by it. Empty: the game has none.
     """
 
     expert_labels: bool = False
@@ -103,6 +110,8 @@ class Capabilities:
     purpose: bool = False
     respawn: bool = False
     incidents: tuple[str, ...] = ()
+    scenarios: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    score: str = ""
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.environment) - set(ENVIRONMENT_FIELDS))
@@ -113,6 +122,10 @@ class Capabilities:
                 raise ValueError(f"Capabilities.environment[{name!r}]: give (low, high) or (), got {values!r}")
             if name in NAMED_FIELDS and not values:
                 raise ValueError(f"Capabilities.environment[{name!r}]: name the values it takes")
+        for name, fields in self.scenarios.items():
+            extra = sorted(set(fields) - set(ENVIRONMENT_FIELDS))
+            if extra:
+                raise ValueError(f"Capabilities.scenarios[{name!r}]: unknown field(s) {extra}")
         bad = sorted(set(self.incidents) - set(INCIDENTS))
         if bad:
             raise ValueError(f"Capabilities.incidents: unknown {bad}; allowed: {list(INCIDENTS)}")
