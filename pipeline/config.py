@@ -57,8 +57,15 @@ def _device(value: str) -> str:
 
 
 def _backend(value: str) -> str:
-    if not re.fullmatch(r"sim|gta5|screen|[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*", value):
-        raise ValueError("unknown backend; use sim, gta5, screen or 'package.module:Class'")
+    if re.fullmatch(r"sim|gta5|screen|[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*", value):
+        return value
+    # an installed plug-in's name (entry point group charles.games)
+    from importlib.metadata import entry_points
+
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", value) or value not in {
+            ep.name for ep in entry_points(group="charles.games")}:
+        raise ValueError("unknown backend; use sim, gta5, screen, an installed plug-in's name "
+                         "(entry point group charles.games) or 'package.module:Class'")
     return value
 
 
@@ -70,7 +77,7 @@ class GameConfig(Section):
     """Which game backend drives, and how fast its clock runs."""
 
     backend: Annotated[str, AfterValidator(_backend)] = Field(
-        "sim", description="sim | gta5 | screen | 'package.module:Class'")
+        "sim", description="sim | gta5 | screen | an installed plug-in's name | 'package.module:Class'")
     fps: Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False)] = 30.0
     hood_width: Pixels = 160
     hood_height: Pixels = 120

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -199,3 +200,29 @@ def test_capture_time_and_driving_version_reach_the_trainer(r: redis.Redis, keys
     stack_rows(rows, SampleSchema.from_config(cfg), provenance=provenance)
     got = set(zip(provenance["captured_at"].tolist(), provenance["policy_version"].tolist(), strict=True))
     assert len(rows) == len(published) and got == sent
+
+
+def test_an_installed_plugin_is_named_by_its_entry_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 16: a game package registers its backend in the entry-point group `charles.games`,
+    so `pip install mygame` is all a machine needs and the config names it `backend = "mygame"`."""
+    import importlib
+
+    from pipeline.evaluate.closed_loop import backend_fingerprint
+    from pipeline.games.base import load_game
+    from tests.lane_game import LaneGame
+
+    dist = tmp_path / "charles_lane_game-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: charles-lane-game\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[charles.games]\nlane = tests.lane_game:LaneGame\n")
+    with pytest.raises(ConfigError, match="unknown backend"):
+        load_config(overrides={"game": {"backend": "lane"}, "collection": {"model_drives": 0.5}})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    cfg = load_config(overrides={"game": {"backend": "lane"}, "collection": {"model_drives": 0.5}})
+    assert capabilities_of(cfg.game.backend).expert_labels  # DAgger allowed by what it declares
+    game = load_game("lane", expert_labels=True)
+    assert isinstance(game, LaneGame) and game.expert_labels
+    assert backend_fingerprint("lane") == backend_fingerprint("tests.lane_game:LaneGame") != "unknown"
+    with pytest.raises(ConfigError, match=r"'lame' is neither a built-in .* installed plug-in .*\['lane'\]"):
+        load_game("lame")

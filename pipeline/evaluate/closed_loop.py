@@ -178,9 +178,12 @@ def backend_fingerprint(backend: str) -> str:
     all of `mygame`), so a change anywhere in the plug-in expires its cached scores."""
     import importlib
 
-    from pipeline.games.base import BUILTIN_BACKENDS
+    from pipeline.games.base import BUILTIN_BACKENDS, resolve_backend
 
-    module_name = BUILTIN_BACKENDS.get(backend, backend).partition(":")[0]
+    try:
+        module_name = resolve_backend(backend).partition(":")[0]
+    except ConfigError:
+        return "unknown"
     top = module_name.partition(".")[0]
     plugin = backend not in BUILTIN_BACKENDS and top != "pipeline"
     try:

@@ -29,6 +29,32 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "gta5": "pipeline.games.gta5:GTA5Game",
     "screen": "pipeline.games.screen:ScreenGame",
 }
+#: The entry-point group a game package registers its backend in (`pip install mygame` is then
+#: all a machine needs: `[game] backend = "mygame"`).
+ENTRY_POINT_GROUP = "charles.games"
+
+
+def installed_backends() -> dict[str, str]:
+    """Backends registered by installed packages: name -> 'package.module:Class'."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def resolve_backend(backend: str) -> str:
+    """A backend's 'package.module:Class': a built-in's, an installed plug-in's (entry point
+    group `charles.games`), or the dotted path given; a ConfigError of one line otherwise."""
+    if backend in BUILTIN_BACKENDS:
+        return BUILTIN_BACKENDS[backend]
+    if ":" in backend:
+        return backend
+    installed = installed_backends()
+    if backend in installed:
+        return installed[backend]
+    raise ConfigError(
+        f"game.backend: {backend!r} is neither a built-in ({sorted(BUILTIN_BACKENDS)}), an installed plug-in "
+        f"(entry points {ENTRY_POINT_GROUP!r}: {sorted(installed) or 'none'}) nor a 'package.module:Class' path"
+    )
 
 
 @dataclass(frozen=True)
@@ -181,15 +207,9 @@ class Game(Protocol):
 
 
 def backend_class(backend: str) -> Any:
-    """The class behind a short name (`sim`, `gta5`, `screen`) or a `package.module:Class`
-    path, imported; a ConfigError of one line when it cannot be."""
-    target = BUILTIN_BACKENDS.get(backend, backend)
-    if ":" not in target:
-        raise ConfigError(
-            f"game.backend: {backend!r} is neither a built-in ({sorted(BUILTIN_BACKENDS)}) "
-            "nor a 'package.module:Class' path"
-        )
-    module_name, _, class_name = target.partition(":")
+    """The class behind a short name (`sim`, `gta5`, `screen`, an installed plug-in's) or a
+    `package.module:Class` path, imported; a ConfigError of one line when it cannot be."""
+    module_name, _, class_name = resolve_backend(backend).partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -209,14 +229,13 @@ def capabilities_of(backend: str) -> Capabilities:
 
 
 def load_game(backend: str, *, own_process: bool = False, **options: Any) -> Game:
-    """Build a backend from a short name (`sim`, `gta5`, `screen`) or `package.module:Class`;
-    with `own_process` it runs in a child process (`pipeline.games.process`)."""
+    """Build a backend from a short name (`sim`, `gta5`, `screen`, an installed plug-in's) or
+    `package.module:Class`; with `own_process` it runs in a child process (`pipeline.games.process`)."""
     if own_process:
         from pipeline.games.process import ProcessGame
 
         return ProcessGame(backend, **options)
-    target = BUILTIN_BACKENDS.get(backend, backend)
     game = backend_class(backend)(**options)
     if not isinstance(game, Game):
-        raise ConfigError(f"game.backend: {target} does not implement the Game protocol")
+        raise ConfigError(f"game.backend: {resolve_backend(backend)} does not implement the Game protocol")
     return game
