@@ -57,14 +57,14 @@ def _device(value: str) -> str:
 
 
 def _backend(value: str) -> str:
-    if re.fullmatch(r"sim|gta5|screen|[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*", value):
+    if re.fullmatch(r"sim|gta5|screen|gymnasium|[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*", value):
         return value
     # an installed plug-in's name (entry point group charles.games)
     from importlib.metadata import entry_points
 
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", value) or value not in {
             ep.name for ep in entry_points(group="charles.games")}:
-        raise ValueError("unknown backend; use sim, gta5, screen, an installed plug-in's name "
+        raise ValueError("unknown backend; use sim, gta5, screen, gymnasium, an installed plug-in's name "
                          "(entry point group charles.games) or 'package.module:Class'")
     return value
 
@@ -77,7 +77,7 @@ class GameConfig(Section):
     """Which game backend drives, and how fast its clock runs."""
 
     backend: Annotated[str, AfterValidator(_backend)] = Field(
-        "sim", description="sim | gta5 | screen | an installed plug-in's name | 'package.module:Class'")
+        "sim", description="sim | gta5 | screen | gymnasium | an installed plug-in's name | 'package.module:Class'")
     fps: Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False)] = 30.0
     hood_width: Pixels = 160
     hood_height: Pixels = 120
@@ -460,7 +460,7 @@ def check_backend(cfg: Config, source: str) -> None:
     from pipeline.games.base import capabilities_of
 
     try:
-        labels = capabilities_of(cfg.game.backend).expert_labels
+        labels = capabilities_of(cfg.game.backend, cfg.game.options).expert_labels
     except ConfigError as exc:
         raise ConfigError(f"{source}: collection.model_drives = {drives} needs the backend's capabilities, "
                           f"but {exc}") from None

@@ -55,7 +55,7 @@ def test_not_toml(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    ({"game": {"backend": "simm"}}, "game.backend: unknown backend; use sim, gta5, screen, an installed plug-in's name (entry point group charles.games) or 'package.module:Class' (got 'simm')"),
+    ({"game": {"backend": "simm"}}, "game.backend: unknown backend; use sim, gta5, screen, gymnasium, an installed plug-in's name (entry point group charles.games) or 'package.module:Class' (got 'simm')"),
     ({"player": {"device": "gpu"}}, "player.device: not a device; use auto, cpu, cuda or cuda:N (got 'gpu')"),
     ({"trainer": {"device": "cuda0"}}, "trainer.device: not a device"),
 ])

@@ -250,7 +250,7 @@ class Collector:
     def game_for(self, cfg: Config) -> Game:
         """The episode's game; under DAgger built with `expert_labels=True`, so its expert labels
         every tick someone else drives (the config check refused a backend that declares none)."""
-        if cfg.collection.model_drives > 0 and capabilities_of(cfg.game.backend).expert_labels:
+        if cfg.collection.model_drives > 0 and capabilities_of(cfg.game.backend, cfg.game.options).expert_labels:
             return self.games.get(cfg, expert_labels=True)
         return self.games.get(cfg)
 

@@ -118,7 +118,7 @@ class EvalSettings:
         e = cfg.evaluator
         if not cfg.collection.held_out_seeds:
             raise ConfigError("collection.held_out_seeds: the evaluator needs at least one held-out seed")
-        caps = capabilities_of(cfg.game.backend)
+        caps = capabilities_of(cfg.game.backend, cfg.game.options)
         for name in e.environments:
             environment(name, 0, 0, caps)  # names are checked here, before anything is driven
         if e.rank_by == "game_score":

@@ -28,6 +28,7 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "sim": "pipeline.games.sim:SimGame",
     "gta5": "pipeline.games.gta5:GTA5Game",
     "screen": "pipeline.games.screen:ScreenGame",
+    "gymnasium": "pipeline.games.gym_adapter:GymGame",
 }
 #: The entry-point group a game package registers its backend in (`pip install mygame` is then
 #: all a machine needs: `[game] backend = "mygame"`).
@@ -220,9 +221,15 @@ def backend_class(backend: str) -> Any:
     return cls
 
 
-def capabilities_of(backend: str) -> Capabilities:
-    """What a backend declares (`Capabilities()`, nothing, when its class declares nothing)."""
-    caps = getattr(backend_class(backend), "capabilities", Capabilities())
+def capabilities_of(backend: str, options: dict[str, Any] | None = None) -> Capabilities:
+    """What a backend declares (`Capabilities()`, nothing, when its class declares nothing); a
+    class whose capabilities depend on its `[game.options]` (the gymnasium adapter: expert
+    labels only with an expert) answers through `capabilities_for(options)`."""
+    cls = backend_class(backend)
+    if hasattr(cls, "capabilities_for"):
+        caps = cls.capabilities_for(dict(options or {}))
+    else:
+        caps = getattr(cls, "capabilities", Capabilities())
     if not isinstance(caps, Capabilities):
         raise ConfigError(f"game.backend: {backend}.capabilities must be a pipeline.games.base.Capabilities")
     return caps

@@ -127,7 +127,8 @@ class Server:
         self.queue = Queue(keys.queue(COLLECT_QUEUE), connection=r, serializer=JSONSerializer)
         self.rng = random.Random(seed)
         # what the backend varies between episodes (its class is imported: the server needs the plug-in)
-        self.capabilities = check_environment(config.collection, capabilities_of(config.game.backend))
+        self.capabilities = check_environment(config.collection,
+                                              capabilities_of(config.game.backend, config.game.options))
         self.stats = RouteStats()
         self.recovery = PendingRecovery(r, keys, SERVER_GROUP, consumer)
         self._recorder: dict[str, tuple[float, bool]] = {}  # stream -> (checked at, recorder group seen)
