@@ -197,7 +197,7 @@ def run(config_path: str | None = None, device: str | None = None, players: tupl
     top = by_count[str(most)]
     return result(
         "broadcast", top["p99_ms"], f"ms p99 publish -> model ready ({most} players)", top["raw_p99_ms"],
-        {"config": config_path or "configs/default.toml", "device": dev, "blob_bytes": blob_bytes,
+        {"config": str(config_path or "configs/default.toml"), "device": dev, "blob_bytes": blob_bytes,
          "versions_per_n": versions, "players": by_count,
          "swap_pause_ms": {"p50": round(float(np.percentile(pauses, 50)), 2),
                            "p99": round(float(np.percentile(pauses, 99)), 2), "first": round(pauses[0], 2)}},

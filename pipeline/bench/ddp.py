@@ -66,7 +66,7 @@ def run(config_path: str | None = None, seconds: float = 10.0, batches: int = 30
         shutil.rmtree(tmp, ignore_errors=True)
     return result(
         "ddp", results[2], "samples/s", 2 * results[1],
-        {"config": config_path or "configs/default.toml", "gpus": gpus, "gpu": torch.cuda.get_device_name(0),
+        {"config": str(config_path or "configs/default.toml"), "gpus": gpus, "gpu": torch.cuda.get_device_name(0),
          "one_rank_samples_per_s": round(results[1], 1), "two_ranks_samples_per_s": round(results[2], 1),
          "scaling": round(results[2] / results[1], 3), "batches_per_rank": batches,
          "batch_size_per_rank": cfg.trainer.batch_size},

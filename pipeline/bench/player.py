@@ -78,7 +78,7 @@ def run(config_path: str | None = None, seconds: float = 10.0, device: str | Non
     t_loop, t_fwd, t_game = 1 / pps, 1 / forward_per_s, 1 / game_steps_per_s
     return result(
         "player", pps, "predictions/s", forward_per_s,
-        {"config": config_path or "configs/default.toml", "device": str(dev),
+        {"config": str(config_path or "configs/default.toml"), "device": str(dev),
          "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else None,
          "game_steps_per_s": round(game_steps_per_s, 1),
          "loop_overhead": round(1 - t_fwd / t_loop, 4),

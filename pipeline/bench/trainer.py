@@ -154,7 +154,7 @@ def run(config_path: str | None = None, seconds: float = 10.0, device: str | Non
             server.stop()
     return result(
         "trainer", value, "samples/s", ceiling,
-        {"config": config_path or "configs/default.toml", "device": str(learner.device),
+        {"config": str(config_path or "configs/default.toml"), "device": str(learner.device),
          "gpu": torch.cuda.get_device_name(0) if learner.device.type == "cuda" else None,
          "batch_size": t.batch_size, "frame": f"{cfg.game.hood_width}x{cfg.game.hood_height}",
          "amp_bf16": learner.amp, "row_bytes": row_bytes, "frame_codec": cfg.buffers.frame_codec, "prefilled_per_output": prefill,
