@@ -56,16 +56,18 @@ def _device(value: str) -> str:
     return value
 
 
-def _backend(value: str) -> str:
-    if re.fullmatch(r"sim|gta5|screen|gymnasium|[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*", value):
-        return value
-    # an installed plug-in's name (entry point group charles.games)
-    from importlib.metadata import entry_points
+#: What `game.backend` may be: a built-in or plug-in name, or 'package.module:Class'.
+_BACKEND_SYNTAX = r"[A-Za-z_][A-Za-z0-9_.-]*|[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*"
+_UNKNOWN_BACKEND = ("unknown backend; use sim, gta5, screen, gymnasium, an installed plug-in's name "
+                    "(entry point group charles.games) or 'package.module:Class'")
 
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", value) or value not in {
-            ep.name for ep in entry_points(group="charles.games")}:
-        raise ValueError("unknown backend; use sim, gta5, screen, gymnasium, an installed plug-in's name "
-                         "(entry point group charles.games) or 'package.module:Class'")
+
+def _backend(value: str) -> str:
+    """The syntax only: whether a plug-in's name is installed is checked where the config is
+    loaded from a file (`check_backend`), so a machine without the plug-in (`charles status`)
+    still reads the active config from Redis."""
+    if not re.fullmatch(_BACKEND_SYNTAX, value):
+        raise ValueError(_UNKNOWN_BACKEND)
     return value
 
 
@@ -450,10 +452,16 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 
 def check_backend(cfg: Config, source: str) -> None:
-    """What the config asks of its backend, checked against what the backend declares
-    (`pipeline.games.base.Capabilities`): DAgger needs a backend that gives expert labels.
+    """What the config asks of its backend: a plug-in named by its entry point must be installed
+    here, and what it declares (`pipeline.games.base.Capabilities`) must allow what is asked:
+    DAgger needs a backend that gives expert labels.
     The backend's class is imported only when asked for something (a plug-in must then be
     importable here); the server checks the environments it varies (`serve.server`)."""
+    from pipeline.games.base import BUILTIN_BACKENDS, installed_backends
+
+    backend = cfg.game.backend
+    if backend not in BUILTIN_BACKENDS and ":" not in backend and backend not in installed_backends():
+        raise ConfigError(f"{source}: 1 invalid setting(s):\n  - game.backend: {_UNKNOWN_BACKEND} (got {backend!r})")
     drives = cfg.collection.model_drives
     if drives <= 0:
         return

@@ -217,6 +217,8 @@ def test_an_installed_plugin_is_named_by_its_entry_point(tmp_path: Path, monkeyp
     (dist / "entry_points.txt").write_text("[charles.games]\nlane = tests.lane_game:LaneGame\n")
     with pytest.raises(ConfigError, match="unknown backend"):
         load_config(overrides={"game": {"backend": "lane"}, "collection": {"model_drives": 0.5}})
+    # the active config from Redis is read where the plug-in is not installed (charles status)
+    assert Config.from_json(Config.model_validate({"game": {"backend": "lane"}}).to_json()).game.backend == "lane"
     monkeypatch.syspath_prepend(str(tmp_path))
     importlib.invalidate_caches()
     cfg = load_config(overrides={"game": {"backend": "lane"}, "collection": {"model_drives": 0.5}})
