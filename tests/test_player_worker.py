@@ -87,3 +87,26 @@ def test_weights_file_with_another_sha256_is_refused(redis_server: RedisServer, 
         assert f"{weights}: weights blob does not match its sha256" in out and "Traceback" not in out
     finally:
         roles.stop_all()
+
+
+def test_weights_file_of_another_config_names_the_config(redis_server: RedisServer, tmp_path: Path) -> None:
+    """Issue 16: a `--weights` file that does not fit the live config says which config it
+    needs (its metadata names its run and config), in one line, instead of a load error."""
+    from pipeline.wire.weights import to_blob, weights_metadata
+
+    keys = Keys(unique_prefix("player-fit"))
+    publish_config(redis_server.client(), keys, load_config(RELIABILITY_CONFIG))
+    default = load_config()
+    model = build_model(default.model, default.inputs, default.outputs, (default.game.hood_height, default.game.hood_width))
+    weights = tmp_path / "other.safetensors"
+    weights.write_bytes(to_blob(model.state_dict(), weights_metadata(default.run.name, 5, default.sha256(), 3)))
+    roles = FaultRoles(redis_server.url, keys.prefix, tmp_path)
+    try:
+        proc = roles.start("player", "player", "--weights", str(weights), "--max-steps", "5")
+        assert proc.wait(120) != 0
+        out = (tmp_path / "player.log").read_text()
+        assert f"{weights}: weights of model {default.run.name!r} do not fit the live config's model" in out
+        assert "run the server with its config: --config " in out and "configs/default.toml (sha256" in out
+        assert "Traceback" not in out
+    finally:
+        roles.stop_all()

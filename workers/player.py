@@ -40,7 +40,7 @@ def cli(weights_file: str | None, weights_sha256: str | None, max_steps: int | N
     from pipeline.play.player import Player, WeightsWatcher
     from pipeline.play.unstuck import StuckDetector
     from pipeline.wire.samples import ContextSpec
-    from pipeline.wire.weights import WeightsStore, from_blob
+    from pipeline.wire.weights import WeightsStore, blob_metadata, from_blob
 
     torch.set_num_threads(1)
     stop = threading.Event()
@@ -64,8 +64,9 @@ def cli(weights_file: str | None, weights_sha256: str | None, max_steps: int | N
             blob = fh.read()
         digest = hashlib.sha256(blob).hexdigest()
         log.info("weights_file", path=weights_file, sha256=digest)  # to compare with where it came from
-        try:
-            model = build(from_blob(blob, weights_sha256.lower() if weights_sha256 else None))
+        try:  # its metadata names the config it needs, should it not fit the live one
+            model = build_model_from(cfg, from_blob(blob, weights_sha256.lower() if weights_sha256 else None), device,
+                                     meta=blob_metadata(blob))
         except WeightsError as exc:
             raise click.ClickException(f"{weights_file}: {exc} (sha256 {digest})") from None
     else:

@@ -101,20 +101,22 @@ def _misfit_message(cfg: Config, problem: str, source: str | Path | None, meta: 
                     config_file: str | Path | None) -> str:
     where = f"{source}: " if source else ""
     configured = (f"the model {_shown(config_file)} configures ({cfg.run.name!r})" if config_file
-                  else f"the configured model {cfg.run.name!r}")
+                  else f"the live config's model {cfg.run.name!r}")
+    # a command with --config is told to pass one; a player follows the server's config
+    give = "pass" if config_file else "run the server with"
     trained = (meta or {}).get("model")
     if trained and trained != cfg.run.name:
         needed = config_for_run(trained)
         return (f"{where}weights of model {trained!r} do not fit {configured} ({problem}); "
-                + (f"pass its config: --config {_shown(needed)}" if needed
-                   else f"pass the config whose [run] name is {trained!r} (--config FILE)"))
+                + (f"{give} its config: --config {_shown(needed)}" if needed
+                   else f"{give} the config whose [run] name is {trained!r} (--config FILE)"))
     sha = (meta or {}).get("config_sha256")
     if sha and sha != cfg.sha256():
         found = config_with_sha256(sha)
         return (f"{where}weights do not fit {configured} ({problem}); they were trained with another config: "
-                + (f"pass it: --config {_shown(found)}" if found
-                   else f"pass the config whose sha256 is {sha[:16]}... (--config FILE; `charles export` files name it)"))
-    return f"{where}weights do not fit {configured} ({problem}); pass the config they were trained with (--config FILE)"
+                + (f"{give} it: --config {_shown(found)}" if found
+                   else f"{give} the config whose sha256 is {sha[:16]}... (--config FILE; `charles export` files name it)"))
+    return f"{where}weights do not fit {configured} ({problem}); {give} the config they were trained with (--config FILE)"
 
 
 def read_weights_file(path: str | Path, sha256: str | None = None) -> tuple[dict[str, Any], dict[str, str]]:
