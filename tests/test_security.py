@@ -262,7 +262,10 @@ def _statuses(r: redis.Redis, keys: Keys, role: str) -> list[dict[str, str]]:
 def test_listeners_bound_to_loopback() -> None:
     procfile = {line.split(":", 1)[0]: line.split(":", 1)[1] for line in
                 (ROOT / "Procfile").read_text().splitlines() if ":" in line}
-    assert "--host 127.0.0.1" in procfile["tensorboard"], procfile["tensorboard"]
+    from workers.tensorboard import cli as tensorboard_cli
+
+    host = next(o.default for o in tensorboard_cli.params if o.name == "host")
+    assert procfile["tensorboard"].split() == ["charles", "tensorboard"] and host == "127.0.0.1", procfile["tensorboard"]
     assert "--host" not in procfile.get("dashboard", "") or "--host 127.0.0.1" in procfile["dashboard"]
     from pipeline.config import DashboardConfig, load_config
 
