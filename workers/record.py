@@ -43,18 +43,8 @@ def streams(out_dir: Path, budget_gb: float | None, consumer: str, chunk_rows: i
     configure_logging("recorder")
     from pipeline.data.stream_recorder import Recorder
     from pipeline.process import install_signal_handlers, wait_for_config
-    from pipeline.train.augment import minimap_box_for
-    from pipeline.wire.config_store import fetch_config
     from pipeline.wire.presence import Presence
-    from pipeline.wire.redis_conn import (
-        CONNECTION_ERRORS,
-        Backoff,
-        connect,
-        keys_from_env,
-        redis_url,
-        safe_url,
-    )
-    from pipeline.wire.samples import ContextSpec, SampleSchema
+    from pipeline.wire.redis_conn import connect, keys_from_env, redis_url, safe_url
 
     stop = threading.Event()
     install_signal_handlers(stop)
@@ -64,42 +54,10 @@ def streams(out_dir: Path, budget_gb: float | None, consumer: str, chunk_rows: i
     if fetched is None:
         return
     cfg, config_version = fetched
-    recorder = Recorder(
-        r, keys, cfg.output_names(), SampleSchema.from_config(cfg), out_dir, cfg.game.fps,
-        ContextSpec.from_inputs(cfg.inputs, cfg.game.fps), minimap_box_for(cfg.game), _budget_bytes(budget_gb),
-        consumer=consumer, chunk_rows=chunk_rows, chunk_age_s=chunk_age_s, compress=compress,
-        max_bytes=int(cfg.buffers.max_message_mb * 2**20),
-    )
-    presence = Presence(r, keys, "recorder", consumer)
+    recorder = Recorder.for_config(r, keys, cfg, out_dir, _budget_bytes(budget_gb), consumer=consumer,
+                                   chunk_rows=chunk_rows, chunk_age_s=chunk_age_s, compress=compress)
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
-    backoff, ready, last_beat = Backoff(), False, 0.0
-    while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-        try:
-            if not ready:
-                recorder.setup()
-                ready = True
-            recorder.record_once(block_ms=200)
-            if time.monotonic() - last_beat >= 1.0:
-                presence.beat(**recorder.status())
-                last_beat = time.monotonic()
-                fetched = fetch_config(r, keys)
-                if fetched is not None and fetched[1] != config_version:  # the server published a new config
-                    cfg, config_version = fetched
-                    recorder.reconfigure(cfg.output_names(), SampleSchema.from_config(cfg), cfg.game.fps,
-                                         ContextSpec.from_inputs(cfg.inputs, cfg.game.fps), minimap_box_for(cfg.game))
-                    log.info("recorder_reconfigured", version=config_version, outputs=cfg.output_names())
-            backoff.reset()
-        except CONNECTION_ERRORS as exc:
-            ready = False
-            delay = backoff.next_delay()
-            log.warning("redis_unavailable", what="recorder", error=str(exc), retry_in_s=round(delay, 2))
-            stop.wait(delay)
-    try:
-        recorder.flush(force=True)
-        presence.leave()
-    except CONNECTION_ERRORS as exc:  # unacknowledged entries stay pending: the next start writes them
-        log.warning("recorder_final_flush_failed", error=str(exc))
-    log.info("recorder_stopped", **recorder.status())
+    recorder.run(stop, Presence(r, keys, "recorder", consumer), config_version, deadline)
 
 
 @cli.command()

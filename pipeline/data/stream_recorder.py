@@ -18,6 +18,7 @@ decoded by offline training when a sample is read (`pipeline.data.chunks`).
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,12 +28,17 @@ import numpy as np
 import redis
 import structlog
 
+from pipeline.config import Config
 from pipeline.data.chunks import ChunkMeta, ChunkWriter, DiskBudget, remove_orphans
 from pipeline.errors import CodecError, SampleError
+from pipeline.train.augment import minimap_box_for
 from pipeline.wire import codec
 from pipeline.wire import frames as frames_mod
+from pipeline.wire.config_store import fetch_config
 from pipeline.wire.consumer_group import PendingRecovery
 from pipeline.wire.keys import RECORDER_GROUP, SERVER_GROUP, Counter, Keys
+from pipeline.wire.presence import Presence
+from pipeline.wire.redis_conn import CONNECTION_ERRORS, Backoff
 from pipeline.wire.samples import (
     FIELDS,
     SET_ID,
@@ -72,7 +78,7 @@ class RecorderStats:
 
 
 class Recorder:
-    """One recorder process's work, step by step; `workers/record.py` runs the loop."""
+    """One recorder process's work: `run` is its loop, the other methods its steps."""
 
     def __init__(self, r: redis.Redis, keys: Keys, outputs: list[str], schema: SampleSchema, root: Path,
                  fps: float, context: ContextSpec, minimap_box: list[float] | None = None,
@@ -105,6 +111,52 @@ class Recorder:
         self.pending: dict[tuple[str, str], _Pending] = {}
         self.stats = RecorderStats()
         self.recovery = PendingRecovery(r, keys, RECORDER_GROUP, consumer, event_prefix="recorder_")
+
+    @classmethod
+    def for_config(cls, r: redis.Redis, keys: Keys, cfg: Config, root: Path, budget_bytes: int | None = None,
+                   **options: Any) -> Recorder:
+        """A recorder of the active config's outputs, frames and context."""
+        return cls(r, keys, cfg.output_names(), SampleSchema.from_config(cfg), root, cfg.game.fps,
+                   ContextSpec.from_inputs(cfg.inputs, cfg.game.fps), minimap_box_for(cfg.game), budget_bytes,
+                   max_bytes=int(cfg.buffers.max_message_mb * 2**20), **options)
+
+    def follow(self, cfg: Config) -> None:
+        """Record under a newly published config from now on."""
+        self.reconfigure(cfg.output_names(), SampleSchema.from_config(cfg), cfg.game.fps,
+                         ContextSpec.from_inputs(cfg.inputs, cfg.game.fps), minimap_box_for(cfg.game))
+
+    def run(self, stop: threading.Event, presence: Presence, config_version: int,
+            deadline: float | None = None) -> None:
+        """Record until `stop` (or the monotonic `deadline`); once a second report and follow a
+        newly published config. A Redis outage or refusal is waited out, never fatal; what is
+        buffered is written at the end (entries not acknowledged stay pending for the next start)."""
+        backoff, ready, last_beat = Backoff(), False, 0.0
+        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+            try:
+                if not ready:
+                    self.setup()
+                    ready = True
+                self.record_once(block_ms=200)
+                if time.monotonic() - last_beat >= 1.0:
+                    presence.beat(**self.status())
+                    last_beat = time.monotonic()
+                    fetched = fetch_config(self.r, self.keys)
+                    if fetched is not None and fetched[1] != config_version:  # the server published a new config
+                        cfg, config_version = fetched
+                        self.follow(cfg)
+                        log.info("recorder_reconfigured", version=config_version, outputs=cfg.output_names())
+                backoff.reset()
+            except (*CONNECTION_ERRORS, redis.RedisError) as exc:
+                ready = False
+                delay = backoff.next_delay()
+                log.warning("redis_unavailable", what="recorder", error=str(exc), retry_in_s=round(delay, 2))
+                stop.wait(delay)
+        try:
+            self.flush(force=True)
+            presence.leave()
+        except (*CONNECTION_ERRORS, redis.RedisError) as exc:
+            log.warning("recorder_final_flush_failed", error=str(exc))
+        log.info("recorder_stopped", **self.status())
 
     def reconfigure(self, outputs: list[str], schema: SampleSchema, fps: float, context: ContextSpec,
                     minimap_box: list[float] | None) -> None:
