@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-import uuid
 from pathlib import Path
-from typing import Any
 
 import click
 import structlog
@@ -85,63 +83,20 @@ def drive(out_dir: Path, config_path: Path | None, driver: str, seconds: float |
     """
     configure_logging("record")
     from pipeline.config import load_config
-    from pipeline.data.chunks import ChunkWriter, DiskBudget
-    from pipeline.data.drive_recorder import DriveRecorder
-    from pipeline.errors import CharlesError, ConfigError
-    from pipeline.games.base import Environment, load_game
-    from pipeline.games.options import game_options
+    from pipeline.data.drive_recorder import record_drive
+    from pipeline.errors import CharlesError
+    from pipeline.games.base import Environment
     from pipeline.process import install_signal_handlers
-    from pipeline.train.augment import minimap_box_for
 
-    try:
-        cfg = load_config(config_path)
-        options = game_options(cfg, realtime=driver == "human")
-        real = cfg.game.backend in ("gta5", "screen")
-        if real:
-            options["driver"] = driver
-        game = load_game(cfg.game.backend, **options)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-    source = lambda obs: None  # noqa: E731 - None: the game's own driver (NPC, or the human on real backends)
     stop = threading.Event()
     install_signal_handlers(stop)
-    window = None
-    if driver == "human" and not real:  # the sim: a window shows the drive, its keys drive
-        from pipeline.games.sim.viewer import DRIVE_KEYS_HELP, KeyboardDriver, SimWindow, composite
-
-        try:
-            window = SimWindow((cfg.game.cinematic_width, cfg.game.cinematic_height), "Charles record",
-                               f"{DRIVE_KEYS_HELP}, Esc/Q ends the recording")
-        except CharlesError as exc:
-            game.close()
-            raise click.ClickException(f"the human drives the sim in a window: {exc}") from None
-        keyboard = KeyboardDriver()
-
-        def source(obs: Any) -> Any:
-            window.show(composite(game, obs))
-            keys = window.keys()
-            if "quit" in keys:
-                stop.set()  # this tick is the last one recorded
-            return keyboard.controls(keys)
-
-    fresh_folder = not out_dir.exists()  # removed again when the drive fails before writing anything
-    episode = f"drive-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    recorder = DriveRecorder(game, ChunkWriter(out_dir, compress=compress), episode, collector=driver,
-                             source_name=f"drive:{driver}", chunk_rows=max(1, round(cfg.game.fps * 10)),
-                             minimap_box=minimap_box_for(cfg.game), padding=round(padding_s * cfg.game.fps),
-                             budget=DiskBudget(out_dir, _budget_bytes(budget_gb)))
     env = Environment(map_seed=map_seed, weather=weather, time_of_day=time_of_day,
                       traffic_density=traffic, episode_seed=int(time.time()) % 2**31)
     try:
-        summary = recorder.run(env, seconds, source, stop)
-    except BaseException:
-        if fresh_folder and out_dir.is_dir() and not any(out_dir.iterdir()):
-            out_dir.rmdir()
-        raise
-    finally:
-        if window is not None:
-            window.close()
-        game.close()
+        summary = record_drive(load_config(config_path), out_dir, driver, env, seconds, stop, padding_s,
+                               _budget_bytes(budget_gb), compress)
+    except CharlesError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(summary.as_dict()))
 
 

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import structlog
 
+from pipeline.config import Config
 from pipeline.data.chunks import ChunkWriter, DiskBudget
 from pipeline.games.base import Controls, Environment, Game, Observation
 
@@ -106,3 +109,58 @@ class DriveRecorder:
                 self.budget.add(meta)
             log.info("drive_chunk_written", episode=self.episode, rows=meta.rows, file=meta.file)
         self._first_tick += gap
+
+
+def record_drive(cfg: Config, out_dir: Path, driver: str, env: Environment, seconds: float | None,
+                 stop: threading.Event, padding_s: float = 0.0, budget_bytes: int | None = None,
+                 compress: bool = False) -> DriveSummary:
+    """`charles record drive`: one drive of `driver` ("human" or "npc") recorded into `out_dir`.
+    On the simulator a human drives in a window with the keyboard (Esc/Q ends the recording);
+    on a real game the game's own driver (the human at the pad, or its NPC) drives. A folder
+    this call created is removed again when the drive fails before writing anything."""
+    from pipeline.games.base import load_game
+    from pipeline.games.options import game_options
+    from pipeline.train.augment import minimap_box_for
+
+    options = game_options(cfg, realtime=driver == "human")
+    real = cfg.game.backend in ("gta5", "screen")
+    if real:
+        options["driver"] = driver
+    game = load_game(cfg.game.backend, **options)
+    source: ControlsSource = lambda obs: None  # noqa: E731 - None: the game's own driver drives
+    window = None
+    if driver == "human" and not real:  # the sim: a window shows the drive, its keys drive
+        from pipeline.errors import CharlesError, GameError
+        from pipeline.games.sim.viewer import DRIVE_KEYS_HELP, KeyboardDriver, SimWindow, composite
+
+        try:
+            window = SimWindow((cfg.game.cinematic_width, cfg.game.cinematic_height), "Charles record",
+                               f"{DRIVE_KEYS_HELP}, Esc/Q ends the recording")
+        except CharlesError as exc:
+            game.close()
+            raise GameError(f"the human drives the sim in a window: {exc}") from None
+        keyboard = KeyboardDriver()
+
+        def source(obs: Observation) -> Controls | None:
+            window.show(composite(game, obs))
+            keys = window.keys()
+            if "quit" in keys:
+                stop.set()  # this tick is the last one recorded
+            return keyboard.controls(keys)
+
+    fresh_folder = not out_dir.exists()
+    episode = f"drive-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    recorder = DriveRecorder(game, ChunkWriter(out_dir, compress=compress), episode, collector=driver,
+                             source_name=f"drive:{driver}", chunk_rows=max(1, round(cfg.game.fps * 10)),
+                             minimap_box=minimap_box_for(cfg.game), padding=round(padding_s * cfg.game.fps),
+                             budget=DiskBudget(out_dir, budget_bytes))
+    try:
+        return recorder.run(env, seconds, source, stop)
+    except BaseException:
+        if fresh_folder and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
+    finally:
+        if window is not None:
+            window.close()
+        game.close()
