@@ -181,3 +181,30 @@ def test_references_are_kept_between_runs_on_this_machine(r: redis.Redis, tmp_pa
         assert read_reference_file(kept, other_key) is None  # another plan's file is never used
     finally:
         games.close()
+
+
+def test_sigterm_mid_job_ends_the_evaluator_promptly(redis_server: RedisServer, tmp_path: Path) -> None:
+    """Under `make run` the evaluator was SIGKILLed at every shutdown: rq's warm shutdown waits
+    for the running job, and nothing told the job to stop. A signal now sets the job's stop:
+    the episode in progress ends it, the worker exits 0 within seconds."""
+    prefix = f"eval-stop-{uuid.uuid4().hex[:8]}:"
+    keys, r = Keys(prefix), redis_server.client()
+    cfg = tiny_config(run={"name": "eval_tiny"}, game={"cinematic_width": 32, "cinematic_height": 18},
+                      model={"width": 8, "dense": 32, "head": [16]},
+                      evaluator={"episode_s": 30.0, "environments": ["day", "traffic"], "episodes_per_environment": 4})
+    publish_config(r, keys, cfg)
+    model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width))
+    enqueue_evaluation(r, keys, WeightsStore(r, keys).publish(model.state_dict(), cfg.run.name, batches=10))
+    roles = Roles(redis_server.url, prefix, tmp_path)
+    try:
+        roles.start("evaluator", "evaluator", "--nice", "0")
+        deadline = time.monotonic() + 120
+        while "evaluation_episode" not in roles.log("evaluator") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "evaluation_episode" in roles.log("evaluator"), roles.log("evaluator")[-3000:]
+        start = time.monotonic()
+        assert roles.stop("evaluator", timeout=20) == 0, roles.log("evaluator")[-3000:]
+        assert time.monotonic() - start < 20
+    finally:
+        roles.stop_all()
+    assert read_scores(r, keys) == {}  # stopped, not scored on part of the plan

@@ -72,7 +72,7 @@ def cli(burst: bool, max_jobs: int | None, niceness: int) -> None:
                             serializer=JSONSerializer, job_class=evaluation_job)
 
     try:
-        work_until_done(make_worker, r, "evaluator", burst=burst, max_jobs=max_jobs)
+        work_until_done(make_worker, r, "evaluator", stop=jobs.stop, burst=burst, max_jobs=max_jobs)
     finally:
         stop.set()
         jobs.close()
