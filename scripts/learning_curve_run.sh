@@ -6,6 +6,10 @@
 #   scripts/learning_curve_run.sh                        # (a) default config, this machine's CPUs
 #   CONFIG=configs/h100.toml COLLECTORS=14 MINUTES=8 LABEL="H100" scripts/learning_curve_run.sh   # (b)
 #
+# Every published version stays in Redis (KEEP_VERSIONS, default 400, overrides trainer.keep_versions in a copy of the
+# config), so that SCORE_FROM_MIN (default: the last third of the run) can have every version published from that
+# minute on scored after the run (`charles evaluator --burst --since`, on all cores, SCORE_PROCESSES).
+#
 # Env: CONFIG, MINUTES (30), COLLECTORS (2), CONCURRENCY (charles supervise -c, default collector=$COLLECTORS),
 # PORT (6496), WORK (var/lc_<name>), REFS (var/evaluation: reference scores kept between curves), LABEL, PNG, PYTHON, ROLES (the Procfile roles to start; the
 # dashboard and TensorBoard are left out by default: nobody watches them and their ports may be taken).
@@ -25,7 +29,14 @@ PYTHON="${PYTHON:-python}"
 REFS="${REFS:-$ROOT/var/evaluation}"
 [ -d "$ROOT/.venv/bin" ] && export PATH="$ROOT/.venv/bin:$PATH"
 
+KEEP_VERSIONS="${KEEP_VERSIONS:-400}"
+SCORE_FROM_MIN="${SCORE_FROM_MIN:-$((MINUTES * 2 / 3))}"
+SCORE_PROCESSES="${SCORE_PROCESSES:-$(nproc)}"
+
 rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK"
+sed "s/^keep_versions = [0-9]*/keep_versions = $KEEP_VERSIONS/" "$CONFIG" > config.toml
+grep -q "^keep_versions = $KEEP_VERSIONS" config.toml || sed -i "/^\[trainer\]/a keep_versions = $KEEP_VERSIONS" config.toml
+CONFIG="$WORK/config.toml"
 # the NPC's and the baseline's reference scores are not training state: keep them between curves
 mkdir -p "$REFS" var && ln -s "$REFS" var/evaluation
 cp "$ROOT/Procfile" Procfile
@@ -51,12 +62,14 @@ SAMPLER=$!
 timeout -s INT -k 90 "$((MINUTES * 60))" charles supervise -c "$CONCURRENCY" $ROLES > supervise.log 2>&1 || true
 kill "$SAMPLER" 2>/dev/null || true
 
-# the last versions were published while the evaluator was busy: score the newest one now
+# the live evaluator keeps up with only some versions: score every version published from minute
+# SCORE_FROM_MIN on (the newest included) now, on every core
 charles redis > redis.log 2>&1 &
 REDIS_PID=$!
 trap 'kill $REDIS_PID 2>/dev/null || true' EXIT
 for _ in $(seq 50); do charles status --json > /dev/null 2>&1 && break; sleep 0.2; done
-charles evaluator --burst --nice 0 > evaluator-final.log 2>&1 || true
+charles evaluator --nice 0 --processes "$SCORE_PROCESSES" --kept-since "$(( $(cat t0) + SCORE_FROM_MIN * 60 ))" \
+  > evaluator-final.log 2>&1 || true
 $PYTHON "$ROOT/scripts/learning_curve.py" export --out "$WORK/evaluation.json" --t0 "$(cat t0)" --label "$LABEL"
 $PYTHON "$ROOT/scripts/learning_curve.py" plot "$WORK/evaluation.json" --out "$PNG" \
   --title "Charles from nothing: $LABEL" --deadline-min "$MINUTES" | tee summary.json

@@ -47,13 +47,26 @@ def _heartbeat(jobs: EvaluatorJobs, presence: Presence, stop: threading.Event) -
 @click.option("--max-jobs", type=int, default=None, help="exit after this many jobs")
 @click.option("--nice", "niceness", type=int, default=10, show_default=True,
               help="CPU priority below players and the trainer")
-def cli(burst: bool, max_jobs: int | None, niceness: int) -> None:
+@click.option("--kept-since", type=float, default=None, metavar="EPOCH_S",
+              help="instead of the queue: score every version still kept in Redis that was published at or after "
+                   "this time and has no score, oldest first, then exit (a run's history, after the run)")
+@click.option("--processes", type=click.IntRange(min=1, max=64), default=None,
+              help="episodes driven at once (default: evaluator.processes)")
+def cli(burst: bool, max_jobs: int | None, niceness: int, kept_since: float | None, processes: int | None) -> None:
     """Score every published version closed-loop on the held-out seeds, until SIGTERM."""
     configure_logging("evaluator")
     os.nice(niceness)
     r, keys = connect(), keys_from_env()
     worker_id = new_worker_id("evaluator")
-    jobs = EvaluatorJobs(r, keys, REFERENCE_CACHE)
+    jobs = EvaluatorJobs(r, keys, REFERENCE_CACHE, processes)
+    if kept_since is not None:
+        try:
+            scored = jobs.score_kept(kept_since)
+        finally:
+            jobs.close()
+        log.info("kept_versions_scored", versions=[s["version"] for s in scored if "ratio_to_npc" in s],
+                 skipped=[s["version"] for s in scored if "skipped" in s])
+        return
     evaluation_job = guarded_job_class({EVALUATE_JOB: jobs.evaluate_version})  # the only job it runs
     log.info("evaluator_starting", id=worker_id, redis=safe_url(redis_url()))
     stop = threading.Event()

@@ -42,8 +42,10 @@ class EvaluatorJobs:
     """One evaluator process: what its jobs reuse (game, episode pool, TensorBoard writers),
     what its heartbeat reports, and the rq job itself (`evaluate_version`)."""
 
-    def __init__(self, r: redis.Redis, keys: Keys, reference_cache: Path | None = None) -> None:
+    def __init__(self, r: redis.Redis, keys: Keys, reference_cache: Path | None = None,
+                 processes: int | None = None) -> None:
         self.redis = r
+        self.processes = processes  # episodes at once, overriding the config's evaluator.processes
         self.keys = keys
         self.reference_cache = reference_cache  # folder of reference files kept between runs (None: Redis only)
         self.games = GameCache()
@@ -133,24 +135,46 @@ class EvaluatorJobs:
 
 
     def evaluate_version(self, spec: dict[str, Any]) -> dict[str, Any]:
-        """rq job: drive version `spec["version"]` on the held-out plan, record scores, maybe move best."""
+        """rq job: drive version `spec["version"]` on the held-out plan, record scores, maybe move
+        best; skipped when a newer version's job is already waiting."""
+        version = int(spec["version"])
+        newer = newest_waiting(self.redis, self.keys)
+        if newer > version:
+            return self._skip(version, f"superseded by v{newer}, still waiting")
+        return self.score_version(version, spec.get("sha256"))
+
+    def score_kept(self, since: float) -> list[dict[str, Any]]:
+        """Score every version still kept in Redis, published at or after `since`, that has no
+        score yet: oldest first, none skipped as superseded. A learning curve's history, scored
+        after its run on every core (the live evaluator keeps up with only some versions)."""
+        from pipeline.wire.weights import WeightsStore
+
+        results = []
+        for info in WeightsStore(self.redis, self.keys).kept_infos(since):
+            if self.stop.is_set():
+                break
+            if not self.redis.hexists(self.keys.evaluation, str(info.version)):
+                results.append(self.score_version(info.version, info.sha256))
+        return results
+
+    def score_version(self, version: int, sha256: str | None = None) -> dict[str, Any]:
+        """Drive one version (its blob checked against `sha256` when given) and record its scores."""
         from pipeline.evaluate.closed_loop import model_policy, score_policy
         from pipeline.models.loading import build_model_from
         from pipeline.wire.config_store import fetch_config
         from pipeline.wire.weights import WeightsStore
 
-        r, keys, version = self.redis, self.keys, int(spec["version"])
-        newer = newest_waiting(r, keys)
-        if newer > version:
-            return self._skip(version, f"superseded by v{newer}, still waiting")
+        r, keys = self.redis, self.keys
         fetched = fetch_config(r, keys)
         if fetched is None:
             raise NotReadyError("no active config in Redis; is the server running?")
         cfg = fetched[0]
+        if self.processes is not None:
+            cfg = cfg.model_copy(update={"evaluator": cfg.evaluator.model_copy(update={"processes": self.processes})})
         try:
             info, tensors = WeightsStore(r, keys).fetch(version, model=cfg.run.name)
             blob = r.hget(keys.weights_version_blob(version), "blob") or r.hget(keys.weights_best, "blob") or b""
-            if info.sha256 != spec.get("sha256", info.sha256) or hashlib.sha256(blob).hexdigest() != info.sha256:
+            if info.sha256 != (sha256 or info.sha256) or hashlib.sha256(blob).hexdigest() != info.sha256:
                 raise WeightsError("the stored blob is not the one that was published")
             model = build_model_from(cfg, tensors)
         except WeightsError as exc:

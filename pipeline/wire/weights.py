@@ -133,6 +133,24 @@ class WeightsStore:
             return None
         return _info(dict(zip([b"version", b"sha256", b"model", b"created", b"batches"], raw, strict=True)))
 
+    def kept_infos(self, since: float = 0.0) -> list[WeightsInfo]:
+        """Every version still kept in Redis (the newest `keep_versions`), published at or after
+        `since` (epoch s), oldest first: the history a learning curve scores after its run."""
+        latest = self.latest_info()
+        infos: list[WeightsInfo] = []
+        fields = [b"version", b"sha256", b"model", b"created", b"batches"]
+        version = 0 if latest is None else latest.version
+        while version > 0:
+            raw = self.r.hmget(self.keys.weights_version_blob(version), fields)
+            if raw[0] is None:
+                break
+            info = _info(dict(zip(fields, raw, strict=True)))
+            if info.created < since:
+                break
+            infos.append(info)
+            version -= 1
+        return infos[::-1]
+
     def fetch(self, version: int | None = None, model: str | None = None
               ) -> tuple[WeightsInfo, dict[str, torch.Tensor]]:
         """Fetch and verify the latest (or one kept) version; with `model`, refuse another
