@@ -85,7 +85,7 @@ def _collect_worker(job: CollectJob) -> dict[str, int]:
     from pipeline.games.base import capabilities_of, load_game
     from pipeline.games.options import game_options
     from pipeline.serve.server import sample_environment
-    from pipeline.wire.samples import ContextSpec
+    from pipeline.wire.schema import ContextSpec
 
     cfg = load_config(job.config)
     rng = random.Random(1000 + job.worker)

@@ -10,7 +10,8 @@ import redis
 
 from pipeline.config import Config, load_config
 from pipeline.wire.keys import Keys
-from pipeline.wire.samples import SampleSchema, SampleSet, empty_columns, manifest, set_id_of
+from pipeline.wire.manifest import SampleSet, manifest, set_id_of
+from pipeline.wire.schema import SampleSchema, empty_columns
 
 
 def tiny_config(**overrides: object) -> Config:

@@ -8,7 +8,7 @@ import pytest
 from pipeline.collect.balancing import make_balancer, rows_to_columns
 from pipeline.collect.bins import build_binnings
 from pipeline.config import BalancingConfig, OutputConfig
-from pipeline.wire.samples import SampleSchema
+from pipeline.wire.schema import SampleSchema
 
 # three classes each over [-1, 1] -> bins for exactly -1, 0, 1
 OUTPUTS = [

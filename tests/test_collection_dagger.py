@@ -27,7 +27,9 @@ from pipeline.serve.buffers import Buffers
 from pipeline.serve.server import Server, sample_environment
 from pipeline.wire.config_store import publish_config
 from pipeline.wire.keys import Keys
-from pipeline.wire.samples import SampleSchema, decode_row, stack_rows
+from pipeline.wire.rows import decode_row
+from pipeline.wire.schema import SampleSchema
+from pipeline.wire.stacking import stack_rows
 from pipeline.wire.weights import WeightsStore
 
 EPISODE_S = 4.0

@@ -21,7 +21,7 @@ from pipeline.train.dataset import (
     find_episodes,
     split_episodes,
 )
-from pipeline.wire.samples import FIELDS, ContextSpec, SampleSchema
+from pipeline.wire.schema import FIELDS, ContextSpec, SampleSchema
 
 W, H = 8, 6
 

@@ -23,15 +23,9 @@ from pipeline.wire import codec
 from pipeline.wire import frames as frames_mod
 from pipeline.wire.frames import CODECS, FrameCodec
 from pipeline.wire.keys import Keys
-from pipeline.wire.samples import (
-    CODED_ROW_MAGIC,
-    ContextSpec,
-    SampleSchema,
-    decode_row,
-    read_row_head,
-    row_head_size,
-    stack_rows,
-)
+from pipeline.wire.rows import CODED_ROW_MAGIC, decode_row, read_row_head, row_head_size
+from pipeline.wire.schema import ContextSpec, SampleSchema
+from pipeline.wire.stacking import stack_rows
 from tests.factories import publish_entry, sample_set, tiny_config
 from tests.test_server import make_server
 

@@ -32,15 +32,9 @@ from hypothesis import strategies as st
 from pipeline.config import Config, load_config
 from pipeline.errors import CharlesError, CodecError, ConfigError, SampleError, WeightsError
 from pipeline.wire import codec
-from pipeline.wire.samples import (
-    FIELDS,
-    ROW_MAGIC,
-    SampleSchema,
-    decode_entry,
-    decode_row,
-    encode_row,
-    row_field,
-)
+from pipeline.wire.manifest import decode_entry, row_field
+from pipeline.wire.rows import ROW_MAGIC, decode_row, encode_row
+from pipeline.wire.schema import FIELDS, SampleSchema
 from pipeline.wire.weights import from_blob, to_blob
 from tests.factories import sample_set, tiny_config
 

@@ -21,7 +21,7 @@ from pipeline.models import build_model
 from pipeline.serve.server import sample_environment
 from pipeline.wire.config_store import publish_config
 from pipeline.wire.keys import Keys
-from pipeline.wire.samples import decode_row
+from pipeline.wire.rows import decode_row
 from pipeline.wire.weights import WeightsStore
 from tests.factories import tiny_config
 

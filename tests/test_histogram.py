@@ -13,7 +13,7 @@ from pipeline.config import Config, OutputConfig
 from pipeline.data.histogram import bin_counts, targets_from_rows
 from pipeline.wire.keys import Keys
 from pipeline.wire.local_redis import RedisServer
-from pipeline.wire.samples import SampleSet
+from pipeline.wire.manifest import SampleSet
 from workers.data import cli
 
 OUTPUTS = [

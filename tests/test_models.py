@@ -16,7 +16,7 @@ from pipeline.config import CONFIG_DIR, Config, InputsConfig, ModelConfig, Outpu
 from pipeline.errors import ConfigError, MissingExtraError
 from pipeline.games.base import Controls, Observation
 from pipeline.models import backbone_kind, batch_to_tensors, build_model, compute_loss, predict
-from pipeline.wire.samples import ContextSpec, SampleSchema, empty_columns
+from pipeline.wire.schema import ContextSpec, SampleSchema, empty_columns
 
 HAS_TIMM = importlib.util.find_spec("timm") is not None
 SHIPPED = sorted(CONFIG_DIR.glob("*.toml"))

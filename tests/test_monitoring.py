@@ -18,7 +18,7 @@ from pipeline.train.learner import Learner
 from pipeline.train.live import Trainer, TrainerSettings
 from pipeline.train.tensorboard import TrainerMonitor
 from pipeline.wire.keys import Keys
-from pipeline.wire.samples import SampleSchema
+from pipeline.wire.schema import SampleSchema
 from pipeline.wire.weights import WeightsStore
 from tests.factories import publish_entry, sample_set, tiny_config
 

@@ -18,7 +18,7 @@ from pipeline.games.sim import SimGame
 from pipeline.train.dataset import DataSpec, RecordedDataset, find_episodes
 from pipeline.wire.config_store import publish_config
 from pipeline.wire.keys import Keys
-from pipeline.wire.samples import ContextSpec
+from pipeline.wire.schema import ContextSpec
 from pipeline.wire.weights import WeightsStore, to_blob
 from tests.factories import tiny_config
 

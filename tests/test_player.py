@@ -15,7 +15,7 @@ from pipeline.games.base import Controls, Environment, Observation
 from pipeline.play.player import Player, WeightsWatcher
 from pipeline.play.unstuck import StuckDetector
 from pipeline.wire.keys import Keys
-from pipeline.wire.samples import ContextSpec
+from pipeline.wire.schema import ContextSpec
 from pipeline.wire.weights import WeightsStore
 
 

@@ -19,7 +19,7 @@ from pipeline.games.process import ProcessGame
 from pipeline.games.sim import SimGame
 from pipeline.play.player import Player
 from pipeline.play.unstuck import StuckDetector
-from pipeline.wire.samples import ContextSpec
+from pipeline.wire.schema import ContextSpec
 
 OPTIONS = {"hood_size": (96, 64), "cinematic_size": (128, 72), "realtime": False}
 ENV = Environment(map_seed=8, episode_seed=5, weather="rain", time_of_day=19.0, traffic_density=0.8)

@@ -15,7 +15,7 @@ from pipeline.data.chunks import load_chunk, scan
 from pipeline.data.stream_recorder import Recorder
 from pipeline.wire.config_store import publish_config
 from pipeline.wire.keys import RECORDER_GROUP, Keys
-from pipeline.wire.samples import ContextSpec, SampleSchema
+from pipeline.wire.schema import ContextSpec, SampleSchema
 from tests.factories import publish_entry, sample_set, tiny_config
 from tests.processes import Roles, wait_until
 

@@ -22,7 +22,8 @@ from rq.serializers import JSONSerializer
 from pipeline.config import load_config
 from pipeline.wire.keys import COLLECT_QUEUE, Keys
 from pipeline.wire.local_redis import RedisServer
-from pipeline.wire.samples import EntryView, SampleSchema, check_entry
+from pipeline.wire.manifest import EntryView, check_entry
+from pipeline.wire.schema import SampleSchema
 from tests.factories import stored_rows
 from tests.faults import (
     RELIABILITY_CONFIG,

@@ -24,7 +24,7 @@ from pipeline.serve.buffers import Buffers
 from pipeline.wire.config_store import publish_config
 from pipeline.wire.keys import Keys
 from pipeline.wire.local_redis import RedisServer
-from pipeline.wire.samples import ROW_MAGIC
+from pipeline.wire.rows import ROW_MAGIC
 from tests.faults import (
     RELIABILITY_CONFIG,
     FaultRoles,

@@ -63,7 +63,7 @@ def test_sim_window_screen_backend_model_keyboard_loop(x_display: str, tmp_path:
     from pipeline.collect.context import ContextBuilder
     from pipeline.config import load_config
     from pipeline.models import build_model, predict
-    from pipeline.wire.samples import ContextSpec
+    from pipeline.wire.schema import ContextSpec
 
     cfg = load_config()
     model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width)).eval()

@@ -16,8 +16,8 @@ from pipeline.games.sim import SimGame
 from pipeline.serve.server import COLLECT_JOB, Server, check_environment, sample_environment
 from pipeline.wire.config_store import fetch_config
 from pipeline.wire.keys import RECORDER_GROUP, SERVER_GROUP, Keys
+from pipeline.wire.manifest import manifest
 from pipeline.wire.presence import Presence, live_workers
-from pipeline.wire.samples import manifest
 from tests.factories import publish_entry, sample_set, stored_rows, tiny_config
 
 
@@ -285,7 +285,7 @@ def test_forged_collector_presence_gets_no_jobs(r: redis.Redis, keys: Keys) -> N
 def _with_row(entry: dict[str, bytes], i: int, **header_changes: object) -> dict[str, bytes]:
     """The entry with row i's header changed (and the meta's byte count for it)."""
     from pipeline.wire import codec
-    from pipeline.wire.samples import ROW_MAGIC, decode_row_header, row_head_size
+    from pipeline.wire.rows import ROW_MAGIC, decode_row_header, row_head_size
 
     row = entry[f"r{i}"]
     head = row[: row_head_size(row)]

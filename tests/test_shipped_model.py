@@ -10,7 +10,7 @@ from pipeline.games.base import Environment, load_game
 from pipeline.games.options import game_options
 from pipeline.models import predict
 from pipeline.models.loading import build_model_from, read_weights_file
-from pipeline.wire.samples import ContextSpec
+from pipeline.wire.schema import ContextSpec
 
 SHIPPED = Path(__file__).resolve().parent.parent / "models" / "charles_small_cnn.safetensors"
 

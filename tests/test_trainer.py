@@ -17,7 +17,7 @@ from pipeline.serve.server import Server
 from pipeline.train.learner import Learner, checkpoint_exists
 from pipeline.train.live import DataAge, Trainer, TrainerSettings
 from pipeline.wire.keys import Keys
-from pipeline.wire.samples import SampleSchema
+from pipeline.wire.schema import SampleSchema
 from pipeline.wire.weights import WeightsStore
 from tests.factories import publish_entry, sample_set, tiny_config
 
@@ -166,7 +166,7 @@ def test_a_bad_row_costs_only_itself(r: redis.Redis, keys: Keys) -> None:
 
     from pipeline.train.live import BatchDrawer
     from pipeline.wire.frames import FrameCodec
-    from pipeline.wire.samples import row_head_size
+    from pipeline.wire.rows import row_head_size
 
     cfg = tiny_config(buffers={"capacity": 4, "samples_per_insert": 1.0})
     schema = SampleSchema.from_config(cfg)

@@ -44,7 +44,7 @@ def _of_recordings(dirs: tuple[Path, ...], config_path: Path | None) -> dict[str
     from pipeline.config import load_config
     from pipeline.data.histogram import bin_counts
     from pipeline.train.dataset import DataSpec, RecordedDataset, find_episodes
-    from pipeline.wire.samples import ContextSpec
+    from pipeline.wire.schema import ContextSpec
 
     cfg = load_config(config_path)
     spec = DataSpec(ContextSpec.from_inputs(cfg.inputs, cfg.game.fps), cfg.game.hood_width, cfg.game.hood_height)

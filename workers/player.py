@@ -39,7 +39,7 @@ def cli(weights_file: str | None, weights_sha256: str | None, max_steps: int | N
     from pipeline.models.loading import build_model_from, pick_device
     from pipeline.play.player import Player, WeightsWatcher
     from pipeline.play.unstuck import StuckDetector
-    from pipeline.wire.samples import ContextSpec
+    from pipeline.wire.schema import ContextSpec
     from pipeline.wire.weights import WeightsStore, blob_metadata, from_blob
 
     torch.set_num_threads(1)

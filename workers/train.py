@@ -57,7 +57,7 @@ def cli(offline: bool, dirs: tuple[Path, ...], config_path: Path | None, epochs:
         build_datasets,
         build_loaders,
     )
-    from pipeline.wire.samples import SampleSchema
+    from pipeline.wire.schema import SampleSchema
 
     try:
         cfg = load_config(config_path)

@@ -35,7 +35,7 @@ def cli(max_batches: int | None, device: str | None, niceness: int) -> None:
     from pipeline.train.distributed import DistributedContext
     from pipeline.train.learner import Learner, checkpoint_exists
     from pipeline.train.live import Trainer, TrainerSettings
-    from pipeline.wire.samples import SampleSchema
+    from pipeline.wire.schema import SampleSchema
     from pipeline.wire.weights import WeightsStore
 
     stop = threading.Event()

@@ -117,7 +117,7 @@ def _swap_pauses(cfg: Config, device: str, swaps: int, r: Any, state: dict[str, 
     from pipeline.models.loading import build_model_from
     from pipeline.play.player import Player, WeightsWatcher
     from pipeline.play.unstuck import StuckDetector
-    from pipeline.wire.samples import ContextSpec
+    from pipeline.wire.schema import ContextSpec
     from pipeline.wire.weights import WeightsStore
 
     keys, stop = Keys("bench-swap:"), threading.Event()

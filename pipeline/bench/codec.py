@@ -62,7 +62,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def _measure(codec: Any, frames: list[np.ndarray], seconds: float, outputs: int) -> dict[str, Any]:
     from pipeline.wire import frames as frames_mod
-    from pipeline.wire.samples import encode_row
+    from pipeline.wire.rows import encode_row
 
     shape = frames[0].shape
     coded = [bytes(codec.encode(f)) for f in frames]  # warm up (and the bytes)

@@ -30,7 +30,7 @@ def main() -> None:
     from pipeline.train.learner import Learner
     from pipeline.train.live import Trainer, TrainerSettings
     from pipeline.wire.keys import Keys
-    from pipeline.wire.samples import SampleSchema
+    from pipeline.wire.schema import SampleSchema
     from pipeline.wire.weights import WeightsStore
 
     cfg = load_config(args.config)

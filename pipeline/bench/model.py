@@ -15,7 +15,7 @@ import numpy as np
 
 from pipeline.bench import result, timed
 from pipeline.config import load_config
-from pipeline.wire.samples import SampleSchema, empty_columns
+from pipeline.wire.schema import SampleSchema, empty_columns
 
 
 def _columns(cfg: Any, n: int) -> dict[str, np.ndarray]:

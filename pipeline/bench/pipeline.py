@@ -27,7 +27,8 @@ from pipeline.bench import result
 from pipeline.config import Config, load_config
 from pipeline.wire.keys import Keys
 from pipeline.wire.local_redis import RedisServer
-from pipeline.wire.samples import SampleSchema, SampleSet, empty_columns
+from pipeline.wire.manifest import SampleSet
+from pipeline.wire.schema import SampleSchema, empty_columns
 
 SET_SIZE = 22  # a v3 round over 0.1-wide bins plus endpoints
 N_SETS = 300
@@ -65,7 +66,7 @@ def _stage(role: str, url: str, prefix: str, cfg_json: str, n: int, frames_path:
     from pipeline.serve.server import Server
     from pipeline.wire.frames import FrameCodec
     from pipeline.wire.redis_conn import connect
-    from pipeline.wire.samples import stack_rows
+    from pipeline.wire.stacking import stack_rows
 
     cfg = Config.from_json(cfg_json)
     coder = FrameCodec(cfg.buffers.frame_codec, cfg.buffers.frame_quality)

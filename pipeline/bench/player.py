@@ -29,7 +29,7 @@ def run(config_path: str | None = None, seconds: float = 10.0, device: str | Non
     from pipeline.models.loading import pick_device
     from pipeline.play.player import Player
     from pipeline.play.unstuck import StuckDetector
-    from pipeline.wire.samples import ContextSpec
+    from pipeline.wire.schema import ContextSpec
 
     cfg = load_config(config_path)
     dev = pick_device(device or cfg.player.device, fall_back=True)

@@ -27,7 +27,8 @@ from pipeline.config import Config, load_config
 from pipeline.serve.buffers import Buffers
 from pipeline.wire.keys import Keys
 from pipeline.wire.local_redis import RedisServer
-from pipeline.wire.samples import SampleSchema, SampleSet, empty_columns
+from pipeline.wire.manifest import SampleSet
+from pipeline.wire.schema import SampleSchema, empty_columns
 
 PREFILL_BYTES_CAP = 3 * 1024**3  # at least; a quarter of the machine's memory where that is more
 POOL = 256
@@ -91,7 +92,7 @@ def run(config_path: str | None = None, seconds: float = 10.0, device: str | Non
     if learner.device.type == "cpu" and t.cpu_threads:
         torch.set_num_threads(t.cpu_threads)  # as the trainer process does
     rows = _rows(cfg, POOL)
-    from pipeline.wire.samples import stack_rows
+    from pipeline.wire.stacking import stack_rows
 
     synthetic = learner.prepare(stack_rows(rows[: t.batch_size], SampleSchema.from_config(cfg)))
 

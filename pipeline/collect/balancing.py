@@ -35,7 +35,7 @@ import numpy as np
 import structlog
 
 from pipeline.config import BalancingConfig
-from pipeline.wire.samples import FIELDS
+from pipeline.wire.schema import FIELDS
 
 Row = dict[str, np.ndarray]
 Completed = list[tuple[str, list[Row]]]

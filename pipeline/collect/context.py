@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.games.base import Observation
-from pipeline.wire.samples import ContextSpec
+from pipeline.wire.schema import ContextSpec
 
 
 @dataclass

@@ -34,8 +34,9 @@ from pipeline.games.options import GameCache
 from pipeline.wire.config_store import fetch_config
 from pipeline.wire.frames import RAW_CODEC, FrameCodec
 from pipeline.wire.keys import Keys
+from pipeline.wire.manifest import SampleSet, manifest, row_field
 from pipeline.wire.redis_conn import CONNECTION_ERRORS, Backoff
-from pipeline.wire.samples import PROVENANCE, ContextSpec, SampleSet, manifest, row_field
+from pipeline.wire.schema import PROVENANCE, ContextSpec
 
 log = structlog.get_logger(__name__)
 

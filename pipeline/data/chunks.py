@@ -15,7 +15,7 @@ then the folder is fsynced: a chunk without a sidecar is an unfinished write (re
 `remove_orphans`) and a sidecar always points at a complete chunk.
 
 Two kinds of chunk:
-    samples  rows of sample sets from the streams, columns = `samples.FIELDS`, context
+    samples  rows of sample sets from the streams, columns = `schema.FIELDS`, context
              already built by the collector (its ContextSpec is in the sidecar); under a
              `frame_codec` other than raw (in the sidecar) `frames` is replaced by the rows'
              coded frames, `frames_blob` (uint8, all rows' bytes) and `frames_end` (int64,
@@ -48,7 +48,7 @@ import structlog
 from pipeline.errors import CodecError, SampleError
 from pipeline.wire import codec
 from pipeline.wire import frames as frames_mod
-from pipeline.wire.samples import FIELDS
+from pipeline.wire.schema import FIELDS
 
 log = structlog.get_logger(__name__)
 

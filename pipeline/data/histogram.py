@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.collect.bins import Binning
 from pipeline.wire import codec
-from pipeline.wire.samples import decode_row_header, row_head_size
+from pipeline.wire.rows import decode_row_header, row_head_size
 
 
 @dataclass

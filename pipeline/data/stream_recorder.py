@@ -37,17 +37,10 @@ from pipeline.wire import frames as frames_mod
 from pipeline.wire.config_store import fetch_config
 from pipeline.wire.consumer_group import PendingRecovery
 from pipeline.wire.keys import RECORDER_GROUP, SERVER_GROUP, Counter, Keys
+from pipeline.wire.manifest import SET_ID, decode_entry, decode_entry_coded, set_id_of
 from pipeline.wire.presence import Presence
 from pipeline.wire.redis_conn import CONNECTION_ERRORS, Backoff
-from pipeline.wire.samples import (
-    FIELDS,
-    SET_ID,
-    ContextSpec,
-    SampleSchema,
-    decode_entry,
-    decode_entry_coded,
-    set_id_of,
-)
+from pipeline.wire.schema import FIELDS, ContextSpec, SampleSchema
 
 log = structlog.get_logger(__name__)
 

@@ -42,7 +42,7 @@ from pipeline.games.base import (
 )
 from pipeline.play.player import Player
 from pipeline.play.unstuck import StuckDetector
-from pipeline.wire.samples import ContextSpec
+from pipeline.wire.schema import ContextSpec
 
 log = structlog.get_logger(__name__)
 

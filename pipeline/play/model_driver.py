@@ -16,7 +16,7 @@ from pipeline.config import DEFAULT_CONFIG, Config, load_config
 from pipeline.errors import ConfigError
 from pipeline.games.base import Controls, Observation
 from pipeline.play.unstuck import StuckDetector
-from pipeline.wire.samples import ContextSpec
+from pipeline.wire.schema import ContextSpec
 
 
 class ModelDriver:

@@ -30,7 +30,7 @@ import redis
 
 from pipeline.serve.replay import ReplayLimit, split_batch, start_threshold
 from pipeline.wire.keys import SERVER_GROUP, Counter, Keys
-from pipeline.wire.samples import row_head_size
+from pipeline.wire.rows import row_head_size
 
 DRAWN_TTL_S = 600
 #: What a draw found: batches, or why there are none.

@@ -33,9 +33,10 @@ from pipeline.serve.buffers import Buffers
 from pipeline.wire.config_store import publish_config
 from pipeline.wire.consumer_group import PendingRecovery
 from pipeline.wire.keys import COLLECT_QUEUE, RECORDER_GROUP, SERVER_GROUP, Counter, Keys
+from pipeline.wire.manifest import EntryView, check_entry, row_field, set_id_of
 from pipeline.wire.presence import Presence, live_workers
 from pipeline.wire.redis_conn import CONNECTION_ERRORS, Backoff
-from pipeline.wire.samples import EntryView, SampleSchema, check_entry, row_field, set_id_of
+from pipeline.wire.schema import SampleSchema
 
 log = structlog.get_logger(__name__)
 DEADLETTER_MAXLEN = 1000

@@ -23,7 +23,7 @@ import numpy as np
 from pipeline.config import CONTROL_NAMES, GameConfig
 
 STEER = CONTROL_NAMES.index("steering")
-#: history columns that change sign in a mirrored world (see samples.HISTORY_FEATURES)
+#: history columns that change sign in a mirrored world (see schema.HISTORY_FEATURES)
 _HISTORY_STEER, _HISTORY_DIRECTION = 1, 4
 #: GTA5's minimap (radar) at the default HUD, generous so every aspect ratio is covered.
 GTA5_MINIMAP_BOX: tuple[float, float, float, float] = (0.0, 0.74, 0.23, 0.26)

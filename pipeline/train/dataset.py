@@ -32,7 +32,7 @@ from pipeline.collect.balancing import rows_to_columns
 from pipeline.data.chunks import ChunkMeta, check_columns, chunk_frames, load_chunk, scan
 from pipeline.errors import SampleError
 from pipeline.train.augment import Augmenter
-from pipeline.wire.samples import HISTORY_FEATURES, ContextSpec
+from pipeline.wire.schema import HISTORY_FEATURES, ContextSpec
 
 log = structlog.get_logger(__name__)
 
@@ -226,7 +226,7 @@ class ChunkCache:
 
 
 class RecordedDataset:
-    """Map-style dataset of sample rows (dicts of `samples.FIELDS`), Learner-ready when stacked."""
+    """Map-style dataset of sample rows (dicts of `schema.FIELDS`), Learner-ready when stacked."""
 
     def __init__(self, episodes: Sequence[Episode], spec: DataSpec, augment: Augmenter | None = None,
                  seed: int = 0, cache_chunks: int = 64) -> None:
@@ -388,7 +388,7 @@ def _select(have: int, have_stride: int, want: int, want_stride: int, ep: Episod
 
 
 def collate(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Stack rows into the live trainer's columns (numpy, `samples.FIELDS`)."""
+    """Stack rows into the live trainer's columns (numpy, `schema.FIELDS`)."""
     return rows_to_columns(rows)
 
 

@@ -25,7 +25,8 @@ from pipeline.train.distributed import DistributedContext
 from pipeline.train.learner import Learner
 from pipeline.wire.keys import Keys
 from pipeline.wire.redis_conn import CONNECTION_ERRORS, Backoff
-from pipeline.wire.samples import SampleSchema, stack_rows
+from pipeline.wire.schema import SampleSchema
+from pipeline.wire.stacking import stack_rows
 from pipeline.wire.weights import WeightsInfo, WeightsStore
 
 log = structlog.get_logger(__name__)

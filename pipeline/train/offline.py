@@ -31,7 +31,7 @@ from pipeline.train.dataset import (
     split_episodes,
 )
 from pipeline.train.learner import Learner
-from pipeline.wire.samples import ContextSpec, SampleSchema
+from pipeline.wire.schema import ContextSpec, SampleSchema
 
 log = structlog.get_logger(__name__)
 
@@ -80,7 +80,7 @@ def build_datasets(cfg: Config, s: OfflineSettings) -> tuple[RecordedDataset, Re
 
 
 def build_loaders(train: RecordedDataset, val: RecordedDataset, cfg: Config, s: OfflineSettings) -> tuple[Any, Any]:
-    """DataLoaders yielding numpy columns (samples.FIELDS); train is bin-balanced when asked."""
+    """DataLoaders yielding numpy columns (schema.FIELDS); train is bin-balanced when asked."""
     import torch
     from torch.utils.data import DataLoader, WeightedRandomSampler
 
