@@ -10,7 +10,7 @@ import redis
 
 from pipeline.config import Config, load_config
 from pipeline.wire.keys import Keys
-from pipeline.wire.manifest import SampleSet, manifest, set_id_of
+from pipeline.wire.manifest import SampleSet, SetMeta, manifest
 from pipeline.wire.schema import SampleSchema, empty_columns
 
 
@@ -52,7 +52,7 @@ def publish_entry(r: Any, keys: Keys, output: str, entry: Mapping[str, bytes], t
     """Publish a set in full as a collector does (rows as incoming keys, the manifest on the
     stream), malformed ones too: their rows go under the meta's set_id, or 'unknown'.
     `r` may be a pipeline."""
-    set_id = set_id_of(entry.get("meta", b"")) or "unknown"
+    set_id = SetMeta.read(entry.get("meta", b"")).set_id or "unknown"
     for name, value in entry.items():
         if name != "meta":
             r.set(keys.incoming(set_id, name[1:]), value, ex=ttl)

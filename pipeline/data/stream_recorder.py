@@ -37,12 +37,13 @@ from pipeline.wire import frames as frames_mod
 from pipeline.wire.config_store import fetch_config
 from pipeline.wire.consumer_group import PendingRecovery
 from pipeline.wire.keys import RECORDER_GROUP, SERVER_GROUP, Counter, Keys
-from pipeline.wire.manifest import SET_ID, decode_entry, decode_entry_coded, set_id_of
+from pipeline.wire.manifest import META_FIELD, SET_ID, SetMeta, decode_entry, decode_entry_coded
 from pipeline.wire.presence import Presence
 from pipeline.wire.redis_conn import CONNECTION_ERRORS, Backoff
 from pipeline.wire.schema import FIELDS, ContextSpec, SampleSchema
 
 log = structlog.get_logger(__name__)
+_META = META_FIELD.encode()
 
 
 @dataclass
@@ -198,12 +199,13 @@ class Recorder:
         if any(entry in p.entries for (_, out), p in self.pending.items() if out == output):
             return False  # re-delivered while still buffered: it is acknowledged with its chunk
         try:
-            full, incoming = self._with_rows(fields)
+            meta = SetMeta.read(fields.get(_META, b""))  # once per entry: the row lookup and the check
+            full, incoming = self._with_rows(fields, meta)
             coded: list[bytes] = []
             if self.schema.frame_codec == frames_mod.RAW:
-                sample_set = decode_entry(full, self.schema, self.outputs, self.max_bytes)
+                sample_set = decode_entry(full, self.schema, self.outputs, self.max_bytes, meta)
             else:
-                sample_set, coded = decode_entry_coded(full, self.schema, self.outputs, self.max_bytes)
+                sample_set, coded = decode_entry_coded(full, self.schema, self.outputs, self.max_bytes, meta)
             if sample_set.output != output:
                 raise SampleError(f"set for output {sample_set.output!r} arrived on the {output!r} stream")
         except (CodecError, SampleError) as exc:
@@ -228,18 +230,18 @@ class Recorder:
             self._write(key)
         return True
 
-    def _with_rows(self, fields: dict[bytes, bytes]) -> tuple[dict[bytes, bytes], list[str]]:
+    def _with_rows(self, fields: dict[bytes, bytes], meta: SetMeta) -> tuple[dict[bytes, bytes], list[str]]:
         """The set in full: the manifest's meta with the rows from their incoming keys."""
-        set_id = set_id_of(fields.get(b"meta", b""))
+        set_id = meta.set_id
         if set_id is None:
             raise SampleError(f"manifest without a set_id matching {SET_ID.pattern}")
-        names = [name for name in fields if name != b"meta"]
+        names = [name for name in fields if name != _META]
         keys = [self.keys.incoming(set_id, name.decode(errors="replace")[1:]) for name in names]
         rows = self.r.mget(keys) if keys else []
         if any(row is None for row in rows):
             self.stats.rows_gone += 1
             raise SampleError("rows gone: routed before this recorder read them, or expired")
-        return {b"meta": fields[b"meta"], **dict(zip(names, rows, strict=True))}, keys
+        return {_META: fields[_META], **dict(zip(names, rows, strict=True))}, keys
 
     def _release(self, output: str, entries: list[str], incoming: list[list[str]]) -> None:
         """Delete the incoming rows of entries the server has routed (acknowledged)."""

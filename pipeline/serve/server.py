@@ -33,13 +33,14 @@ from pipeline.serve.buffers import Buffers
 from pipeline.wire.config_store import publish_config
 from pipeline.wire.consumer_group import PendingRecovery
 from pipeline.wire.keys import COLLECT_QUEUE, RECORDER_GROUP, SERVER_GROUP, Counter, Keys
-from pipeline.wire.manifest import EntryView, check_entry, row_field, set_id_of
+from pipeline.wire.manifest import META_FIELD, EntryView, SetMeta, check_entry, row_field
 from pipeline.wire.presence import Presence, live_workers
 from pipeline.wire.redis_conn import CONNECTION_ERRORS, Backoff
 from pipeline.wire.schema import SampleSchema
 
 log = structlog.get_logger(__name__)
 DEADLETTER_MAXLEN = 1000
+_META = META_FIELD.encode()
 RECORDER_CHECK_S = 10.0
 COLLECT_JOB = "pipeline.collect.episode.Collector.run_episode"
 
@@ -196,22 +197,23 @@ class Server:
         entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
         stream = self.keys.stream(output)
         nbytes = _entry_bytes(fields)
+        meta = SetMeta.read(fields.get(_META, b""))  # once per entry: the check and any cleanup read it
         if nbytes > self.schema.max_manifest_bytes:  # before any decoding that scales with it
             self.dead_letter(stream, entry, f"manifest of {nbytes} bytes exceeds the "
-                             f"{self.schema.max_manifest_bytes} this config's sets can need", nbytes, fields)
+                             f"{self.schema.max_manifest_bytes} this config's sets can need", nbytes, fields, meta)
             return False
         try:
-            view = EntryView.of_manifest(fields)
+            view = EntryView.of_manifest(fields, meta)
             head = check_entry(view, self.schema, self.outputs, self.max_bytes)
             if head.output != output:
                 raise SampleError(f"set for output {head.output!r} arrived on the {output!r} stream")
         except (CodecError, SampleError) as exc:
-            self.dead_letter(stream, entry, str(exc), nbytes, fields)
+            self.dead_letter(stream, entry, str(exc), nbytes, fields, meta)
             return False
         except Exception as exc:  # a case the checks did not foresee: this entry must not become a poison pill
             log.exception("entry_check_failed", stream=stream, entry=entry)
             self.dead_letter(stream, entry, f"unexpected {type(exc).__name__} while checking: {exc}",
-                             nbytes, fields)
+                             nbytes, fields, meta)
             return False
         # the rows were made by the collector and are checked against their heads inside
         # Redis; ids from the set, not the entry: a set published twice cannot duplicate samples
@@ -219,7 +221,7 @@ class Server:
         bad = self.buffers.route_set(output, stream, SERVER_GROUP, entry, head.set_id, heads, copy=self._recorded(stream))
         if bad is not None:
             self.dead_letter(stream, entry, f"row {bad} is missing or differs from its header (expired?)",
-                             view.nbytes, fields)
+                             view.nbytes, fields, meta)
             return False
         self.stats.routed_sets += 1
         self.stats.routed_samples += head.n
@@ -237,17 +239,19 @@ class Server:
             self._recorder[stream] = (now, recorded)
         return recorded
 
-    def drop_incoming(self, fields: dict[bytes, bytes]) -> None:
-        """Delete the rows of a set that will never be routed (their TTL would, later)."""
-        set_id = set_id_of(fields.get(b"meta", b""))
-        rows = sum(1 for name in fields if name != b"meta")
+    def drop_incoming(self, fields: dict[bytes, bytes], meta: SetMeta | None = None) -> None:
+        """Delete the rows of a set that will never be routed (their TTL would, later);
+        `meta` when the entry's meta is decoded already."""
+        set_id = (meta if meta is not None else SetMeta.read(fields.get(_META, b""))).set_id
+        rows = sum(1 for name in fields if name != _META)
         if set_id is not None and rows:
             self.r.unlink(*(self.keys.incoming(set_id, i) for i in range(rows)))
 
-    def dead_letter(self, stream: str, entry: str, reason: str, nbytes: int, fields: dict[bytes, bytes]) -> None:
+    def dead_letter(self, stream: str, entry: str, reason: str, nbytes: int, fields: dict[bytes, bytes],
+                    meta: SetMeta | None = None) -> None:
         """Keep a bounded record of a rejected entry, acknowledge it and delete its rows."""
         log.warning("entry_rejected", stream=stream, entry=entry, reason=reason)
-        self.drop_incoming(fields)
+        self.drop_incoming(fields, meta)
         pipe = self.r.pipeline(transaction=True)
         pipe.xadd(
             self.keys.deadletter,

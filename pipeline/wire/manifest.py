@@ -96,13 +96,36 @@ def row_field(i: int) -> str:
     return f"r{i}"
 
 
-def set_id_of(meta: bytes) -> str | None:
-    """The set id a meta names, when it names a valid one (to find or delete its rows)."""
-    try:
-        set_id = codec.decode(meta, max_bytes=MAX_HEAD_BYTES)["set_id"]
-    except (CodecError, KeyError, TypeError):
-        return None
-    return set_id if isinstance(set_id, str) and SET_ID.fullmatch(set_id) else None
+@dataclass(frozen=True)
+class SetMeta:
+    """A set's meta, decoded once per entry: the check, the row lookups and the cleanup of a
+    refused set all read this one decoding."""
+
+    #: the decoded meta (anything msgpack holds: the check says whether it is a meta), or
+    #: None when it did not decode
+    value: Any
+    #: why it did not decode (`check_entry` raises it as a CodecError)
+    error: str | None = None
+
+    @classmethod
+    def read(cls, raw: bytes) -> SetMeta:
+        """Decode a meta of at most `MAX_HEAD_BYTES` (a longer one is refused, never read)."""
+        try:
+            return cls(codec.decode(raw, max_bytes=MAX_HEAD_BYTES))
+        except CodecError as exc:
+            return cls(None, str(exc))
+
+    @property
+    def set_id(self) -> str | None:
+        """The set id it names, when it names a valid one (to find or delete its rows)."""
+        set_id = self.value.get("set_id") if isinstance(self.value, dict) else None
+        return set_id if isinstance(set_id, str) and SET_ID.fullmatch(set_id) else None
+
+    @property
+    def row_bytes(self) -> list[Any] | None:
+        """The byte count it declares for each row, when it declares a list."""
+        declared = self.value.get("row_bytes") if isinstance(self.value, dict) else None
+        return declared if isinstance(declared, list) else None
 
 
 def manifest(entry: Mapping[str, bytes]) -> dict[str, bytes]:
@@ -116,35 +139,36 @@ class EntryView:
     and its full length."""
 
     heads: dict[str, tuple[bytes, int]]
+    meta: SetMeta
 
     @classmethod
-    def of(cls, fields: Mapping[bytes | str, bytes]) -> EntryView:
-        """The view of a set in full (meta and whole rows)."""
+    def of(cls, fields: Mapping[bytes | str, bytes], meta: SetMeta | None = None) -> EntryView:
+        """The view of a set in full (meta and whole rows); `meta` when it is decoded already."""
         heads = {}
-        for name, value in _named(fields).items():
+        named = _named(fields)
+        for name, value in named.items():
             heads[name] = (value[: row_head_size(value)] if name != META_FIELD else value[:MAX_HEAD_BYTES], len(value))
-        return cls(heads)
+        return cls(heads, meta if meta is not None else SetMeta.read(named.get(META_FIELD, b"")))
 
     @classmethod
-    def of_manifest(cls, fields: Mapping[bytes | str, bytes]) -> EntryView:
+    def of_manifest(cls, fields: Mapping[bytes | str, bytes], meta: SetMeta | None = None) -> EntryView:
         """The view of a manifest: the heads as they came, the lengths the meta declares (a
-        meta that cannot say is refused by `check_entry`, which reads it again)."""
+        meta that cannot say is refused by `check_entry`)."""
         named = _named(fields)
-        try:
-            declared = codec.decode(named.get(META_FIELD, b""), max_bytes=MAX_HEAD_BYTES).get("row_bytes")
-        except (CodecError, AttributeError):
-            declared = None
+        if meta is None:
+            meta = SetMeta.read(named.get(META_FIELD, b""))
+        declared = meta.row_bytes
         heads = {}
         for name, value in named.items():
             index = name[1:]
             length = len(value)
             # isdecimal() alone admits other scripts' digits ("r٣") and isdigit() admits "²",
             # which int() refuses: only ASCII digits name a row
-            if (name != META_FIELD and isinstance(declared, list) and index.isascii() and index.isdecimal()
+            if (name != META_FIELD and declared is not None and index.isascii() and index.isdecimal()
                     and int(index) < len(declared)):
                 length = declared[int(index)] if isinstance(declared[int(index)], int) else -1
             heads[name] = (value[:MAX_HEAD_BYTES], length)
-        return cls(heads)
+        return cls(heads, meta)
 
     @property
     def nbytes(self) -> int:
@@ -180,7 +204,9 @@ def check_entry(
     meta, meta_len = view.heads[META_FIELD]
     if len(meta) < meta_len:
         raise SampleError(f"meta of {meta_len} bytes is beyond {MAX_HEAD_BYTES}")
-    msg = codec.decode(meta, max_bytes=max_bytes)
+    if view.meta.error is not None:
+        raise CodecError(view.meta.error)
+    msg = view.meta.value
     if not isinstance(msg, dict) or msg.get("v") != FORMAT_VERSION:
         raise SampleError(f"not a sample set of format version {FORMAT_VERSION}")
     output = msg.get("output")
@@ -247,10 +273,11 @@ def _header_columns(view: EntryView, episode: str, n: int, schema: SampleSchema)
 
 def decode_entry(
     fields: Mapping[bytes | str, bytes], schema: SampleSchema, outputs: list[str],
-    max_bytes: int = codec.DEFAULT_MAX_BYTES,
+    max_bytes: int = codec.DEFAULT_MAX_BYTES, meta: SetMeta | None = None,
 ) -> SampleSet:
-    """Check a whole stream entry and decode its set (for readers that need the frames)."""
-    head = check_entry(EntryView.of(fields), schema, outputs, max_bytes)
+    """Check a whole stream entry and decode its set (for readers that need the frames);
+    `meta` when the entry's meta is decoded already."""
+    head = check_entry(EntryView.of(fields, meta), schema, outputs, max_bytes)
     by_name = _named(fields)
     columns = stack_rows([by_name[row_field(i)] for i in range(head.n)], schema)
     return SampleSet(head.output, head.collector, head.episode, columns, head.environment, head.set_id)
@@ -258,12 +285,12 @@ def decode_entry(
 
 def decode_entry_coded(
     fields: Mapping[bytes | str, bytes], schema: SampleSchema, outputs: list[str],
-    max_bytes: int = codec.DEFAULT_MAX_BYTES,
+    max_bytes: int = codec.DEFAULT_MAX_BYTES, meta: SetMeta | None = None,
 ) -> tuple[SampleSet, list[bytes]]:
     """Check a whole entry and decode its set but the frames, which stay as they were coded
     (their declared size checked with the set): what a recorder keeps. The set's `frames`
     column is a zero-copy stand-in of the right shape."""
-    head = check_entry(EntryView.of(fields), schema, outputs, max_bytes)
+    head = check_entry(EntryView.of(fields, meta), schema, outputs, max_bytes)
     by_name = _named(fields)
     blobs = [by_name[row_field(i)] for i in range(head.n)]
     heads = [read_row_head(blob[: row_head_size(blob)], len(blob)) for blob in blobs]
