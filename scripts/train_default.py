@@ -109,7 +109,8 @@ def _collect_worker(job: CollectJob) -> dict[str, int]:
         sets.clear()
         summary = runner.run(env, job.episode_s, f"w{job.worker}e{done}", drive=driver)
         ticks, model_ticks = ticks + summary.ticks, model_ticks + summary.model_ticks
-        cols = {f: np.concatenate([s.columns[f] for s in sets]) for f in FIELDS} if sets else None
+        samples = [sample for s in sets for sample in s.samples]
+        cols = {f: np.stack([np.asarray(x[f]) for x in samples]) for f in FIELDS} if samples else None
         if cols is not None:
             name = Path(job.out_dir) / f"shard-w{job.worker:02d}-{done:04d}-seed{env.map_seed}.npz"
             np.savez(name.with_suffix(".tmp.npz"), **cols)

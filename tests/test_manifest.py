@@ -10,20 +10,28 @@ import numpy as np
 import pytest
 import redis
 
+from pipeline.collect.balancing import make_balancer, rows_to_columns
+from pipeline.collect.bins import build_binnings
+from pipeline.collect.episode import EpisodeRunner
 from pipeline.data.stream_recorder import Recorder
 from pipeline.errors import CodecError, SampleError
+from pipeline.games.base import Environment, load_game
+from pipeline.games.options import game_options
 from pipeline.serve.server import Server
 from pipeline.wire import codec
+from pipeline.wire.frames import FrameCodec
 from pipeline.wire.keys import Keys
 from pipeline.wire.manifest import (
     META_FIELD,
     EntryView,
+    SampleRows,
+    SampleSet,
     SetMeta,
     check_entry,
     decode_entry,
     manifest,
 )
-from pipeline.wire.schema import ContextSpec, SampleSchema
+from pipeline.wire.schema import PROVENANCE, ContextSpec, SampleSchema
 from tests.factories import publish_entry, sample_set, tiny_config
 
 
@@ -106,3 +114,25 @@ def test_the_recorder_decodes_a_meta_once(r: redis.Redis, keys: Keys, tmp_path: 
     meta_decodes.clear()
     assert recorder.record_once(block_ms=10) == 1 and recorder.stats.entries == 1
     assert len(meta_decodes) == 1
+
+
+@pytest.mark.parametrize("frame_codec", ["raw", "png"])
+def test_a_collectors_rows_encode_as_the_same_set_in_columns(frame_codec: str) -> None:
+    """The collector finishes its samples into rows as they are (`SampleRows`): the bytes are
+    those the rows -> columns -> rows path (`SampleSet`) gave, on a real episode's sets."""
+    cfg = tiny_config(buffers={"frame_codec": frame_codec})
+    game = load_game(cfg.game.backend, **game_options(cfg, realtime=False))
+    sent: list[Any] = []
+    runner = EpisodeRunner(game, ContextSpec.from_inputs(cfg.inputs, cfg.game.fps),
+                           lambda: make_balancer(cfg.balancing, build_binnings(cfg.outputs)), sent.append, "c1")
+    try:
+        runner.run(Environment(map_seed=3), episode_s=8.0, episode="ep1", policy_version=0)
+    finally:
+        game.close()
+    assert sent and all(isinstance(s, SampleRows) for s in sent)
+    coder = FrameCodec(frame_codec, cfg.buffers.frame_quality)
+    for rows in sent:
+        provenance = {name: np.asarray([sample[name] for sample in rows.samples]) for name in PROVENANCE}
+        columns = SampleSet(rows.output, rows.collector, rows.episode, rows_to_columns(rows.samples),
+                            rows.environment, rows.set_id, provenance)
+        assert rows.entry(coder) == columns.entry(coder)

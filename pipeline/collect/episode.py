@@ -24,7 +24,7 @@ import numpy as np
 import redis
 import structlog
 
-from pipeline.collect.balancing import make_balancer, rows_to_columns
+from pipeline.collect.balancing import make_balancer
 from pipeline.collect.bins import build_binnings
 from pipeline.collect.context import ContextBuilder
 from pipeline.config import Config
@@ -34,9 +34,9 @@ from pipeline.games.options import GameCache
 from pipeline.wire.config_store import fetch_config
 from pipeline.wire.frames import RAW_CODEC, FrameCodec
 from pipeline.wire.keys import Keys
-from pipeline.wire.manifest import SampleSet, manifest, row_field
+from pipeline.wire.manifest import OutgoingSet, SampleRows, manifest, row_field
 from pipeline.wire.redis_conn import CONNECTION_ERRORS, Backoff
-from pipeline.wire.schema import PROVENANCE, ContextSpec
+from pipeline.wire.schema import ContextSpec
 
 log = structlog.get_logger(__name__)
 
@@ -53,7 +53,7 @@ class SetPublisher:
         self.keys = keys
         self.safety_maxlen = stream_maxlen * 2  # the server bounds the unread backlog; this is a net
         self.incoming_ttl_s = incoming_ttl_s
-        self.backlog: deque[tuple[SampleSet, dict[str, bytes]]] = deque()
+        self.backlog: deque[tuple[OutgoingSet, dict[str, bytes]]] = deque()
         self.max_backlog = max_backlog
         self.published = 0
         self.dropped = 0
@@ -61,7 +61,7 @@ class SetPublisher:
         self._retry_at = 0.0
         self._lock = threading.Lock()  # the episode and the heartbeat thread both flush
 
-    def publish(self, sample_set: SampleSet) -> None:
+    def publish(self, sample_set: OutgoingSet) -> None:
         entry = sample_set.entry(self.frame_codec)
         with self._lock:
             if len(self.backlog) >= self.max_backlog:
@@ -75,7 +75,7 @@ class SetPublisher:
         with self._lock:
             return self._flush(force)
 
-    def _send(self, sample_set: SampleSet, entry: dict[str, bytes]) -> bytes:
+    def _send(self, sample_set: OutgoingSet, entry: dict[str, bytes]) -> bytes:
         """Rows and manifest in one MULTI; returns the manifest's stream entry id."""
         pipe = self.r.pipeline(transaction=True)
         for i in range(len(sample_set)):
@@ -147,7 +147,7 @@ class EpisodeRunner:
         game: Game,
         context: ContextSpec,
         make_balancer: Callable[[], Any],
-        publish: Callable[[SampleSet], None],
+        publish: Callable[[OutgoingSet], None],
         collector_id: str,
         sample_every: int = 1,
         skip_standing: bool = False,
@@ -224,8 +224,7 @@ class EpisodeRunner:
               summary: EpisodeSummary) -> None:
         if not rows:
             return
-        provenance = {name: np.asarray([row[name] for row in rows]) for name in PROVENANCE}
-        self.publish(SampleSet(output, self.collector_id, episode, rows_to_columns(rows), env, provenance=provenance))
+        self.publish(SampleRows(output, self.collector_id, episode, rows, env))  # rows, not columns: see SampleRows
         summary.sets[output] = summary.sets.get(output, 0) + 1
 
 

@@ -63,20 +63,7 @@ class SampleSet:
     def entry(self, frame_codec: FrameCodec = RAW_CODEC) -> dict[str, bytes]:
         """The set in full: `meta` plus one finished buffer row per sample (see `check_entry`),
         its frames coded with `frame_codec`."""
-        rows = self.rows(frame_codec)
-        meta = codec.encode(
-            {
-                "v": FORMAT_VERSION,
-                "set_id": self.set_id,
-                "output": self.output,
-                "collector": self.collector,
-                "episode": self.episode,
-                "environment": self.environment,
-                "n": len(self),
-                "row_bytes": [len(row) for row in rows],
-            }
-        )
-        return {META_FIELD: meta, **{row_field(i): row for i, row in enumerate(rows)}}
+        return _entry(self, self.rows(frame_codec))
 
     def rows(self, frame_codec: FrameCodec = RAW_CODEC) -> list[bytes]:
         """Each sample encoded on its own, as stored in a buffer (see `encode_row`)."""
@@ -89,6 +76,53 @@ class SampleSet:
                        float(captured[i]), int(versions[i]), frame_codec)
             for i in range(n)
         ]
+
+
+Sample = Mapping[str, Any]
+
+
+@dataclass
+class SampleRows:
+    """One balancing round for one output as a collector holds it: its samples one dict
+    each (`FIELDS` and `PROVENANCE`), finished into rows one by one, with no columns in
+    between. Its entry is byte for byte the entry of the same samples as a `SampleSet`."""
+
+    output: str
+    collector: str
+    episode: str
+    samples: list[Sample]
+    environment: dict[str, Any]
+    set_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def entry(self, frame_codec: FrameCodec = RAW_CODEC) -> dict[str, bytes]:
+        """The set in full, as `SampleSet.entry`."""
+        rows = [encode_row({name: sample[name] for name in FIELDS}, self.episode, float(sample["captured_at"]),
+                           int(sample["policy_version"]), frame_codec) for sample in self.samples]
+        return _entry(self, rows)
+
+
+#: what a collector publishes: columns (benchmarks, tests) or its samples as they are
+OutgoingSet = SampleSet | SampleRows
+
+
+def _entry(sample_set: OutgoingSet, rows: list[bytes]) -> dict[str, bytes]:
+    """A set's meta and its finished rows: the entry a collector publishes."""
+    meta = codec.encode(
+        {
+            "v": FORMAT_VERSION,
+            "set_id": sample_set.set_id,
+            "output": sample_set.output,
+            "collector": sample_set.collector,
+            "episode": sample_set.episode,
+            "environment": sample_set.environment,
+            "n": len(rows),
+            "row_bytes": [len(row) for row in rows],
+        }
+    )
+    return {META_FIELD: meta, **{row_field(i): row for i, row in enumerate(rows)}}
 
 
 def row_field(i: int) -> str:
