@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.collect.balancing import make_balancer, rows_to_columns
+from pipeline.collect.balancing import make_balancer
 from pipeline.collect.bins import build_binnings
 from pipeline.config import BalancingConfig, OutputConfig
 from pipeline.wire.schema import SampleSchema
+from pipeline.wire.stacking import rows_to_columns
 
 # three classes each over [-1, 1] -> bins for exactly -1, 0, 1
 OUTPUTS = [

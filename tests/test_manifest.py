@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import redis
 
-from pipeline.collect.balancing import make_balancer, rows_to_columns
+from pipeline.collect.balancing import make_balancer
 from pipeline.collect.bins import build_binnings
 from pipeline.collect.episode import EpisodeRunner
 from pipeline.data.stream_recorder import Recorder
@@ -32,6 +32,7 @@ from pipeline.wire.manifest import (
     manifest,
 )
 from pipeline.wire.schema import PROVENANCE, ContextSpec, SampleSchema
+from pipeline.wire.stacking import rows_to_columns
 from tests.factories import publish_entry, sample_set, tiny_config
 
 

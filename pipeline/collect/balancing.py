@@ -35,7 +35,6 @@ import numpy as np
 import structlog
 
 from pipeline.config import BalancingConfig
-from pipeline.wire.schema import FIELDS
 
 Row = dict[str, np.ndarray]
 Completed = list[tuple[str, list[Row]]]
@@ -53,13 +52,6 @@ class BinSource(Protocol):
     def balance_value(self, targets: Any, controls: Any) -> float: ...
 
     def bin_index(self, value: float) -> int: ...
-
-
-def rows_to_columns(rows: Sequence[Row]) -> dict[str, np.ndarray]:
-    """Stack sample rows into columns (the `SampleSet.columns` layout), keeping dtypes."""
-    if not rows:
-        raise ValueError("rows_to_columns needs at least one row")
-    return {name: np.stack([np.asarray(r[name]) for r in rows]) for name in FIELDS if name in rows[0]}
 
 
 class _Round:

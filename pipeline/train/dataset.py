@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 import structlog
 
-from pipeline.collect.balancing import rows_to_columns
 from pipeline.data.chunks import ChunkMeta, check_columns, chunk_frames, load_chunk, scan
 from pipeline.errors import SampleError
 from pipeline.train.augment import Augmenter
 from pipeline.wire.schema import HISTORY_FEATURES, ContextSpec
+from pipeline.wire.stacking import rows_to_columns
 
 log = structlog.get_logger(__name__)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -11,7 +11,7 @@ import numpy as np
 from pipeline.errors import SampleError
 from pipeline.wire import frames as frames_mod
 from pipeline.wire.rows import read_row_head, row_head_size
-from pipeline.wire.schema import DTYPES, SampleSchema
+from pipeline.wire.schema import DTYPES, FIELDS, SampleSchema
 
 
 def header_columns(headers: list[dict[str, Any]], schema: SampleSchema) -> dict[str, np.ndarray]:
@@ -67,3 +67,10 @@ def stack_rows(blobs: list[bytes], schema: SampleSchema, alloc: Allocator | None
     columns["frames"] = out
     schema.validate_columns(columns)
     return columns
+
+
+def rows_to_columns(rows: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """Stack sample rows into columns (the `SampleSet.columns` layout), keeping dtypes."""
+    if not rows:
+        raise ValueError("rows_to_columns needs at least one row")
+    return {name: np.stack([np.asarray(r[name]) for r in rows]) for name in FIELDS if name in rows[0]}
