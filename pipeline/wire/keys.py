@@ -2,14 +2,30 @@
 
 Nothing else in the code base formats a key string: ask a `Keys` object. One prefix
 (default `charles:`), one style: `prefix + part:part`.
+
+Shards. The sample path (streams, incoming rows, buffers, the replay hash, draws, counters,
+dead letters) is split into `[redis] shards` pipeline shards; every key of one shard carries
+its hash tag (`charles:{s1.1}:buffer:steering`), so a shard's multi-key scripts and
+transactions stay in one Redis Cluster slot. `Keys.shards(n)` gives one `Keys` per shard.
+On a plain redis-server with one shard the keys keep their untagged names (`charles:buffer:
+steering`): a laptop's data, tests and `redis-cli` habits stay as they were. On a cluster
+(`Keys.cluster`) the other keys (config, weights, presence, status, ...) share the tag
+`{global}`, so each of their transactions stays in one slot too.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 DEFAULT_PREFIX = "charles:"
+#: hash tag of every key outside the shards, on a cluster
+GLOBAL_TAG = "global"
 
 #: rq queue names (rq adds its own `rq:queue:` prefix; we add ours in front of the name).
 COLLECT_QUEUE = "collect"
@@ -70,18 +86,65 @@ RQ_READ_ONLY = ("rq:groups", "rq:rl-keys")
 RQ_ALL = "rq:*"
 
 
+@lru_cache(maxsize=1024)
+def shard_tag(shard: int, shards: int) -> str:
+    """The hash tag of shard `shard` of `shards`: `s{shard}`, with the first suffix that
+    puts its slot in the shard-th of `shards` equal slot ranges. A cluster made with as
+    many masters as shards (redis-cli's even split) then gives every shard a node of its
+    own; plain `s0`, `s1`, `s2` would put two of three on one node."""
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} of {shards}")
+    low, high = shard * REDIS_CLUSTER_HASH_SLOTS // shards, (shard + 1) * REDIS_CLUSTER_HASH_SLOTS // shards
+    for n in itertools.count():
+        tag = f"s{shard}" if n == 0 else f"s{shard}.{n}"
+        if low <= key_slot(tag.encode()) < high:
+            return tag
+    raise AssertionError("unreachable")
+
+
+def shard_of(collector: str, shards: int) -> int:
+    """The shard a collector publishes to: a stable hash of its id (blake2b, not Python's
+    salted `hash`, so every process and restart agrees). No coordination, and even over
+    many collectors; with few, a shard may get none (draws then take from the others)."""
+    digest = hashlib.blake2b(collector.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % shards
+
+
 @dataclass(frozen=True)
 class Keys:
-    """Key names under one prefix; tests use a unique prefix each."""
+    """Key names under one prefix; tests use a unique prefix each. `cluster`: the keys
+    live on a Redis Cluster (see the module docstring); `shard`: the hash tag of the
+    pipeline shard whose sample keys this object names ("" = the untagged single shard)."""
 
     prefix: str = DEFAULT_PREFIX
+    cluster: bool = False
+    shard: str = ""
 
     def _k(self, *parts: str) -> str:
-        return self.prefix + ":".join(parts)
+        """A key outside the shards."""
+        return self.prefix + (f"{{{GLOBAL_TAG}}}:" if self.cluster else "") + ":".join(parts)
+
+    def _s(self, *parts: str) -> str:
+        """A key of this object's shard."""
+        return self.prefix + (f"{{{self.shard}}}:" if self.shard else "") + ":".join(parts)
+
+    def shards(self, count: int) -> list[Keys]:
+        """One `Keys` per pipeline shard; a single shard on a plain Redis keeps today's names."""
+        if count == 1 and not self.cluster:
+            return [replace(self, shard="")]
+        return [replace(self, shard=shard_tag(i, count)) for i in range(count)]
+
+    def for_collector(self, collector: str, count: int) -> Keys:
+        """The keys of the shard collector `collector` publishes to, of `count` shards."""
+        return self.shards(count)[shard_of(collector, count)]
 
     def family(self, *parts: str) -> str:
         """Glob of every key under `parts` (`family("buffer")` = `<prefix>buffer:*`), for ACLs."""
         return self._k(*parts, "*")
+
+    def shard_family(self, *parts: str) -> list[str]:
+        """Globs of every sample key under `parts`, untagged and in any shard, for ACLs."""
+        return [self.prefix + ":".join((*parts, "*")), self.prefix + "{*}:" + ":".join((*parts, "*"))]
 
     @property
     def everything(self) -> str:
@@ -97,7 +160,7 @@ class Keys:
     # -- samples ------------------------------------------------------------------
     def stream(self, output: str) -> str:
         """Stream of sample-set manifests for one output (transport; rows in `incoming`)."""
-        return self._k("stream", output)
+        return self._s("stream", output)
 
     def output_of_stream(self, stream: bytes | str) -> str:
         """The output a `stream(output)` key belongs to (XREADGROUP replies name the key)."""
@@ -107,43 +170,44 @@ class Keys:
     def incoming(self, set_id: str, row: int | str = "") -> str:
         """String: one row of a published set, until the server checks it and renames it
         into a buffer (it has a TTL: a set never routed cannot leak)."""
-        return self._k("incoming", set_id, str(row))
+        return self._s("incoming", set_id, str(row))
 
     def buffer(self, output: str) -> str:
         """Set of sample ids in one output's buffer (SCARD = fill; SPOP/SRANDMEMBER = random draw)."""
-        return self._k("buffer", output)
+        return self._s("buffer", output)
 
     def buffer_row(self, output: str, sample_id: str) -> str:
         """String: one encoded sample of `buffer(output)` (a key per row, so a draw can
         rename it without the row passing through Lua)."""
-        return self._k("buffer", output, "row", sample_id)
+        return self._s("buffer", output, "row", sample_id)
 
     def buffer_row_prefix(self, output: str) -> str:
         return self.buffer_row(output, "")
 
     def buffer_order(self, output: str) -> str:
         """Sorted set of a buffer's sample ids by insert time: the oldest are evicted first."""
-        return self._k("buffer", output, "order")
+        return self._s("buffer", output, "order")
 
     def buffer_replay(self, output: str) -> str:
         """Hash of a buffer's replay limit (`pipeline.serve.replay`): `tokens` (draws banked) and
         the `inserted`, `drawn` and `evicted` totals."""
-        return self._k("buffer", output, "replay")
+        return self._s("buffer", output, "replay")
 
     def drawn(self, token: str) -> str:
         """Key prefix for the rows of one draw, kept (with a TTL) until that trainer fetched them."""
-        return self._k("drawn", token, "")
+        return self._s("drawn", token, "")
 
     @property
     def deadletter(self) -> str:
         """Stream of rejected entries, each with its source and reason."""
-        return self._k("deadletter")
+        return self._s("deadletter")
 
     # -- counters and status ------------------------------------------------------
     @property
     def counters(self) -> str:
-        """Hash of monotonically increasing counters (sets routed, samples drawn, dropped...)."""
-        return self._k("counters")
+        """Hash of monotonically increasing counters (sets routed, dropped, dead-lettered...),
+        one per shard: the routing script writes it with the shard's buffers."""
+        return self._s("counters")
 
     def status(self, role: str, worker_id: str | None = None) -> str:
         """Hash a console reads: `status:server`, `status:trainer`, `status:player:{id}`."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -35,12 +36,14 @@ def free_port() -> int:
 class RedisServer:
     """Starts, stops (gracefully or with SIGKILL) and restarts one redis-server process."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, appendonly: bool = True) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, appendonly: bool = True,
+                 extra: tuple[str, ...] = ()) -> None:
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not installed (Debian: apt-get install redis-server)")
         self.data_dir = data_dir
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.extra = extra  # more redis-server arguments
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -59,6 +62,7 @@ class RedisServer:
             "--appendonly", "yes" if self.appendonly else "no",
             "--appendfsync", "everysec",
             "--logfile", str(self.data_dir / "redis.log"),
+            *self.extra,
         ]
         self.proc = subprocess.Popen(args, umask=0o077)  # RDB/AOF files 0600, like `charles redis`
         client = redis.Redis.from_url(self.url)
@@ -93,3 +97,39 @@ class RedisServer:
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url)
+
+
+class RedisClusterNodes:
+    """A throwaway Redis Cluster of `nodes` masters on loopback (no replicas), each a
+    `redis-server --cluster-enabled yes` joined by `redis-cli --cluster create`."""
+
+    def __init__(self, data_dir: Path, nodes: int = 3) -> None:
+        if shutil.which("redis-cli") is None:
+            raise RuntimeError("redis-cli is not installed (Debian: apt-get install redis-tools)")
+        self.servers = [RedisServer(data_dir / f"node{i}", appendonly=False,
+                                    extra=("--cluster-enabled", "yes", "--masterauth", PASSWORD,
+                                           "--cluster-port", str(free_port()),  # not port + 10000: > 65535?
+                                           "--cluster-config-file", str(data_dir / f"node{i}" / "nodes.conf")))
+                        for i in range(nodes)]
+
+    @property
+    def url(self) -> str:
+        """The URL of the first node, marked as a cluster (`pipeline.wire.redis_conn.is_cluster`)."""
+        return self.servers[0].url + "?cluster=yes"
+
+    def start(self) -> None:
+        for server in self.servers:
+            server.start()
+        addresses = [f"127.0.0.1:{s.port}" for s in self.servers]
+        subprocess.run(["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0",
+                        "--cluster-yes"], env={"REDISCLI_AUTH": PASSWORD, "PATH": os.environ.get("PATH", "")},
+                       check=True, capture_output=True, timeout=60)
+        deadline = time.monotonic() + 30
+        while any(s.client().cluster("info").get("cluster_state") != "ok" for s in self.servers):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the cluster did not reach cluster_state:ok in 30 s")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()

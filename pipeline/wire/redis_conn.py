@@ -2,6 +2,9 @@
 
 The address and credentials come from the environment (`.env`, loaded by honcho or by
 `charles`): CHARLES_REDIS_URL, or CHARLES_REDIS_HOST / _PORT / _USERNAME / _PASSWORD.
+A Redis Cluster is named by `cluster=yes` in the URL's query (`redis://:pw@node1:7000/0?
+cluster=yes`, any node will do) or CHARLES_REDIS_CLUSTER=yes: `connect` then returns redis-
+py's `RedisCluster`, and `keys_from_env` tags the keys for it (`pipeline.wire.keys`).
 """
 
 from __future__ import annotations
@@ -12,11 +15,12 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import quote, unquote
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import redis
 import structlog
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.connection import Encoder, PythonRespSerializer
 from redis.retry import Retry
 
@@ -48,8 +52,26 @@ def redis_url() -> str:
     return f"redis://{auth}{host}:{port}/0"
 
 
+_YES = ("1", "yes", "true", "on")
+#: the URL query parameter that names a cluster (redis-py must not see it)
+CLUSTER_PARAM = "cluster"
+
+
+def is_cluster(url: str | None = None) -> bool:
+    """True when the URL (default: this process's) names a Redis Cluster."""
+    url = url or redis_url()
+    in_query = any(k == CLUSTER_PARAM and v.lower() in _YES for k, v in parse_qsl(urlsplit(url).query))
+    return in_query or os.environ.get("CHARLES_REDIS_CLUSTER", "").lower() in _YES
+
+
+def _without_cluster_param(url: str) -> str:
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != CLUSTER_PARAM]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
 def keys_from_env() -> Keys:
-    return Keys(os.environ.get("CHARLES_KEY_PREFIX", DEFAULT_PREFIX))
+    return Keys(os.environ.get("CHARLES_KEY_PREFIX", DEFAULT_PREFIX), cluster=is_cluster())
 
 
 #: Client settings for sample sets of megabytes: hiredis would copy every command into one
@@ -72,15 +94,17 @@ def connect(url: str | None = None) -> redis.Redis:
     """
     url = url or redis_url()
     tcp = {} if url.startswith("unix://") else {"socket_keepalive": True}  # unix sockets take no keepalive
-    return redis.Redis.from_url(
-        url,
+    options: dict[str, Any] = {
         **BULK_TRANSFER,
-        socket_connect_timeout=5,
-        socket_timeout=float(os.environ.get("CHARLES_REDIS_SOCKET_TIMEOUT", "30")),
-        health_check_interval=15,
-        retry=Retry(NoBackoff(), 1),
+        "socket_connect_timeout": 5,
+        "socket_timeout": float(os.environ.get("CHARLES_REDIS_SOCKET_TIMEOUT", "30")),
+        "health_check_interval": 15,
+        "retry": Retry(NoBackoff(), 1),
         **tcp,
-    )
+    }
+    if is_cluster(url):  # duck-types as redis.Redis for every command Charles sends
+        return RedisCluster.from_url(_without_cluster_param(url), **options)  # type: ignore[return-value]
+    return redis.Redis.from_url(url, **options)
 
 
 def unreachable(exc: BaseException) -> str:

@@ -123,8 +123,10 @@ class WeightsStore:
         pipe.hset(self.keys.weights_latest, mapping=fields)
         pipe.hset(self.keys.weights_version_blob(version), mapping=fields)
         pipe.delete(self.keys.weights_version_blob(version - self.keep_versions))
-        pipe.publish(self.keys.weights_channel, info.notification())
         pipe.execute()
+        # after the write, not inside its MULTI: a cluster refuses PUBLISH in a transaction,
+        # and a player told of a version can always fetch it
+        self.r.publish(self.keys.weights_channel, info.notification())
         return info
 
     def latest_info(self) -> WeightsInfo | None:
