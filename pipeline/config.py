@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import tomllib
 from pathlib import Path
@@ -251,6 +252,10 @@ class BuffersConfig(Section):
     frame_quality: Annotated[int, Field(ge=1, le=100)] = Field(
         90, description="jpeg: quality 1..100 (higher = larger and closer to the frame)",
     )
+    shards: Annotated[int, Field(ge=1, le=1024)] = Field(
+        1, description="pipeline shards: streams and buffers split into this many hash-tagged key sets, which a "
+        "Redis Cluster spreads over its nodes (docs/scaling.md); capacity is per output over all shards",
+    )
 
 
 class TrainerConfig(Section):
@@ -383,7 +388,7 @@ class Config(Section):
                 f"steps the game by 1/fps s, so the game would run at {self.player.pps / self.game.fps:.2f}x "
                 "real speed; leave player.pps out (it follows game.fps) or set the two equal"
             )
-        stalls = deadlock_reasons(self.replay_limit(), self.buffers.capacity, self.buffers.start_fraction,
+        stalls = deadlock_reasons(self.replay_limit(), self.shard_capacity(), self.buffers.start_fraction,
                                   self._batch_share())
         if stalls:
             raise ValueError("the trainer could never draw: " + "; ".join(stalls))
@@ -392,10 +397,16 @@ class Config(Section):
     def output_names(self) -> list[str]:
         return [o.name for o in self.outputs]
 
+    def shard_capacity(self) -> int:
+        """Samples per output buffer of one shard: the capacity split over the shards."""
+        return math.ceil(self.buffers.capacity / self.buffers.shards)
+
     def replay_limit(self) -> ReplayLimit:
-        """The buffers' replay limit, with an automatic tolerance resolved."""
+        """One shard's replay limit, with an automatic tolerance resolved (a set tolerance
+        is split over the shards like the capacity)."""
         b = self.buffers
-        return ReplayLimit.auto(b.samples_per_insert, b.ratio_tolerance, b.capacity, self._batch_share())
+        tolerance = math.ceil(b.ratio_tolerance / b.shards)
+        return ReplayLimit.auto(b.samples_per_insert, tolerance, self.shard_capacity(), self._batch_share())
 
     def _batch_share(self) -> int:
         """The most one batch takes from one output's buffer."""

@@ -145,7 +145,7 @@ def test_coded_sets_are_routed_by_the_server_and_drawn_by_the_trainer(r: redis.R
     while server.route_once(block_ms=10):
         pass
     assert server.stats.routed_sets == 10 and not r.xlen(keys.deadletter)
-    columns = _draw_one_batch(server, server.schema, cfg.trainer.batch_size)
+    columns = _draw_one_batch(server, SampleSchema.from_config(cfg), cfg.trainer.batch_size)
     frames = columns["frames"]
     assert frames.shape == (cfg.trainer.batch_size, *SHAPE) and frames.dtype == np.uint8
     pool = np.concatenate(sent)

@@ -102,7 +102,7 @@ def test_crash_before_ack_reclaimed_once(r: redis.Redis, keys: Keys) -> None:
     assert r.xpending(keys.stream("steering"), SERVER_GROUP)["pending"] == 0
     # routing an entry twice cannot duplicate its samples
     entry_id, fields = r.xrange(keys.stream("steering"))[0]
-    restarted.handle_entry("steering", entry_id, fields)
+    restarted.routers[0].handle_entry("steering", entry_id, fields)
     assert r.scard(keys.buffer("steering")) == 6
 
 
@@ -307,7 +307,7 @@ def test_bloated_rows_and_manifests_refused_before_decoding(r: redis.Redis, keys
     cases = {
         "beyond the": _with_row(good, 1, history=[[] for _ in range(10_000)]),
         "must be empty": _with_row(good, 2, history=[[]]),
-        "exceeds the": {**good, "meta": good["meta"] + b"\0" * server.schema.max_manifest_bytes},
+        "exceeds the": {**good, "meta": good["meta"] + b"\0" * server.routers[0].schema.max_manifest_bytes},
     }
     ids = {publish_entry(r, keys, "steering", fields).decode(): reason for reason, fields in cases.items()}
     publish_entry(r, keys, "steering", sample_set(server.config, "steering", 3, seed=2).entry())

@@ -24,8 +24,11 @@ log = structlog.get_logger("server")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               help="TOML run config (default: configs/default.toml)")
 @click.option("--consumer", default="server-1", show_default=True, help="stable consumer name (reclaims its own pending entries)")
+@click.option("--shard", "shards", type=int, multiple=True,
+              help="route only this pipeline shard (repeatable; default: every shard of [buffers] shards); the "
+                   "server of shard 0 also publishes the config and hands out episodes")
 @click.option("--max-seconds", type=float, default=None, help="stop after this long (tests)")
-def cli(config_path: Path | None, consumer: str, max_seconds: float | None) -> None:
+def cli(config_path: Path | None, consumer: str, shards: tuple[int, ...], max_seconds: float | None) -> None:
     """Validate the config, then serve until SIGTERM."""
     configure_logging("server")
     try:
@@ -36,6 +39,9 @@ def cli(config_path: Path | None, consumer: str, max_seconds: float | None) -> N
     install_signal_handlers(stop)
     r, keys = connect(), keys_from_env()
     log.info("server_starting", redis=safe_url(redis_url()), run=config.run.name, outputs=config.output_names())
-    server = Server(r, keys, config, consumer=consumer)
+    try:
+        server = Server(r, keys, config, consumer=consumer, shards=list(shards) or None)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
     server.run(stop, Presence(r, keys, "server", consumer), deadline)

@@ -31,7 +31,7 @@ def cli(max_batches: int | None, device: str | None, niceness: int) -> None:
 
     from pipeline.evaluate.scoreboard import enqueue_evaluation
     from pipeline.models import build_model
-    from pipeline.serve.buffers import Buffers
+    from pipeline.serve.shards import ShardedBuffers
     from pipeline.train.distributed import DistributedContext
     from pipeline.train.learner import Learner, checkpoint_exists
     from pipeline.train.live import Trainer, TrainerSettings
@@ -65,7 +65,7 @@ def cli(max_batches: int | None, device: str | None, niceness: int) -> None:
     presence = Presence(r, keys, "trainer", new_worker_id("trainer"))
     trainer = Trainer(
         r, keys, learner,
-        Buffers(r, keys, cfg.output_names(), cfg.buffers.capacity, cfg.buffers.start_fraction, cfg.replay_limit()),
+        ShardedBuffers.for_config(r, keys, cfg),
         SampleSchema.from_config(cfg),
         TrainerSettings(cfg.run.name, t.batch_size, t.publish_every, t.checkpoint_every, t.log_every,
                         t.prefetch, ckpt, cfg.sha256()),

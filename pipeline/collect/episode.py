@@ -43,7 +43,8 @@ log = structlog.get_logger(__name__)
 
 class SetPublisher:
     """Publish sample sets: the rows as `incoming` keys and the manifest on the output's
-    stream, in one MULTI; keep a bounded backlog while Redis is away. Frames are coded
+    stream, in one MULTI (`keys`: the publishing collector's shard, so on a Redis Cluster the
+    MULTI stays in one slot); keep a bounded backlog while Redis is away. Frames are coded
     once, here, with `frame_codec` (the active config's `[buffers] frame_codec`)."""
 
     def __init__(self, r: redis.Redis, keys: Keys, stream_maxlen: int, max_backlog: int,
@@ -293,7 +294,9 @@ class Collector:
         if self.publisher is None:
             self.publisher = SetPublisher(r, self.keys, cfg.buffers.stream_maxlen, cfg.collection.max_backlog_sets,
                                            cfg.buffers.incoming_ttl_s)
-        self.publisher.frame_codec = FrameCodec(cfg.buffers.frame_codec, cfg.buffers.frame_quality)  # per episode's config
+        # per episode's config: the frame codec, and this collector's shard of the streams
+        self.publisher.frame_codec = FrameCodec(cfg.buffers.frame_codec, cfg.buffers.frame_quality)
+        self.publisher.keys = self.keys.for_collector(self.collector_id, cfg.buffers.shards)
         runner = EpisodeRunner(
             game=self.game_for(cfg),
             context=ContextSpec.from_inputs(cfg.inputs, cfg.game.fps),

@@ -56,11 +56,17 @@ def snapshot(r: redis.Redis, keys: Keys) -> dict[str, Any]:
     cfg = fetched[0] if fetched else None
     outputs = cfg.output_names() if cfg else []
     capacity = cfg.buffers.capacity if cfg else 0
+    shards = keys.shards(cfg.buffers.shards if cfg else 1)
     pipe = r.pipeline(transaction=False)
-    for name in outputs:
-        pipe.scard(keys.buffer(name))
-    fills = pipe.execute() if outputs else []
-    counters = {k.decode(): int(v) for k, v in r.hgetall(keys.counters).items()}
+    for shard in shards:
+        for name in outputs:
+            pipe.scard(shard.buffer(name))
+    per_shard = pipe.execute() if outputs else []
+    fills = [sum(int(n) for n in per_shard[i :: len(outputs)]) for i in range(len(outputs))]
+    counters: dict[str, int] = {}
+    for shard in shards:  # every shard counts what its routing script did
+        for k, v in r.hgetall(shard.counters).items():
+            counters[k.decode()] = counters.get(k.decode(), 0) + int(v)
     buffers = {
         name: {
             "fill": int(fill),
@@ -88,6 +94,7 @@ def snapshot(r: redis.Redis, keys: Keys) -> dict[str, Any]:
             "device": t.get("device", ""),
             "learning_rate": _num(t.get("learning_rate")),
             "count": len(trainers),
+            "shards": _json(t.get("shards")) or [],  # per shard: fill, gate, replay tokens
             # the replay limit and what is trained on (pipeline/serve/replay.py, pipeline/train/live.py)
             **{name: _num(t.get(name)) for name in REPLAY_FIELDS if t.get(name) not in (None, "")},
         }
@@ -139,7 +146,7 @@ def snapshot(r: redis.Redis, keys: Keys) -> dict[str, Any]:
     ]
     evaluation = {k.decode(): _json(v.decode()) for k, v in r.hgetall(keys.evaluation).items()}
     best = r.hget(keys.weights_best, "version")
-    info = r.info("memory")
+    memory = _memory(r)
     return {
         "run": cfg.run.name if cfg else None,
         "config_version": fetched[1] if fetched else 0,
@@ -149,8 +156,15 @@ def snapshot(r: redis.Redis, keys: Keys) -> dict[str, Any]:
         "players": players,
         "collectors": collectors,
         "servers": servers,
-        "deadletter": int(r.xlen(keys.deadletter)),
+        "deadletter": sum(int(r.xlen(shard.deadletter)) for shard in shards),
         "queue": {"collect": int(r.llen(rq_queue_key(keys.queue(COLLECT_QUEUE))))},
         "evaluation": {"versions": evaluation, "best": int(best) if best else None},
-        "redis": {"used_memory": int(info.get("used_memory", 0)), "maxmemory": int(info.get("maxmemory", 0))},
+        "redis": memory,
     }
+
+
+def _memory(r: redis.Redis) -> dict[str, int]:
+    """Used and maximum memory, summed over a cluster's nodes (its INFO answers per node)."""
+    info = r.info("memory")
+    nodes = list(info.values()) if info and all(isinstance(v, dict) for v in info.values()) else [info]
+    return {name: sum(int(node.get(name, 0)) for node in nodes) for name in ("used_memory", "maxmemory")}

@@ -249,7 +249,10 @@ class Buffers:
     def draw(self, batch_size: int) -> Draw:
         """An equal random share from every buffer, or none while any is below the start
         threshold (`FILLING`) or short of the replay limit's tokens (`LIMITED`)."""
-        shares = split_batch(batch_size, self.outputs)
+        return self.draw_shares(split_batch(batch_size, self.outputs))
+
+    def draw_shares(self, shares: list[int]) -> Draw:
+        """`shares[i]` random samples from output i's buffer, gated like `draw`."""
         args: list[object] = [self.threshold, self.keys.drawn(uuid.uuid4().hex), DRAWN_TTL_S,
                               int(self.limit.delete_on_draw)]
         for name, n in zip(self.outputs, shares, strict=True):
@@ -264,9 +267,11 @@ class Buffers:
         if not drawn:
             return Draw(DRAWN, {name: [] for name in self.outputs})
         pipe = self.r.pipeline(transaction=False)
-        pipe.mget(drawn)
+        # by name, since a cluster's pipeline refuses multi-key `mget()`/`unlink()` (it cannot
+        # know the keys share a slot; they do: the shard's)
+        pipe.execute_command("MGET", *drawn)
         if self.limit.delete_on_draw:
-            pipe.unlink(*drawn)
+            pipe.execute_command("UNLINK", *drawn)
         rows = iter(pipe.execute()[0])
         return Draw(DRAWN, {name: [row for row in (next(rows) for _ in keys) if row is not None]
                             for name, keys in zip(self.outputs, res, strict=True)})

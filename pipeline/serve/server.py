@@ -1,23 +1,20 @@
 """The server: publishes the config, routes sample sets into buffers, supplies collection jobs.
 
-Routing is at-least-once from the stream and exactly-once into the buffer: every entry
-is a manifest (the set's meta and each row's head), checked here; the rows themselves,
-finished buffer rows the collector wrote as `incoming` keys, never reach the server:
-one script in Redis compares each with its checked head and renames it into the buffer,
-with the XACK and the counters (`Buffers.route_set`). A bad entry is
-dead-lettered with its reason and acknowledged, never retried forever. Entries left
-pending by a crashed server are reclaimed (its own on start, others' with XAUTOCLAIM).
+Routing is per pipeline shard (`pipeline.serve.router.ShardRouter`, one per shard this
+server serves). One server serves every shard by default, looping over them; at scale
+run one per shard (`charles server --shard 2`), each next to its shard's node: routing
+is a Lua script per set in Redis plus a check of its manifest here, so one Python
+process per shard keeps the routing CPU growing with the shards. The server that serves
+shard 0 publishes the config and supplies the collection jobs; the others only route.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import random
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -27,21 +24,18 @@ from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from pipeline.config import CollectionConfig, Config
-from pipeline.errors import CodecError, ConfigError, SampleError
+from pipeline.errors import ConfigError
 from pipeline.games.base import NAMED_FIELDS, Capabilities, Environment, capabilities_of
-from pipeline.serve.buffers import Buffers
+from pipeline.serve.router import RouteStats, ShardRouter
+from pipeline.serve.shards import ShardedBuffers
 from pipeline.wire.config_store import publish_config
-from pipeline.wire.consumer_group import PendingRecovery
-from pipeline.wire.keys import COLLECT_QUEUE, RECORDER_GROUP, SERVER_GROUP, Counter, Keys
-from pipeline.wire.manifest import META_FIELD, EntryView, SetMeta, check_entry, row_field
+from pipeline.wire.keys import COLLECT_QUEUE, Counter, Keys
 from pipeline.wire.presence import Presence, live_workers
 from pipeline.wire.redis_conn import CONNECTION_ERRORS, Backoff
-from pipeline.wire.schema import SampleSchema
 
 log = structlog.get_logger(__name__)
-DEADLETTER_MAXLEN = 1000
-_META = META_FIELD.encode()
-RECORDER_CHECK_S = 10.0
+#: how long a round over several shards sleeps when none had anything
+IDLE_SLEEP_MS = 10
 COLLECT_JOB = "pipeline.collect.episode.Collector.run_episode"
 
 
@@ -99,53 +93,39 @@ def sample_environment(cfg: CollectionConfig, rng: random.Random, capabilities: 
     return Environment(**fields)
 
 
-def _entry_bytes(fields: dict[bytes, bytes]) -> int:
-    """What an entry weighs on the stream (for the dead letter), whatever it holds."""
-    return sum(len(name) + len(value) for name, value in fields.items())
-
-
-@dataclass
-class RouteStats:
-    routed_sets: int = 0
-    routed_samples: int = 0
-    rejected: int = 0
-    dropped: int = 0
-    last_rates: dict[str, float] = field(default_factory=dict)
-
-
 class Server:
     """One server process's work, step by step; `workers/server.py` runs the loop."""
 
-    def __init__(self, r: redis.Redis, keys: Keys, config: Config, consumer: str = "server-1", seed: int | None = None) -> None:
+    def __init__(self, r: redis.Redis, keys: Keys, config: Config, consumer: str = "server-1", seed: int | None = None,
+                 shards: list[int] | None = None) -> None:
+        """`shards`: the shards this server routes (default: every one of `[buffers] shards`)."""
         self.r = r
         self.keys = keys
         self.config = config
         self.consumer = consumer
         self.outputs = config.output_names()
-        self.schema = SampleSchema.from_config(config)
-        self.max_bytes = int(config.buffers.max_message_mb * 1024 * 1024)
-        self.buffers = Buffers(r, keys, self.outputs, config.buffers.capacity, config.buffers.start_fraction,
-                               config.replay_limit())
+        self.buffers = ShardedBuffers.for_config(r, keys, config)
+        served = list(range(config.buffers.shards)) if shards is None else shards
+        if not served or any(not 0 <= i < config.buffers.shards for i in served):
+            raise ConfigError(f"server shards {served}: this run has shards 0..{config.buffers.shards - 1}")
+        self._stats = RouteStats()
+        self.routers = [ShardRouter(r, self.buffers.shards[i].keys, config, self.buffers.shards[i], consumer,
+                                    self._stats) for i in served]
+        #: the server of shard 0 publishes the config and hands out the episodes
+        self.primary = 0 in served
         self.queue = Queue(keys.queue(COLLECT_QUEUE), connection=r, serializer=JSONSerializer)
         self.rng = random.Random(seed)
         # what the backend varies between episodes (its class is imported: the server needs the plug-in)
         self.capabilities = check_environment(config.collection,
                                               capabilities_of(config.game.backend, config.game.options))
-        self.stats = RouteStats()
-        self.recovery = PendingRecovery(r, keys, SERVER_GROUP, consumer)
-        self._recorder: dict[str, tuple[float, bool]] = {}  # stream -> (checked at, recorder group seen)
 
     # -- setup ----------------------------------------------------------------------
     def setup(self) -> int:
-        """Publish the config and create the consumer groups (idempotent)."""
-        version = publish_config(self.r, self.keys, self.config)
-        for name in self.outputs:
-            try:
-                self.r.xgroup_create(self.keys.stream(name), SERVER_GROUP, id="0", mkstream=True)
-            except redis.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-        self.recovery.reset()
+        """Publish the config (the primary) and create the consumer groups (idempotent);
+        returns the config's version."""
+        version = publish_config(self.r, self.keys, self.config) if self.primary else 0
+        for router in self.routers:
+            router.setup()
         return version
 
     # -- the loop -------------------------------------------------------------------
@@ -162,7 +142,8 @@ class Server:
                     ready = True
                 self.route_once(block_ms=200)
                 if time.monotonic() - last_beat >= 1.0:
-                    self.supply_jobs()
+                    if self.primary:
+                        self.supply_jobs()
                     self.trim_streams()
                     presence.beat(**self.status())
                     last_beat = time.monotonic()
@@ -176,140 +157,37 @@ class Server:
         log.info("server_stopped", routed_sets=self.stats.routed_sets, rejected=self.stats.rejected)
 
     # -- routing ----------------------------------------------------------------------
-    def route_once(self, block_ms: int = 500, count: int = 16) -> int:
-        """Read and route one round of entries; returns the number of entries handled.
+    @property
+    def stats(self) -> RouteStats:
+        return self._stats
 
-        Full buffers keep reading: routing evicts their oldest samples, so the pool stays fresh."""
-        handled = 0
-        handled += self.recovery.recover(self.outputs, self.handle_entry)
-        self._discard_overflow()
-        streams = {self.keys.stream(n): ">" for n in self.outputs}
-        resp = self.r.xreadgroup(SERVER_GROUP, self.consumer, streams, count=count, block=block_ms)
-        for stream, entries in resp or []:
-            output = self.keys.output_of_stream(stream)
-            for entry_id, fields in entries:
-                self.handle_entry(output, entry_id, fields)
-                handled += 1
+    def route_once(self, block_ms: int = 500, count: int = 16) -> int:
+        """Route one round of every served shard; returns the number of entries handled.
+        One shard blocks on its streams up to `block_ms`; several are read without
+        blocking (a cluster cannot block on keys of several slots at once) and the round
+        sleeps a little when none had anything."""
+        if len(self.routers) == 1:
+            return self.routers[0].route_once(block_ms=block_ms, count=count)
+        handled = sum(router.route_once(block_ms=None, count=count) for router in self.routers)
+        if not handled:
+            time.sleep(min(block_ms, IDLE_SLEEP_MS) / 1000)
         return handled
 
-    def handle_entry(self, output: str, entry_id: bytes | str, fields: dict[bytes, bytes]) -> bool:
-        """Check one manifest and route its rows, or dead-letter it; either way it is acknowledged."""
-        entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-        stream = self.keys.stream(output)
-        nbytes = _entry_bytes(fields)
-        meta = SetMeta.read(fields.get(_META, b""))  # once per entry: the check and any cleanup read it
-        if nbytes > self.schema.max_manifest_bytes:  # before any decoding that scales with it
-            self.dead_letter(stream, entry, f"manifest of {nbytes} bytes exceeds the "
-                             f"{self.schema.max_manifest_bytes} this config's sets can need", nbytes, fields, meta)
-            return False
-        try:
-            view = EntryView.of_manifest(fields, meta)
-            head = check_entry(view, self.schema, self.outputs, self.max_bytes)
-            if head.output != output:
-                raise SampleError(f"set for output {head.output!r} arrived on the {output!r} stream")
-        except (CodecError, SampleError) as exc:
-            self.dead_letter(stream, entry, str(exc), nbytes, fields, meta)
-            return False
-        except Exception as exc:  # a case the checks did not foresee: this entry must not become a poison pill
-            log.exception("entry_check_failed", stream=stream, entry=entry)
-            self.dead_letter(stream, entry, f"unexpected {type(exc).__name__} while checking: {exc}",
-                             nbytes, fields, meta)
-            return False
-        # the rows were made by the collector and are checked against their heads inside
-        # Redis; ids from the set, not the entry: a set published twice cannot duplicate samples
-        heads = [view.heads[row_field(i)] for i in range(head.n)]
-        bad = self.buffers.route_set(output, stream, SERVER_GROUP, entry, head.set_id, heads, copy=self._recorded(stream))
-        if bad is not None:
-            self.dead_letter(stream, entry, f"row {bad} is missing or differs from its header (expired?)",
-                             view.nbytes, fields, meta)
-            return False
-        self.stats.routed_sets += 1
-        self.stats.routed_samples += head.n
-        return True
-
-    def _recorded(self, stream: str) -> bool:
-        """True while a recorder group reads the stream: rows are then copied, and the
-        recorder deletes the incoming ones once they are on disk."""
-        now = time.monotonic()
-        checked, recorded = self._recorder.get(stream, (-math.inf, False))
-        if now - checked > RECORDER_CHECK_S:
-            names = {g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
-                     for g in self.r.xinfo_groups(stream)}
-            recorded = RECORDER_GROUP in names
-            self._recorder[stream] = (now, recorded)
-        return recorded
-
-    def drop_incoming(self, fields: dict[bytes, bytes], meta: SetMeta | None = None) -> None:
-        """Delete the rows of a set that will never be routed (their TTL would, later);
-        `meta` when the entry's meta is decoded already."""
-        set_id = (meta if meta is not None else SetMeta.read(fields.get(_META, b""))).set_id
-        rows = sum(1 for name in fields if name != _META)
-        if set_id is not None and rows:
-            self.r.unlink(*(self.keys.incoming(set_id, i) for i in range(rows)))
-
-    def dead_letter(self, stream: str, entry: str, reason: str, nbytes: int, fields: dict[bytes, bytes],
-                    meta: SetMeta | None = None) -> None:
-        """Keep a bounded record of a rejected entry, acknowledge it and delete its rows."""
-        log.warning("entry_rejected", stream=stream, entry=entry, reason=reason)
-        self.drop_incoming(fields, meta)
-        pipe = self.r.pipeline(transaction=True)
-        pipe.xadd(
-            self.keys.deadletter,
-            {"stream": stream, "entry": entry, "reason": reason[:500], "bytes": nbytes, "at": time.time()},
-            maxlen=DEADLETTER_MAXLEN,
-            approximate=True,
-        )
-        pipe.xack(stream, SERVER_GROUP, entry)
-        pipe.hincrby(self.keys.counters, Counter.DEADLETTERED, 1)
-        pipe.execute()
-        self.stats.rejected += 1
-
     def stream_lag(self, output: str) -> int:
-        """Entries in an output's stream that the server group has not read yet."""
-        stream = self.keys.stream(output)
-        for group in self.r.xinfo_groups(stream):
-            if group["name"] in (SERVER_GROUP, SERVER_GROUP.encode()):
-                lag = group.get("lag")
-                if lag is not None:
-                    return int(lag)
-                last = group["last-delivered-id"]
-                last = last.decode() if isinstance(last, bytes) else last
-                return len(self.r.xrange(stream, min=f"({last}", max="+", count=100_000))
-        return 0
-
-    def _discard_overflow(self) -> None:
-        """Bound memory when the server falls behind its streams: drop the oldest unread sets, counted."""
-        limit = self.config.buffers.stream_maxlen
-        for name in self.outputs:
-            excess = self.stream_lag(name) - limit
-            if excess <= 0:
-                continue
-            stream = self.keys.stream(name)
-            resp = self.r.xreadgroup(SERVER_GROUP, self.consumer, {stream: ">"}, count=excess)
-            entries = resp[0][1] if resp else []
-            ids = [i for i, _ in entries]
-            for _, fields in entries:
-                self.drop_incoming(fields)
-            if ids:
-                pipe = self.r.pipeline(transaction=True)
-                pipe.xack(stream, SERVER_GROUP, *ids)
-                pipe.hincrby(self.keys.counters, Counter.sets_dropped(name), len(ids))
-                pipe.execute()
-                self.stats.dropped += len(ids)
-                log.info("stream_overflow_dropped", output=name, sets=len(ids))
+        """Unread entries of an output's streams over the served shards."""
+        return sum(router.stream_lag(output) for router in self.routers)
 
     def trim_streams(self) -> None:
-        """Delete routed sets beyond `stream_keep`: streams are transport, buffers are the pool."""
-        keep = self.config.buffers.stream_keep
-        for name in self.outputs:
-            self.r.xtrim(self.keys.stream(name), maxlen=self.stream_lag(name) + keep, approximate=True)
+        for router in self.routers:
+            router.trim_streams()
 
     # -- collection jobs ----------------------------------------------------------------
     def wants_data(self) -> bool:
         """True while the buffers want data (`Buffers.wants_data`: one is below capacity or
-        the trainer spent banked draws) and no stream is already half backed up."""
+        the trainer spent banked draws) and no served stream is already half backed up."""
         half = self.config.buffers.stream_maxlen // 2
-        return self.buffers.wants_data() and all(self.stream_lag(n) < half for n in self.outputs)
+        return self.buffers.wants_data() and all(router.stream_lag(n) < half
+                                                 for router in self.routers for n in self.outputs)
 
     def supply_jobs(self) -> int:
         """Keep one queued episode per live collector (plus `jobs_ahead`); returns jobs added."""
@@ -346,15 +224,18 @@ class Server:
     # -- status -------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         fills, replay = self.buffers.fills(), self.buffers.replay_stats()
-        counters = {k.decode(): int(v) for k, v in self.r.hgetall(self.keys.counters).items()}
+        deadlettered = sum(int(self.r.hget(shard.keys.counters, Counter.DEADLETTERED) or 0)
+                           for shard in self.buffers.shards)
         return {
-            "buffers": json.dumps({n: {"fill": fills[n], "capacity": self.config.buffers.capacity,
+            "buffers": json.dumps({n: {"fill": fills[n], "capacity": self.buffers.capacity,
                                        **{k: round(v, 1) for k, v in replay[n].items()}} for n in self.outputs}),
+            "shards": json.dumps(self.buffers.shard_status()),
+            "served_shards": ",".join(router.keys.shard or "-" for router in self.routers),
             "routed_sets": self.stats.routed_sets,
             "routed_samples": self.stats.routed_samples,
             "rejected": self.stats.rejected,
             "dropped": self.stats.dropped,
-            "deadlettered": counters.get(Counter.DEADLETTERED, 0),
+            "deadlettered": deadlettered,
             "queue": self.queue.count,
             "config_version": int(self.r.hget(self.keys.config, "version") or 0),
         }

@@ -21,6 +21,7 @@ import structlog
 
 from pipeline.errors import CharlesError
 from pipeline.serve.buffers import FILLING, LIMITED, Buffers
+from pipeline.serve.shards import ShardedBuffers
 from pipeline.train.distributed import DistributedContext
 from pipeline.train.learner import Learner
 from pipeline.wire.keys import Keys
@@ -40,7 +41,7 @@ class BatchDrawer(threading.Thread):
     while the buffers are short (`FILLING`) or the replay limit holds it back (`LIMITED`) it
     waits and counts the time."""
 
-    def __init__(self, buffers: Buffers, schema: SampleSchema, batch_size: int,
+    def __init__(self, buffers: Buffers | ShardedBuffers, schema: SampleSchema, batch_size: int,
                  out: queue.Queue[tuple[int, Any, dict[str, np.ndarray]]],
                  stop: threading.Event, prepare: Callable[[dict[str, np.ndarray]], Any] | None = None,
                  name: str = "batch-drawer", alloc: Any = None) -> None:
@@ -181,7 +182,8 @@ class TrainerSettings:
 class Trainer:
     """One trainer process's loop; every step is bounded so tests can run it for N batches."""
 
-    def __init__(self, r: redis.Redis, keys: Keys, learner: Learner, buffers: Buffers, schema: SampleSchema,
+    def __init__(self, r: redis.Redis, keys: Keys, learner: Learner, buffers: Buffers | ShardedBuffers,
+                 schema: SampleSchema,
                  settings: TrainerSettings, weights: WeightsStore, writer: Any | None = None,
                  on_status: Callable[[dict[str, Any]], None] | None = None,
                  on_log: Callable[[int, dict[str, float], dict[str, np.ndarray]], None] | None = None,
@@ -190,7 +192,8 @@ class Trainer:
         self.r = r
         self.keys = keys
         self.learner = learner
-        self.buffers = buffers
+        # one shard's Buffers, or every shard's: the status reports each shard's gate and limit
+        self.buffers = buffers if isinstance(buffers, ShardedBuffers) else ShardedBuffers([buffers])
         self.schema = schema
         self.s = settings
         self.weights = weights
@@ -211,6 +214,7 @@ class Trainer:
         self.first_batch_at: float | None = None
         self._replay_window: tuple[float, float, float] | None = None  # (time, drawn, inserted)
         self.replay: dict[str, float] = {}
+        self.shards: list[dict[str, Any]] = []
         self.draws_per_insert = 0.0
 
     def run(self, stop: threading.Event, max_batches: int | None = None) -> None:
@@ -353,6 +357,7 @@ class Trainer:
     def _report(self, drawers: list[BatchDrawer]) -> None:
         try:
             self.replay = self._replay_status()
+            self.shards = self.buffers.shard_status()
         except redis.RedisError:
             pass
         share = self.compute_share()
@@ -371,6 +376,7 @@ class Trainer:
             "compute_share": "" if share is None else round(share, 3),
             "wait_filling_s": round(sum(d.wait_s[FILLING] for d in drawers), 1),
             "wait_limited_s": round(sum(d.wait_s[LIMITED] for d in drawers), 1),
+            "shards": json.dumps(self.shards),
             **{k: round(v, 3) for k, v in self.replay.items()},
             **{k: round(v, 3) for k, v in self.age.stats().items()},
         }
