@@ -142,9 +142,7 @@ class Recorder:
                 backoff.reset()
             except (*CONNECTION_ERRORS, redis.RedisError) as exc:
                 ready = False
-                delay = backoff.next_delay()
-                log.warning("redis_unavailable", what="recorder", error=str(exc), retry_in_s=round(delay, 2))
-                stop.wait(delay)
+                backoff.wait_out(exc, "recorder", stop)
         try:
             self.flush(force=True)
             presence.leave()
@@ -165,13 +163,7 @@ class Recorder:
 
     def setup(self) -> None:
         """Create the recorder group on every stream (from the start: record what is in transport)."""
-        for name in self.outputs:
-            try:
-                self.r.xgroup_create(self.keys.stream(name), RECORDER_GROUP, id="0", mkstream=True)
-            except redis.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-        self.recovery.reset()
+        self.recovery.create_groups(self.outputs)
 
     # -- reading ------------------------------------------------------------------------------
     def record_once(self, block_ms: int = 500, count: int = 32) -> int:

@@ -211,14 +211,20 @@ def backend_class(backend: str) -> Any:
     """The class behind a short name (`sim`, `gta5`, `screen`, an installed plug-in's) or a
     `package.module:Class` path, imported; a ConfigError of one line when it cannot be."""
     module_name, _, class_name = resolve_backend(backend).partition(":")
+    return import_named(module_name, class_name, "game.backend")
+
+
+def import_named(module_name: str, name: str, key: str) -> Any:
+    """`name` from `module_name`, imported for the config key `key` (a backend, a plug-in
+    device); a ConfigError of one line that names the key when it cannot be."""
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(f"game.backend: cannot import {module_name!r}: {exc}") from None
-    cls = getattr(module, class_name, None)
-    if cls is None:
-        raise ConfigError(f"game.backend: {module_name!r} has no {class_name!r}")
-    return cls
+        raise ConfigError(f"{key}: cannot import {module_name!r}: {exc}") from None
+    found = getattr(module, name, None)
+    if found is None:
+        raise ConfigError(f"{key}: {module_name!r} has no {name!r}")
+    return found
 
 
 def capabilities_of(backend: str, options: dict[str, Any] | None = None) -> Capabilities:

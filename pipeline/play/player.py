@@ -123,9 +123,7 @@ class WeightsWatcher(threading.Thread):
                         self.prepare_latest()
             except CONNECTION_ERRORS as exc:
                 self.connected = False
-                delay = backoff.next_delay()
-                log.warning("redis_unavailable", what="weights", error=str(exc), retry_in_s=round(delay, 2))
-                self.stop.wait(delay)
+                backoff.wait_out(exc, "weights", self.stop)
             except Exception:  # a malformed weights field or a refused command: keep driving, retry
                 delay = backoff.next_delay()
                 log.exception("weights_watch_failed", retry_in_s=round(delay, 2))
@@ -288,9 +286,7 @@ class Player:
             try:
                 return call()
             except GameError as exc:
-                delay = backoff.next_delay()
-                log.warning("game_error", what=what, error=str(exc), retry_in_s=round(delay, 2))
-                if self._stop.wait(delay):
+                if backoff.wait_out(exc, what, self._stop, event="game_error"):
                     raise
 
     def swap_pending(self) -> int | None:

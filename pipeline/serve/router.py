@@ -66,13 +66,7 @@ class ShardRouter:
 
     def setup(self) -> None:
         """Create the shard's consumer groups (idempotent)."""
-        for name in self.outputs:
-            try:
-                self.r.xgroup_create(self.keys.stream(name), SERVER_GROUP, id="0", mkstream=True)
-            except redis.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-        self.recovery.reset()
+        self.recovery.create_groups(self.outputs)
 
     def route_once(self, block_ms: int | None = 500, count: int = 16) -> int:
         """Read and route one round of entries (`block_ms` None: without waiting); returns

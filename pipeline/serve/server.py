@@ -150,10 +150,8 @@ class Server:
                 backoff.reset()
             except (*CONNECTION_ERRORS, redis.RedisError) as exc:
                 ready = False
-                delay = backoff.next_delay()
                 event = "redis_unavailable" if isinstance(exc, CONNECTION_ERRORS) else "redis_refused"
-                log.warning(event, what="server", error=str(exc), retry_in_s=round(delay, 2))
-                stop.wait(delay)
+                backoff.wait_out(exc, "server", stop, event=event)
         log.info("server_stopped", routed_sets=self.stats.routed_sets, rejected=self.stats.rejected)
 
     # -- routing ----------------------------------------------------------------------

@@ -72,14 +72,10 @@ class BatchDrawer(threading.Thread):
                 backoff.reset()
             except CONNECTION_ERRORS as exc:
                 self.redis_ok = False
-                delay = backoff.next_delay()
-                log.warning("redis_unavailable", what="draw", error=str(exc), retry_in_s=round(delay, 2))
-                self.stop.wait(delay)
+                backoff.wait_out(exc, "draw", self.stop)
                 continue
             except redis.RedisError as exc:  # e.g. OOM, or a script refused: wait, never die
-                delay = backoff.next_delay()
-                log.warning("draw_refused", error=str(exc)[:300], retry_in_s=round(delay, 2))
-                self.stop.wait(delay)
+                backoff.wait_out(exc, "draw", self.stop, event="draw_refused")
                 continue
             rows = [row for rows in drawn.rows.values() for row in rows]
             self.last_state = drawn.state

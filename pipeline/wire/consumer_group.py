@@ -39,6 +39,17 @@ class PendingRecovery:
         """The groups were (re)created: look at this consumer's own pending entries again."""
         self.own_done = False
 
+    def create_groups(self, outputs: list[str]) -> None:
+        """Create the group on every output's stream, reading from its start (what is in
+        transport); an existing group is kept. Then look at own pending entries again."""
+        for name in outputs:
+            try:
+                self.r.xgroup_create(self.keys.stream(name), self.group, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+        self.reset()
+
     def recover(self, outputs: list[str], handle: Handle) -> int:
         """Handle what is due now; returns the number of entries handled."""
         handled = 0

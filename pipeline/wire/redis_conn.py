@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import random
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
@@ -156,6 +155,14 @@ class Backoff:
     def reset(self) -> None:
         self.attempt = 0
 
+    def wait_out(self, exc: BaseException, what: str, stop: threading.Event,
+                 event: str = "redis_unavailable") -> bool:
+        """After a failed call (Redis, a game's bridge): log `event` with the delay before the
+        next try and wait it out, or until `stop`; True when stopped. The one way a role waits."""
+        delay = self.next_delay()
+        log.warning(event, what=what, error=str(exc)[:300], retry_in_s=round(delay, 2))
+        return stop.wait(delay)
+
 
 def retry_forever(
     fn: Callable[[], T],
@@ -177,12 +184,7 @@ def retry_forever(
             backoff.reset()
             return result
         except CONNECTION_ERRORS as exc:
-            delay = backoff.next_delay()
-            log.warning("redis_unavailable", what=what, error=str(exc), retry_in_s=round(delay, 2))
             if on_error:
                 on_error(exc)
-            if stop is not None:
-                if stop.wait(delay):
-                    return None
-            else:
-                time.sleep(delay)
+            if backoff.wait_out(exc, what, stop if stop is not None else threading.Event()):
+                return None

@@ -7,7 +7,6 @@ plugs in their own device). Platform-specific pieces are imported only when chos
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 import subprocess
@@ -17,6 +16,7 @@ from typing import Any
 import structlog
 
 from pipeline.errors import ConfigError, GameError, MissingExtraError
+from pipeline.games.base import import_named
 from pipeline.games.io.control import GamepadLike, KeySender
 
 log = structlog.get_logger(__name__)
@@ -30,14 +30,7 @@ def load_object(spec: str, what: str) -> Any:
     module_name, sep, name = spec.partition(":")
     if not sep or not module_name or not name:
         raise ConfigError(f"game.options.{what}: {spec!r} is not a built-in name nor 'package.module:Class'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"game.options.{what}: cannot import {module_name!r}: {exc}") from None
-    cls = getattr(module, name, None)
-    if cls is None:
-        raise ConfigError(f"game.options.{what}: {module_name!r} has no {name!r}")
-    return cls()
+    return import_named(module_name, name, f"game.options.{what}")()
 
 
 def make_gamepad(spec: str = "vgamepad") -> GamepadLike:

@@ -111,18 +111,14 @@ def find_window(title: str, display: Any | None = None) -> tuple[int, int, int, 
             dpy.close()
 
 
-class XTestKeySender:
-    """Injects key presses through the X test extension (what a real keyboard would do)."""
+class Keycodes:
+    """Charles key names -> this X server's keycodes, looked up once each."""
 
-    def __init__(self, display_name: str | None = None) -> None:
-        self._dpy = open_display(display_name)
-        if not self._dpy.has_extension("XTEST"):
-            self._dpy.close()
-            raise GameError("the X server has no XTEST extension; use key_sender = 'xdotool'")
+    def __init__(self, dpy: Any) -> None:
+        self._dpy = dpy
         self._codes: dict[str, int] = {}
-        self._lock = threading.Lock()
 
-    def keycode(self, key: str) -> int:
+    def __call__(self, key: str) -> int:
         if key not in self._codes:
             from Xlib import XK
 
@@ -132,6 +128,18 @@ class XTestKeySender:
                 raise GameError(f"key {key!r} has no keycode on this X server")
             self._codes[key] = code
         return self._codes[key]
+
+
+class XTestKeySender:
+    """Injects key presses through the X test extension (what a real keyboard would do)."""
+
+    def __init__(self, display_name: str | None = None) -> None:
+        self._dpy = open_display(display_name)
+        if not self._dpy.has_extension("XTEST"):
+            self._dpy.close()
+            raise GameError("the X server has no XTEST extension; use key_sender = 'xdotool'")
+        self.keycode = Keycodes(self._dpy)
+        self._lock = threading.Lock()
 
     def _fake(self, event: int, key: str) -> None:
         from Xlib.ext import xtest
@@ -160,18 +168,7 @@ class X11KeyState:
 
     def __init__(self, display_name: str | None = None) -> None:
         self._dpy = open_display(display_name)
-        self._codes: dict[str, int] = {}
-
-    def _code(self, key: str) -> int:
-        if key not in self._codes:
-            from Xlib import XK
-
-            sym = XK.string_to_keysym(keysym_name(key))
-            code = self._dpy.keysym_to_keycode(sym) if sym else 0
-            if not code:
-                raise GameError(f"key {key!r} has no keycode on this X server")
-            self._codes[key] = code
-        return self._codes[key]
+        self._code = Keycodes(self._dpy)
 
     def down(self, keys: list[str]) -> dict[str, bool]:
         """One keymap query for several keys."""
