@@ -168,15 +168,8 @@ class Recorder:
     # -- reading ------------------------------------------------------------------------------
     def record_once(self, block_ms: int = 500, count: int = 32) -> int:
         """Read one round of entries, then write the chunks that are due; returns entries read."""
-        handled = 0
-        handled += self.recovery.recover(self.outputs, self.handle_entry)
-        streams = {self.keys.stream(n): ">" for n in self.outputs}
-        resp = self.r.xreadgroup(RECORDER_GROUP, self.consumer, streams, count=count, block=block_ms)
-        for stream, entries in resp or []:
-            output = self.keys.output_of_stream(stream)
-            for entry_id, fields in entries:
-                self.handle_entry(output, entry_id, fields)
-                handled += 1
+        handled = self.recovery.recover(self.outputs, self.handle_entry)
+        handled += self.recovery.read_new(self.outputs, self.handle_entry, count, block_ms)
         self.flush(force=False)
         return handled
 

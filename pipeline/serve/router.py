@@ -73,17 +73,9 @@ class ShardRouter:
         the number of entries handled.
 
         Full buffers keep reading: routing evicts their oldest samples, so the pool stays fresh."""
-        handled = 0
-        handled += self.recovery.recover(self.outputs, self.handle_entry)
+        handled = self.recovery.recover(self.outputs, self.handle_entry)
         self._discard_overflow()
-        streams = {self.keys.stream(n): ">" for n in self.outputs}
-        resp = self.r.xreadgroup(SERVER_GROUP, self.consumer, streams, count=count, block=block_ms)
-        for stream, entries in resp or []:
-            output = self.keys.output_of_stream(stream)
-            for entry_id, fields in entries:
-                self.handle_entry(output, entry_id, fields)
-                handled += 1
-        return handled
+        return handled + self.recovery.read_new(self.outputs, self.handle_entry, count, block_ms)
 
     def handle_entry(self, output: str, entry_id: bytes | str, fields: dict[bytes, bytes]) -> bool:
         """Check one manifest and route its rows, or dead-letter it; either way it is acknowledged."""

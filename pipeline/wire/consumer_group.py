@@ -50,6 +50,19 @@ class PendingRecovery:
                     raise
         self.reset()
 
+    def read_new(self, outputs: list[str], handle: Handle, count: int, block_ms: int | None) -> int:
+        """Read entries never delivered to the group (waiting up to `block_ms`, None: not at
+        all) and give each to `handle`; returns how many."""
+        streams = {self.keys.stream(name): ">" for name in outputs}
+        resp = self.r.xreadgroup(self.group, self.consumer, streams, count=count, block=block_ms)
+        handled = 0
+        for stream, entries in resp or []:
+            output = self.keys.output_of_stream(stream)
+            for entry_id, fields in entries:
+                handle(output, entry_id, fields)
+                handled += 1
+        return handled
+
     def recover(self, outputs: list[str], handle: Handle) -> int:
         """Handle what is due now; returns the number of entries handled."""
         handled = 0
