@@ -96,3 +96,10 @@ def test_every_module_has_a_test_or_a_coverage_row() -> None:
 def test_few_top_level_modules_beside_the_packages() -> None:
     top = [p.name for p in PIPELINE.glob("*.py") if p.name != "__init__.py"]
     assert len(top) <= 8, top
+
+
+def test_every_worker_is_wiring_under_120_lines() -> None:
+    """A role's work lives in pipeline/; its `workers/` entry point parses options and wires."""
+    long = {p.name: n for p in sorted((ROOT / "workers").glob("*.py"))
+            if (n := len(p.read_text().splitlines())) >= 120}
+    assert long == {}

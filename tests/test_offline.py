@@ -175,3 +175,18 @@ def test_push_takes_a_safetensors_file_as_evaluate_and_player_do(r: redis.Redis,
     bare.write_bytes(to_blob({"w": torch.zeros(1)}))
     refused = CliRunner().invoke(push_cli, [str(bare)])
     assert refused.exit_code != 0 and "names no model" in refused.output
+
+
+def test_a_bad_minimap_box_is_one_line_and_makes_no_folder(tmp_path: Path) -> None:
+    from pipeline.data.seed004 import parse_minimap_box
+    from pipeline.train.augment import GTA5_MINIMAP_BOX
+    from workers.record import cli as record_cli
+
+    assert parse_minimap_box(None) == list(GTA5_MINIMAP_BOX)
+    assert parse_minimap_box("0.1,0.2,0.3,0.4") == [0.1, 0.2, 0.3, 0.4]
+    for bad in ("1,2", "a,b,c,d"):
+        result = CliRunner().invoke(record_cli, ["import-seed004", str(tmp_path), "--out", str(tmp_path / "out"),
+                                                 "--minimap-box", bad])
+        assert result.exit_code == 1 and "--minimap-box" in result.output and "x,y,w,h" in result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert not (tmp_path / "out").exists()

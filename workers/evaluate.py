@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from workers.options import config_option
+from workers.options import config_option, user_errors
 
 
 @click.command(name="evaluate")
@@ -46,12 +46,9 @@ def cli(weights_file: Path, config_path: Path | None, episodes: int | None, seco
     )
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
-    from pipeline.errors import CharlesError
 
-    try:
+    with user_errors():
         cfg, settings, model, meta = load_for_evaluation(weights_file, config_path, episodes, seconds, processes, sha256)
-    except CharlesError as exc:
-        raise click.ClickException(str(exc)) from None
     total = episodes_to_drive(settings, cfg, use_cache=not no_cache)
     structlog.get_logger("evaluate").info("evaluation_starting", episodes=total, processes=settings.processes,
                                           episode_s=settings.episode_s)

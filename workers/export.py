@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from pipeline.log import configure_logging
+from workers.options import user_errors
 
 
 @click.command(name="export")
@@ -17,15 +18,13 @@ def cli(which: str, file: Path) -> None:
     """Write the latest, the best, or a kept version (vN) of the published weights to FILE,
     with their metadata (model, batches, config_sha256, version, sha256); prints it as JSON."""
     configure_logging("export")
-    from pipeline.errors import CharlesError
     from pipeline.play.export import export_weights
     from pipeline.wire.redis_conn import CONNECTION_ERRORS, connect, keys_from_env, unreachable
 
     r, keys = connect(), keys_from_env()
     try:
-        meta = export_weights(r, keys, which, file)
-    except CharlesError as exc:
-        raise click.ClickException(str(exc)) from None
+        with user_errors():
+            meta = export_weights(r, keys, which, file)
     except CONNECTION_ERRORS as exc:
         raise click.ClickException(unreachable(exc)) from None
     click.echo(json.dumps({"file": str(file), **meta}))

@@ -9,6 +9,7 @@ import click
 import structlog
 
 from pipeline.log import configure_logging
+from workers.options import user_errors
 
 log = structlog.get_logger("push")
 
@@ -20,15 +21,13 @@ def cli(checkpoint: Path) -> None:
     models/charles_small_cnn.safetensors) against the live config, then publish it as a new
     weights version."""
     configure_logging("push")
-    from pipeline.errors import CharlesError
     from pipeline.play.push import push_checkpoint
     from pipeline.wire.redis_conn import CONNECTION_ERRORS, connect, keys_from_env, unreachable
 
     r, keys = connect(), keys_from_env()
     try:
-        info, notes = push_checkpoint(r, keys, checkpoint)
-    except CharlesError as exc:
-        raise click.ClickException(str(exc)) from None
+        with user_errors():
+            info, notes = push_checkpoint(r, keys, checkpoint)
     except CONNECTION_ERRORS as exc:
         raise click.ClickException(unreachable(exc)) from None
     for note in notes:

@@ -12,13 +12,9 @@ import structlog
 
 from pipeline.games.base import WEATHERS
 from pipeline.log import configure_logging
-from workers.options import config_option
+from workers.options import budget_option, config_option, out_option, user_errors
 
 log = structlog.get_logger("record")
-
-
-def _budget_bytes(budget_gb: float | None) -> int | None:
-    return None if budget_gb is None else int(budget_gb * 2**30)
 
 
 @click.group(name="record")
@@ -27,39 +23,32 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="data directory")
-@click.option("--budget-gb", type=float, default=None, help="delete the oldest chunks past this size")
+@out_option()
+@budget_option()
 @click.option("--consumer", default="recorder-1", show_default=True,
               help="stable consumer name: a restarted recorder finishes its own pending entries")
 @click.option("--chunk-rows", type=int, default=256, show_default=True, help="samples per chunk file")
 @click.option("--chunk-age-s", type=float, default=5.0, show_default=True, help="write a chunk at least this often")
 @click.option("--compress", is_flag=True, help="zlib-compress chunks (smaller, read whole instead of mapped)")
 @click.option("--max-seconds", type=float, default=None, help="stop after this long (tests)")
-def streams(out_dir: Path, budget_gb: float | None, consumer: str, chunk_rows: int, chunk_age_s: float,
+def streams(out_dir: Path, budget_bytes: int | None, consumer: str, chunk_rows: int, chunk_age_s: float,
             compress: bool, max_seconds: float | None) -> None:
     """Record every sample set on the streams (own consumer group) until SIGTERM."""
     configure_logging("recorder")
-    from pipeline.data.stream_recorder import Recorder
-    from pipeline.process import install_signal_handlers, wait_for_config
-    from pipeline.wire.presence import Presence
+    from pipeline.data.stream_recorder import record_streams
+    from pipeline.process import install_signal_handlers
     from pipeline.wire.redis_conn import connect, keys_from_env, redis_url, safe_url
 
     stop = threading.Event()
     install_signal_handlers(stop)
-    r, keys = connect(), keys_from_env()
-    log.info("recorder_starting", redis=safe_url(redis_url()), out=str(out_dir), budget_gb=budget_gb)
-    fetched = wait_for_config(r, keys, stop)
-    if fetched is None:
-        return
-    cfg, config_version = fetched
-    recorder = Recorder.for_config(r, keys, cfg, out_dir, _budget_bytes(budget_gb), consumer=consumer,
-                                   chunk_rows=chunk_rows, chunk_age_s=chunk_age_s, compress=compress)
-    deadline = None if max_seconds is None else time.monotonic() + max_seconds
-    recorder.run(stop, Presence(r, keys, "recorder", consumer), config_version, deadline)
+    log.info("recorder_starting", redis=safe_url(redis_url()), out=str(out_dir), budget_bytes=budget_bytes)
+    record_streams(connect(), keys_from_env(), out_dir, stop, budget_bytes, consumer,
+                   None if max_seconds is None else time.monotonic() + max_seconds,
+                   chunk_rows=chunk_rows, chunk_age_s=chunk_age_s, compress=compress)
 
 
 @cli.command()
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="data directory")
+@out_option()
 @config_option("run config: game backend, frame size, fps (default: configs/default.toml)")
 @click.option("--driver", type=click.Choice(["human", "npc"]), default="human", show_default=True)
 @click.option("--seconds", type=float, default=None, help="game seconds to record (default: until Ctrl-C)")
@@ -70,11 +59,11 @@ def streams(out_dir: Path, budget_gb: float | None, consumer: str, chunk_rows: i
 @click.option("--traffic", type=click.FloatRange(0, 1), default=0.3, show_default=True, help="traffic density 0..1")
 @click.option("--padding-s", type=float, default=0.0, show_default=True,
               help="a 'stuck' recording: its first seconds are padding, never a training sample")
-@click.option("--budget-gb", type=float, default=None, help="delete the oldest chunks past this size")
+@budget_option()
 @click.option("--compress", is_flag=True, help="zlib-compress chunks")
 def drive(out_dir: Path, config_path: Path | None, driver: str, seconds: float | None, map_seed: int,
-          weather: str, time_of_day: float, traffic: float, padding_s: float, budget_gb: float | None,
-          compress: bool) -> None:
+          weather: str, time_of_day: float, traffic: float, padding_s: float,
+          budget_bytes: int | None, compress: bool) -> None:
     """Record every tick of a drive (a human on the keyboard/pad, or the NPC) as one episode.
 
     On the sim backend the human drives in a window (needs pygame: pip install
@@ -84,7 +73,6 @@ def drive(out_dir: Path, config_path: Path | None, driver: str, seconds: float |
     configure_logging("record")
     from pipeline.config import load_config
     from pipeline.data.drive_recorder import record_drive
-    from pipeline.errors import CharlesError
     from pipeline.games.base import Environment
     from pipeline.process import install_signal_handlers
 
@@ -92,17 +80,15 @@ def drive(out_dir: Path, config_path: Path | None, driver: str, seconds: float |
     install_signal_handlers(stop)
     env = Environment(map_seed=map_seed, weather=weather, time_of_day=time_of_day,
                       traffic_density=traffic, episode_seed=int(time.time()) % 2**31)
-    try:
+    with user_errors():
         summary = record_drive(load_config(config_path), out_dir, driver, env, seconds, stop, padding_s,
-                               _budget_bytes(budget_gb), compress)
-    except CharlesError as exc:
-        raise click.ClickException(str(exc)) from None
+                               budget_bytes, compress)
     click.echo(json.dumps(summary.as_dict()))
 
 
 @cli.command(name="import-seed004")
 @click.argument("src", type=click.Path(exists=True, path_type=Path))
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="data directory")
+@out_option()
 @click.option("--fps", type=float, default=80.0, show_default=True, help="frame rate of the recording")
 @click.option("--stuck-padding", type=int, default=300, show_default=True,
               help="frames of padding at the start of files whose path contains 'stuck'")
@@ -114,18 +100,12 @@ def import_seed004_cmd(src: Path, out_dir: Path, fps: float, stuck_padding: int,
     """Convert seed-004 HDF5 (images + one-hot labels) recordings into Charles' format."""
     configure_logging("record")
     from pipeline.data.chunks import ChunkWriter
-    from pipeline.data.seed004 import import_seed004
-    from pipeline.errors import CharlesError
-    from pipeline.train.augment import GTA5_MINIMAP_BOX
+    from pipeline.data.seed004 import import_seed004, parse_minimap_box
 
-    box = [float(v) for v in minimap_box.split(",")] if minimap_box else list(GTA5_MINIMAP_BOX)
-    if len(box) != 4:
-        raise click.BadParameter("--minimap-box needs four numbers x,y,w,h")
-    try:
+    with user_errors():
+        box = parse_minimap_box(minimap_box)  # before the output folder is made
         summary = import_seed004(src, ChunkWriter(out_dir), fps=fps, stuck_padding=stuck_padding,
                                  classes=[c.strip() for c in classes.split(",")], bgr=bgr, minimap_box=box)
-    except CharlesError as exc:
-        raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(summary.as_dict()))
 
 
@@ -133,16 +113,6 @@ def import_seed004_cmd(src: Path, out_dir: Path, fps: float, stuck_padding: int,
 @click.argument("dirs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 def info(dirs: tuple[Path, ...]) -> None:
     """Episodes, samples and size of data directories, as one JSON object."""
-    from pipeline.data.chunks import scan
+    from pipeline.data.chunks import describe
 
-    out = {}
-    for d in dirs:
-        metas = scan(d)
-        out[str(d)] = {
-            "chunks": len(metas),
-            "episodes": len({m.episode for m in metas}),
-            "rows": sum(m.rows for m in metas),
-            "mb": round(sum(m.bytes for m in metas) / 2**20, 2),
-            "kinds": sorted({m.kind for m in metas}),
-        }
-    click.echo(json.dumps(out, indent=1))
+    click.echo(json.dumps(describe(dirs), indent=1))

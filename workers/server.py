@@ -10,12 +10,12 @@ import click
 import structlog
 
 from pipeline.config import load_config
-from pipeline.errors import ConfigError
 from pipeline.log import configure_logging
 from pipeline.process import install_signal_handlers
 from pipeline.serve.server import Server
 from pipeline.wire.presence import Presence
 from pipeline.wire.redis_conn import connect, keys_from_env, redis_url, safe_url
+from workers.options import user_errors
 
 log = structlog.get_logger("server")
 
@@ -31,17 +31,13 @@ log = structlog.get_logger("server")
 def cli(config_path: Path | None, consumer: str, shards: tuple[int, ...], max_seconds: float | None) -> None:
     """Validate the config, then serve until SIGTERM."""
     configure_logging("server")
-    try:
+    with user_errors():
         config = load_config(config_path)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
     stop = threading.Event()
     install_signal_handlers(stop)
     r, keys = connect(), keys_from_env()
     log.info("server_starting", redis=safe_url(redis_url()), run=config.run.name, outputs=config.output_names())
-    try:
+    with user_errors():
         server = Server(r, keys, config, consumer=consumer, shards=list(shards) or None)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
     server.run(stop, Presence(r, keys, "server", consumer), deadline)

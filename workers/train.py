@@ -10,7 +10,7 @@ import click
 import structlog
 
 from pipeline.log import configure_logging
-from workers.options import config_option
+from workers.options import config_option, user_errors
 
 log = structlog.get_logger("train")
 
@@ -59,10 +59,8 @@ def cli(offline: bool, dirs: tuple[Path, ...], config_path: Path | None, epochs:
     )
     from pipeline.wire.schema import SampleSchema
 
-    try:
+    with user_errors():
         cfg = load_config(config_path)
-    except CharlesError as exc:
-        raise click.ClickException(str(exc)) from None
     torch.manual_seed(seed)
     name = f"{cfg.run.name}-offline"
     out = out_dir or Path(cfg.run.checkpoint_dir) / name
@@ -82,17 +80,13 @@ def cli(offline: bool, dirs: tuple[Path, ...], config_path: Path | None, epochs:
     except ConfigError as exc:
         where = "--device" if device else f"{config_file}: trainer.device"
         raise click.ClickException(f"{where}: {exc}") from None
-    try:
+    with user_errors(f"{config_file}: "):
         model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width))
-    except CharlesError as exc:
-        raise click.ClickException(f"{config_file}: {exc}") from None
     train_loader, val_loader = build_loaders(train, val, cfg, settings)
     learner = Learner(model, t.learning_rate, t.weight_decay, torch_device, t.amp)
     if resume is not None:
-        try:
+        with user_errors():
             learner.load_checkpoint(resume)
-        except CharlesError as exc:
-            raise click.ClickException(str(exc)) from None
         log.info("checkpoint_resumed", folder=str(resume), batches=learner.batches)
     stop = threading.Event()
     install_signal_handlers(stop)

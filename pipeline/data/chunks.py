@@ -37,7 +37,7 @@ import re
 import struct
 import time
 import zipfile
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,6 +209,21 @@ def scan(root: Path) -> list[ChunkMeta]:
             metas.append(meta)
     metas.sort(key=lambda m: (m.created, str(m.path)))
     return metas
+
+
+def describe(roots: Sequence[Path]) -> dict[str, dict[str, Any]]:
+    """Per data directory its chunks, episodes, rows, size (MB) and kinds: `charles record info`."""
+    out = {}
+    for root in roots:
+        metas = scan(root)
+        out[str(root)] = {
+            "chunks": len(metas),
+            "episodes": len({m.episode for m in metas}),
+            "rows": sum(m.rows for m in metas),
+            "mb": round(sum(m.bytes for m in metas) / 2**20, 2),
+            "kinds": sorted({m.kind for m in metas}),
+        }
+    return out
 
 
 def remove_orphans(root: Path) -> int:

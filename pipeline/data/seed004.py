@@ -23,7 +23,7 @@ import numpy as np
 import structlog
 
 from pipeline.data.chunks import ChunkWriter, safe_name
-from pipeline.errors import MissingExtraError, SampleError
+from pipeline.errors import ConfigError, MissingExtraError, SampleError
 from pipeline.train.augment import GTA5_MINIMAP_BOX
 from pipeline.train.dataset import SEED004_CLASSES, classes_to_controls
 
@@ -74,6 +74,19 @@ def find_seed_files(src: Path) -> list[Path]:
     if not files:
         raise SampleError(f"{src}: no .h5/.hdf5/.npz recordings found")
     return files
+
+
+def parse_minimap_box(text: str | None) -> list[float]:
+    """`--minimap-box x,y,w,h` as fractions of the frame; None or empty: GTA5's."""
+    if not text:
+        return list(GTA5_MINIMAP_BOX)
+    try:
+        box = [float(v) for v in text.split(",")]
+    except ValueError:
+        box = []
+    if len(box) != 4:
+        raise ConfigError(f"--minimap-box {text!r}: needs four numbers x,y,w,h (fractions of the frame)")
+    return box
 
 
 def import_seed004(src: Path, writer: ChunkWriter, fps: float = SEED004_FPS,

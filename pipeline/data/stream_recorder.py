@@ -31,6 +31,7 @@ import structlog
 from pipeline.config import Config
 from pipeline.data.chunks import ChunkMeta, ChunkWriter, DiskBudget, remove_orphans
 from pipeline.errors import CodecError, SampleError
+from pipeline.process import wait_for_config
 from pipeline.train.augment import minimap_box_for
 from pipeline.wire import codec
 from pipeline.wire import frames as frames_mod
@@ -299,6 +300,18 @@ class Recorder:
             "disk_mb": round(self.budget.total / 2**20, 2),
             "pending_sets": sum(len(p.entries) for p in self.pending.values()),
         }
+
+
+def record_streams(r: redis.Redis, keys: Keys, root: Path, stop: threading.Event, budget_bytes: int | None = None,
+                   consumer: str = "recorder-1", deadline: float | None = None, **options: Any) -> None:
+    """`charles record streams`: wait for the server's config, then record under it (and
+    under every config published later) until `stop` or the monotonic `deadline`."""
+    fetched = wait_for_config(r, keys, stop)
+    if fetched is None:
+        return
+    cfg, config_version = fetched
+    recorder = Recorder.for_config(r, keys, cfg, root, budget_bytes, consumer=consumer, **options)
+    recorder.run(stop, Presence(r, keys, "recorder", consumer), config_version, deadline)
 
 
 def _stream_id(value: bytes | str) -> tuple[int, int]:
