@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -27,7 +26,7 @@ from pipeline.config import Config
 from pipeline.serve.buffers import Buffers
 from pipeline.wire.keys import Keys
 from tests.factories import sample_set
-from tests.processes import ROOT, Roles
+from tests.processes import ROOT, Roles, wait_until
 
 RELIABILITY_CONFIG = ROOT / "tests" / "configs" / "reliability_tiny.toml"
 
@@ -93,25 +92,13 @@ def stream_entries_added(r: redis.Redis, keys: Keys, outputs: Sequence[str]) -> 
     return total
 
 
+#: Redis being away counts as "not yet" while a fault is injected
+REDIS_AWAY = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+
+
 def wait_for(pred: Any, timeout: float, what: str, roles: Roles | None = None, poll: float = 0.25) -> Any:
-    """Like `tests.processes.wait_until`, but Redis being away counts as 'not yet', and the value is returned."""
-    deadline = time.monotonic() + timeout
-    last_exc: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = pred()
-            if value:
-                return value
-        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
-            last_exc = exc
-        if roles is not None:
-            for name, proc in roles.procs.items():
-                if proc.poll() is not None:
-                    raise AssertionError(f"{name} exited with {proc.returncode} while waiting for {what}:\n"
-                                         f"{roles.log(name)[-3000:]}")
-        time.sleep(poll)
-    logs = "" if roles is None else "\n".join(f"--- {n}\n{roles.log(n)[-1500:]}" for n in roles.procs)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_exc})\n{logs}")
+    """`tests.processes.wait_until` where Redis being away counts as "not yet"."""
+    return wait_until(pred, timeout, what, roles, poll, tolerate=REDIS_AWAY)
 
 
 def status(r: redis.Redis, keys: Keys, role: str) -> list[dict[str, str]]:

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,15 +56,27 @@ class Roles:
             self.stop(name)
 
 
-def wait_until(pred: Callable[[], bool], timeout: float, what: str, roles: Roles | None = None) -> None:
+def wait_until(pred: Callable[[], Any], timeout: float = 15.0, what: str = "", roles: Roles | None = None,
+               poll: float = 0.1, tolerate: tuple[type[BaseException], ...] = ()) -> Any:
+    """The one wait of the tests: poll `pred` until it returns a true value, and return it.
+
+    Fails after `timeout` seconds naming `what` (with the roles' logs), or at once when one of
+    `roles` exits; an exception in `tolerate` (Redis away, say) counts as "not yet"."""
     deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
     while time.monotonic() < deadline:
-        if pred():
-            return
+        try:
+            value = pred()
+            if value:
+                return value
+        except tolerate as exc:
+            last_exc = exc
         if roles is not None:
             for name, proc in roles.procs.items():
                 if proc.poll() is not None:
-                    raise AssertionError(f"{name} exited with {proc.returncode} while waiting for {what}:\n{roles.log(name)[-3000:]}")
-        time.sleep(0.25)
+                    raise AssertionError(f"{name} exited with {proc.returncode} while waiting for {what}:\n"
+                                         f"{roles.log(name)[-3000:]}")
+        time.sleep(poll)
     logs = "" if roles is None else "\n".join(f"--- {n}\n{roles.log(n)[-1500:]}" for n in roles.procs)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{logs}")
+    last = "" if last_exc is None else f" (last error: {last_exc})"
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or pred}{last}\n{logs}")

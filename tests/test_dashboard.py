@@ -8,7 +8,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import cv2
@@ -20,19 +20,10 @@ from pipeline.observe.dashboard import Hub, create_app, loopback_hosts
 from pipeline.wire.keys import Keys
 from pipeline.wire.local_redis import PASSWORD, RedisServer, free_port
 from tests.live_feed import PlayerFeed, beat_player, seed_system
+from tests.processes import wait_until
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 TILES = ["tile-cinematic", "tile-hood", "tile-convcam", "tile-loss", "tile-score", "tile-server", "tile-player"]
-
-
-def wait_for(pred: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what or pred}")
 
 
 @pytest.fixture
@@ -47,7 +38,7 @@ def dashboard(r: redis.Redis, keys: Keys) -> Iterator[str]:
                                            timeout_graceful_shutdown=5))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    wait_for(lambda: server.started, 10, "uvicorn")
+    wait_until(lambda: server.started, 10, "uvicorn")
     yield f"http://127.0.0.1:{port}"
     hub.close()  # as `charles dashboard` does on SIGINT/SIGTERM
     server.should_exit = True
@@ -112,10 +103,10 @@ def test_stream_layout_live_in_chromium(r: redis.Redis, keys: Keys, dashboard: s
         browser.get(dashboard + "/")
         for tile in TILES:
             assert browser.find_element(By.ID, tile).is_displayed(), tile
-        wait_for(lambda: "live" in browser.find_element(By.ID, "tile-cinematic").get_attribute("class"),
+        wait_until(lambda: "live" in browser.find_element(By.ID, "tile-cinematic").get_attribute("class"),
                  what="the first cinematic frame")
         for tile in ("tile-hood", "tile-convcam"):
-            wait_for(lambda t=tile: "live" in browser.find_element(By.ID, t).get_attribute("class"), what=tile)
+            wait_until(lambda t=tile: "live" in browser.find_element(By.ID, t).get_attribute("class"), what=tile)
         cam = browser.find_element(By.ID, "cam-cinematic")
         first = decode(cam.screenshot_as_png)
 
@@ -123,23 +114,23 @@ def test_stream_layout_live_in_chromium(r: redis.Redis, keys: Keys, dashboard: s
             now = decode(cam.screenshot_as_png)
             return now.shape == first.shape and float(np.abs(now.astype(int) - first).mean()) > 1.0
 
-        wait_for(moved, 10, "the camera image to change between two screenshots")
+        wait_until(moved, 10, "the camera image to change between two screenshots")
         assert first.std() > 10  # a picture, not a blank tile
 
         def text(element_id: str) -> str:
             return browser.find_element(By.ID, element_id).text
 
-        wait_for(lambda: "v7" in text("player-console") and "model_0003_test" in text("player-console"),
+        wait_until(lambda: "v7" in text("player-console") and "model_0003_test" in text("player-console"),
                  what="player console with the model version")
         assert "v7" in text("server-console") and "Server / Trainer" in text("server-console")
         assert "model_0003_test v7" in text("model-badge") and "created" in text("model-badge")
-        assert wait_for(lambda: browser.execute_script("return loss.length"), what="loss points") >= 30
+        assert wait_until(lambda: browser.execute_script("return loss.length"), what="loss points") >= 30
 
         # a new version reaches the consoles and the corner badge
         r.hset(keys.weights_latest, mapping={"version": 8, "created": time.time()})
         for feed in feeds:
             feed.version = 8
-        wait_for(lambda: "v8" in text("player-console") and "v8" in text("server-console")
+        wait_until(lambda: "v8" in text("player-console") and "v8" in text("server-console")
                  and "v8" in text("model-badge"), what="version 8 on the page")
 
         # several players: the picker switches the cameras
@@ -147,9 +138,9 @@ def test_stream_layout_live_in_chromium(r: redis.Redis, keys: Keys, dashboard: s
         assert [o.get_attribute("value") for o in picker.options] == ["player-a", "player-b"]
         assert not r.exists(keys.frame("player-b", "hood"))
         picker.select_by_value("player-b")
-        wait_for(lambda: "player-b" in cam.get_attribute("src"), what="cameras of player-b")
-        wait_for(lambda: r.exists(keys.frame("player-b", "hood")), what="player-b publishing once watched")
-        wait_for(lambda: "player-b" in text("player-console"), what="player-b's console")
+        wait_until(lambda: "player-b" in cam.get_attribute("src"), what="cameras of player-b")
+        wait_until(lambda: r.exists(keys.frame("player-b", "hood")), what="player-b publishing once watched")
+        wait_until(lambda: "player-b" in text("player-console"), what="player-b's console")
         assert PASSWORD not in browser.page_source and "redis://" not in browser.page_source
     finally:
         for feed in feeds:
@@ -179,10 +170,10 @@ def test_score_tile_plots_versions_with_intervals(r: redis.Redis, keys: Keys, da
     browser.get(dashboard + "/")
     chart = browser.find_element(By.ID, "score-chart")
     blank = decode(chart.screenshot_as_png)
-    wait_for(lambda: browser.execute_script("return last && last.ok"), what="a first state")
+    wait_until(lambda: browser.execute_script("return last && last.ok"), what="a first state")
     assert browser.execute_script("return last.scores.points.length") == 0
     seed_scores(r, keys)
-    scores = wait_for(lambda: browser.execute_script("return last.scores.points.length === 6 && last.scores"),
+    scores = wait_until(lambda: browser.execute_script("return last.scores.points.length === 6 && last.scores"),
                       what="six scored versions on the page")
     assert scores["best"] == 4 and scores["baseline"] == {"ratio": 0.17, "low": 0.1, "high": 0.25}
     assert scores["points"][2] == {"version": 4, "batches": 200, "ratio": 0.93, "low": 0.78, "high": 1.07}
@@ -216,7 +207,7 @@ def test_http_is_read_only_and_leaks_no_secret(redis_server: RedisServer, r: red
         bodies = [fetch(dashboard + path)[1] for path in ("/", "/app.js", "/app.css", "/api/state", "/healthz")]
         bodies.append(first_chunk(dashboard + "/events", b"\n\ndata:"))
         bodies.append(first_chunk(dashboard + "/stream/player-a/hood", b"\xff\xd9"))  # one whole JPEG
-        status, jpeg = wait_for(lambda: (res := fetch(dashboard + "/frame/player-a/convcam.jpg"))[0] == 200
+        status, jpeg = wait_until(lambda: (res := fetch(dashboard + "/frame/player-a/convcam.jpg"))[0] == 200
                                 and res, what="a convcam frame")
         assert jpeg[:2] == b"\xff\xd8"
         bodies.append(jpeg)

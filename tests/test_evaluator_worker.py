@@ -28,7 +28,7 @@ from pipeline.wire.keys import EVALUATE_QUEUE, Keys
 from pipeline.wire.local_redis import RedisServer
 from pipeline.wire.weights import WeightsStore
 from tests.factories import tiny_config
-from tests.processes import Roles
+from tests.processes import Roles, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -138,13 +138,9 @@ def test_evaluator_survives_a_redis_restart_and_scores_after_it(tmp_path: Path) 
 
 
 def _wait_for_worker(r: redis.Redis, roles: Roles) -> str:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        names = [k.decode().split(":", 2)[2] for k in r.scan_iter("rq:worker:evaluator*")]
-        if names:
-            return names[0]
-        time.sleep(0.2)
-    raise AssertionError("the evaluator never registered with rq:\n" + roles.log("evaluator")[-3000:])
+    names = wait_until(lambda: [k.decode().split(":", 2)[2] for k in r.scan_iter("rq:worker:evaluator*")], 60,
+                       "the evaluator to register with rq", roles, poll=0.2)
+    return names[0]
 
 
 def test_references_are_kept_between_runs_on_this_machine(r: redis.Redis, tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Iterator
 
 import cv2
@@ -12,6 +11,7 @@ import pytest
 
 from pipeline.errors import GameError
 from pipeline.games.capture import ScreenCapture
+from tests.processes import wait_until
 from tests.xwindow import ImageWindow, x_display  # noqa: F401 - fixture
 
 W, H = 320, 240
@@ -92,15 +92,6 @@ def test_missing_window_is_a_game_error(x_display: str) -> None:  # noqa: F811
         cap.grab()
 
 
-def _wait_for(predicate, timeout_s: float = 2.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
-
-
 @pytest.mark.parametrize("sender_kind", ["xtest", "xdotool"])
 def test_injected_keys_are_seen_by_the_keyboard_reader(x_display: str, sender_kind: str) -> None:  # noqa: F811
     from pipeline.games.io.devices import make_key_sender
@@ -114,10 +105,10 @@ def test_injected_keys_are_seen_by_the_keyboard_reader(x_display: str, sender_ki
         assert state.down(["w", "a", "up"]) == {"w": False, "a": False, "up": False}
         sender.press("w")
         sender.press("up")
-        assert _wait_for(lambda: state.down(["w", "a", "up"]) == {"w": True, "a": False, "up": True})
+        wait_until(lambda: state.down(["w", "a", "up"]) == {"w": True, "a": False, "up": True}, 2, "the keys down", poll=0.005)
         sender.release("w")
         sender.release("up")
-        assert _wait_for(lambda: not any(state.down(["w", "up"]).values()))
+        wait_until(lambda: not any(state.down(["w", "up"]).values()), 2, "the keys up", poll=0.005)
     finally:
         sender.close()
         state.close()

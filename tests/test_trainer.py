@@ -20,15 +20,7 @@ from pipeline.wire.keys import Keys
 from pipeline.wire.schema import SampleSchema
 from pipeline.wire.weights import WeightsStore
 from tests.factories import publish_entry, sample_set, tiny_config
-
-
-def wait_for(pred, timeout: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
+from tests.processes import wait_until
 
 
 def setup(r: redis.Redis, keys: Keys, tmp_path: Path) -> tuple[Server, Trainer]:
@@ -66,16 +58,17 @@ def test_waits_trains_waits_resumes(r: redis.Redis, keys: Keys, tmp_path: Path) 
         time.sleep(1.0)
         assert trainer.learner.batches == 0 and trainer.state == "filling"
         feed(server, r, keys, "acceleration_braking", 1, seed=3)  # 18 = exactly 90%
-        assert wait_for(lambda: trainer.learner.batches >= 1)
+        wait_until(lambda: trainer.learner.batches >= 1, 30, "a first batch", poll=0.02)
         # 20 + 18 samples, 4 per output per batch: after one batch acceleration holds 14 < 18
-        assert wait_for(lambda: trainer.state == "waiting")
+        wait_until(lambda: trainer.state == "waiting", 30, "the trainer to wait", poll=0.02)
         batches = trainer.learner.batches
         assert batches == 1
         assert r.scard(keys.buffer("acceleration_braking")) == 14 and r.scard(keys.buffer("steering")) == 16
         feed(server, r, keys, "acceleration_braking", 3, seed=4)
         feed(server, r, keys, "steering", 2, seed=5)
-        assert wait_for(lambda: trainer.learner.batches > batches)
-        assert wait_for(lambda: trainer.learner.batches >= 2 and WeightsStore(r, keys).latest_info() is not None)
+        wait_until(lambda: trainer.learner.batches > batches, 30, "another batch", poll=0.02)
+        wait_until(lambda: trainer.learner.batches >= 2 and WeightsStore(r, keys).latest_info() is not None, 30,
+                   "published weights", poll=0.02)
     finally:
         stop.set()
         thread.join(10)
