@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from pipeline.bench import markdown_table
 from workers.options import config_option
 
 #: target name -> "module:function"; the function takes keyword options and returns bench.result().
@@ -26,6 +27,7 @@ TARGETS: dict[str, str] = {
     "capture": "pipeline.bench.capture:run",
     "sim": "pipeline.bench.sim:run",
     "codec": "pipeline.bench.codec:run",
+    "fleet": "pipeline.bench.fleet:run",
 }
 
 
@@ -60,12 +62,15 @@ def _profiled(argv: list[str], path: str) -> None:
 @config_option("config file for targets that take one")
 @click.option("--seconds", default=10.0, show_default=True, help="measuring time per figure")
 @click.option("--device", default=None, help="cpu | cuda: override the config's device where a target uses one")
+@click.option("--collectors", default=0, show_default=True,
+              help="fleet: synthetic collectors per shard (0: by the cores)")
+@click.option("--rate", default=0.0, show_default=True, help="fleet: sets/s per synthetic collector (0: flat out)")
 @click.option("--profile", "profile_path", type=click.Path(dir_okay=False), default=None,
               help="run the target under py-spy (all threads and child processes): FILE.svg | .json | .txt")
 @click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False), default=None,
               help="also write the results as a markdown table to this file")
 def cli(target: str, as_json: bool, config_path: Path | None, seconds: float, device: str | None,
-        profile_path: str | None, markdown_path: str | None) -> None:
+        collectors: int, rate: float, profile_path: str | None, markdown_path: str | None) -> None:
     """Measure a stage against its ceiling; `all` runs every target and prints a table (stderr)."""
     from pipeline.log import configure_logging
     from pipeline.observe.progress import progress_bar
@@ -84,7 +89,8 @@ def cli(target: str, as_json: bool, config_path: Path | None, seconds: float, de
         for name in names:
             bar.update(description=f"bench {name}")
             try:
-                res = _run(name, {"config_path": config_path, "seconds": seconds, "device": device})
+                res = _run(name, {"config_path": config_path, "seconds": seconds, "device": device,
+                                  "collectors": collectors, "rate": rate})
             except Exception as exc:  # `all` goes on and says why a target could not run here
                 if target != "all":
                     raise
@@ -105,14 +111,3 @@ def cli(target: str, as_json: bool, config_path: Path | None, seconds: float, de
     if markdown_path is not None:
         with open(markdown_path, "w", encoding="utf-8") as fh:
             fh.write(markdown_table(results))
-
-
-def markdown_table(results: list[dict[str, Any]]) -> str:
-    """The results as a markdown table for docs/benchmarks.md: figure, ceiling, machine, date."""
-    rows = ["| target | value | unit | ceiling | ratio | machine | date |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    for res in results:
-        m = res["details"]["machine"]
-        machine = f"{m.get('gpu') or 'CPU'}, {m['cpu_count']} cores"
-        rows.append(f"| `{res['name']}` | {res['value']} | {res['unit']} | {res['ceiling']} | {res['ratio']} "
-                    f"| {machine} | {m['date']} |")
-    return "\n".join(rows) + "\n"

@@ -51,3 +51,14 @@ def timed(fn: Any, seconds: float, min_iters: int = 3) -> tuple[int, float]:
         fn()
         n += 1
     return n, time.perf_counter() - start
+
+
+def markdown_table(results: list[dict[str, Any]]) -> str:
+    """The results as a markdown table for docs/benchmarks.md: figure, ceiling, machine, date."""
+    rows = ["| target | value | unit | ceiling | ratio | machine | date |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for res in results:
+        m = res["details"]["machine"]
+        machine = f"{m.get('gpu') or 'CPU'}, {m['cpu_count']} cores"
+        rows.append(f"| `{res['name']}` | {res['value']} | {res['unit']} | {res['ceiling']} | {res['ratio']} "
+                    f"| {machine} | {m['date']} |")
+    return "\n".join(rows) + "\n"

@@ -104,8 +104,31 @@ class SampleRows:
         return _entry(self, rows)
 
 
-#: what a collector publishes: columns (benchmarks, tests) or its samples as they are
-OutgoingSet = SampleSet | SampleRows
+@dataclass
+class CodedRows:
+    """A set whose rows are finished already: a synthetic collector (`charles bench fleet`)
+    sends the same rows again under a fresh set id (`again`), without coding them again."""
+
+    output: str
+    collector: str
+    episode: str
+    rows: list[bytes]
+    environment: dict[str, Any] = field(default_factory=dict)
+    set_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def entry(self, frame_codec: FrameCodec = RAW_CODEC) -> dict[str, bytes]:
+        """The set in full; its rows keep the codec they were made with."""
+        return _entry(self, self.rows)
+
+    def again(self) -> CodedRows:
+        return CodedRows(self.output, self.collector, self.episode, self.rows, self.environment)
+
+
+#: what a collector publishes: columns (benchmarks, tests), its samples as they are, or rows
+OutgoingSet = SampleSet | SampleRows | CodedRows
 
 
 def _entry(sample_set: OutgoingSet, rows: list[bytes]) -> dict[str, bytes]:
