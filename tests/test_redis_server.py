@@ -10,10 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import click
+import pytest
 import redis
 
 from pipeline.wire.local_redis import RedisServer, free_port
 from tests.faults import wait_for
+from workers.redis_server import runtime_config
 
 CLI = [sys.executable, "-m", "pipeline.cli"]
 
@@ -79,3 +82,14 @@ def test_test_redis_data_is_private(tmp_path: Path) -> None:
         assert_private(server.data_dir)
     finally:
         server.stop()
+
+
+def test_maxmemory_from_the_environment_overrides_the_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 270x480 run's 25,000 zstd samples per output need ~3.6 GB: CHARLES_REDIS_MAXMEMORY raises
+    infra/redis.conf's 2gb; anything but a size is refused before Redis starts."""
+    monkeypatch.setenv("CHARLES_REDIS_MAXMEMORY", "5gb")
+    lines = runtime_config(tmp_path, 6500, "a-password-of-16-chars").splitlines()
+    assert lines[0].startswith("include ") and "maxmemory 5gb" in lines[1:]
+    monkeypatch.setenv("CHARLES_REDIS_MAXMEMORY", "5gb\nrequirepass x")
+    with pytest.raises(click.ClickException):
+        runtime_config(tmp_path, 6500, "a-password-of-16-chars")

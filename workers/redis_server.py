@@ -9,6 +9,7 @@ every sample, the weights and the config.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -28,7 +29,8 @@ INSTALL_HINT = (
 
 
 def runtime_config(data_dir: Path, port: int, password: str) -> str:
-    """The lines added to infra/redis.conf for this machine (port, password, data folder)."""
+    """The lines added to infra/redis.conf for this machine (port, password, data folder,
+    and CHARLES_REDIS_MAXMEMORY's memory budget when set)."""
     if not password:
         raise click.ClickException("CHARLES_REDIS_PASSWORD is empty: run `charles init` to create .env")
     if len(password) < 16 or password == "change-me":
@@ -47,6 +49,11 @@ def runtime_config(data_dir: Path, port: int, password: str) -> str:
         f"requirepass {password}",
         *users,
     ]
+    maxmemory = os.environ.get("CHARLES_REDIS_MAXMEMORY", "").strip()
+    if maxmemory:  # a run whose buffers need more than infra/redis.conf's 2gb (docs/scaling.md)
+        if not re.fullmatch(r"[0-9]+(?:[kmg]b?)?", maxmemory, re.IGNORECASE):
+            raise click.ClickException(f"CHARLES_REDIS_MAXMEMORY={maxmemory!r}: a size like 5gb or 5000mb")
+        lines.append(f"maxmemory {maxmemory}")
     extra = os.environ.get("CHARLES_REDIS_BIND", "").split()
     if extra:  # remote collectors/players: listen on these addresses too (see docs/reliability.md)
         lines.append("bind 127.0.0.1 -::1 " + " ".join(extra))
