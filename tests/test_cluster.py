@@ -16,6 +16,7 @@ import torch
 from redis.cluster import RedisCluster
 
 from pipeline.collect.episode import SetPublisher
+from pipeline.errors import ConfigError
 from pipeline.serve.buffers import DRAWN, FILLING
 from pipeline.serve.server import Server
 from pipeline.wire.config_store import fetch_config
@@ -23,6 +24,7 @@ from pipeline.wire.keys import Keys, shard_of
 from pipeline.wire.local_redis import RedisClusterNodes
 from pipeline.wire.redis_conn import connect
 from pipeline.wire.rows import decode_row
+from pipeline.wire.rq_loop import work_until_done
 from pipeline.wire.weights import WeightsStore
 from tests.factories import sample_set, tiny_config
 
@@ -114,3 +116,10 @@ def test_pipeline_across_three_shards_loses_and_duplicates_nothing(cluster: Redi
     assert not [item for item, n in Tally(everything).items() if n > 1]  # nothing twice
     assert set(everything) == published  # nothing lost
     assert server.status()["routed_samples"] == len(published)
+
+
+def test_an_rq_worker_refuses_a_cluster_in_one_line(cluster: RedisClusterNodes) -> None:
+    """rq's Worker cannot run on a cluster (no connection pool; CROSSSLOT in its MULTIs): the
+    collector or evaluator says so instead of an AttributeError deep in rq."""
+    with pytest.raises(ConfigError, match="Redis Cluster"):
+        work_until_done(lambda: None, connect(cluster.url), "evaluator", burst=True)  # type: ignore[arg-type,return-value]

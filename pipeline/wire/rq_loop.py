@@ -17,8 +17,10 @@ from types import FrameType
 
 import redis
 import structlog
+from redis.cluster import RedisCluster
 from rq import Worker
 
+from pipeline.errors import ConfigError
 from pipeline.wire.redis_conn import CONNECTION_ERRORS, Backoff
 
 log = structlog.get_logger(__name__)
@@ -67,6 +69,9 @@ def work_until_done(make_worker: Callable[[], Worker], connection: redis.Redis, 
                     stop: threading.Event | None = None, burst: bool = False, max_jobs: int | None = None) -> int:
     """Run workers from `make_worker()` until done (burst, job budget, a signal or `stop`);
     returns the jobs they finished or failed."""
+    if isinstance(connection, RedisCluster):  # rq's Worker wants one server's connection pool
+        raise ConfigError(f"the {what} is an rq worker, and rq cannot work on a Redis Cluster (its worker needs "
+                          "one redis-server; rq/rq#1942): point it at a plain redis-server")
     stop = stop if stop is not None else threading.Event()
     main = threading.current_thread() is threading.main_thread()  # signal handlers live there only
     previous = {sig: signal.getsignal(sig) for sig in SIGNALS} if main else {}
