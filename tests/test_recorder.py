@@ -13,6 +13,7 @@ import redis
 
 from pipeline.data.chunks import load_chunk, scan
 from pipeline.data.stream_recorder import Recorder
+from pipeline.errors import ConfigError
 from pipeline.wire.config_store import publish_config
 from pipeline.wire.keys import RECORDER_GROUP, Keys
 from pipeline.wire.schema import ContextSpec, SampleSchema
@@ -157,3 +158,13 @@ def test_killed_recorder_loses_nothing_it_acknowledged(redis_server: object, r: 
     finally:
         feeding.set()
         roles.stop_all()
+
+
+def test_a_sharded_run_is_refused_not_recorded_empty(r: redis.Redis, keys: Keys, tmp_path: Path) -> None:
+    """With `[buffers] shards` > 1 the streams carry hash tags the recorder does not follow:
+    it says so instead of reading untagged streams nobody writes."""
+    with pytest.raises(ConfigError, match="shards"):
+        Recorder.for_config(r, keys, tiny_config(buffers={"shards": 2}), tmp_path)
+    recorder = Recorder.for_config(r, keys, tiny_config(), tmp_path)
+    with pytest.raises(ConfigError, match="shards"):
+        recorder.follow(tiny_config(buffers={"shards": 3}))

@@ -59,7 +59,7 @@ def _of_buffers(limit: int, config_path: Path | None) -> dict[str, Any]:
     from pipeline.collect.bins import build_binnings
     from pipeline.config import Config, load_config
     from pipeline.data.histogram import bin_counts, targets_from_rows
-    from pipeline.serve.buffers import Buffers
+    from pipeline.serve.shards import ShardedBuffers
     from pipeline.wire.redis_conn import CONNECTION_ERRORS, connect, keys_from_env, unreachable
 
     log = structlog.get_logger("data")
@@ -76,7 +76,7 @@ def _of_buffers(limit: int, config_path: Path | None) -> dict[str, Any]:
         binnings = build_binnings(cfg.outputs)
         per_buffer = {}
         for b in binnings:
-            blobs = Buffers(r, keys, [b.name], cfg.buffers.capacity).rows(b.name)
+            blobs = ShardedBuffers.for_config(r, keys, cfg).rows(b.name)  # every shard's rows
             targets, controls, skipped = targets_from_rows(blobs, limit)
             if skipped:
                 log.warning("histogram_rows_skipped", buffer=b.name, skipped=skipped)

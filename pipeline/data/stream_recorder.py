@@ -30,7 +30,7 @@ import structlog
 
 from pipeline.config import Config
 from pipeline.data.chunks import ChunkMeta, ChunkWriter, DiskBudget, remove_orphans
-from pipeline.errors import CodecError, SampleError
+from pipeline.errors import CodecError, ConfigError, SampleError
 from pipeline.process import wait_for_config
 from pipeline.train.augment import minimap_box_for
 from pipeline.wire import codec
@@ -111,12 +111,14 @@ class Recorder:
     def for_config(cls, r: redis.Redis, keys: Keys, cfg: Config, root: Path, budget_bytes: int | None = None,
                    **options: Any) -> Recorder:
         """A recorder of the active config's outputs, frames and context."""
+        _one_shard(cfg)
         return cls(r, keys, cfg.output_names(), SampleSchema.from_config(cfg), root, cfg.game.fps,
                    ContextSpec.from_inputs(cfg.inputs, cfg.game.fps), minimap_box_for(cfg.game), budget_bytes,
                    max_bytes=int(cfg.buffers.max_message_mb * 2**20), **options)
 
     def follow(self, cfg: Config) -> None:
         """Record under a newly published config from now on."""
+        _one_shard(cfg)
         self.reconfigure(cfg.output_names(), SampleSchema.from_config(cfg), cfg.game.fps,
                          ContextSpec.from_inputs(cfg.inputs, cfg.game.fps), minimap_box_for(cfg.game))
 
@@ -312,6 +314,14 @@ def record_streams(r: redis.Redis, keys: Keys, root: Path, stop: threading.Event
     cfg, config_version = fetched
     recorder = Recorder.for_config(r, keys, cfg, root, budget_bytes, consumer=consumer, **options)
     recorder.run(stop, Presence(r, keys, "recorder", consumer), config_version, deadline)
+
+
+def _one_shard(cfg: Config) -> None:
+    """The recorder reads one set of streams; a sharded run's (`[buffers] shards` > 1) are
+    spread over hash-tagged keys it does not follow yet: say so rather than record nothing."""
+    if cfg.buffers.shards > 1:
+        raise ConfigError(f"[buffers] shards = {cfg.buffers.shards}: charles record streams records an unsharded "
+                          "run only (docs/scaling.md)")
 
 
 def _stream_id(value: bytes | str) -> tuple[int, int]:
