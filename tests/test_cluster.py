@@ -4,6 +4,8 @@ or duplicated, and a shard below its 90% gate is never drawn from."""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections import Counter as Tally
 from collections.abc import Iterator
@@ -17,11 +19,13 @@ from redis.cluster import RedisCluster
 
 from pipeline.collect.episode import SetPublisher
 from pipeline.errors import ConfigError
+from pipeline.observe.status import snapshot
 from pipeline.serve.buffers import DRAWN, FILLING
 from pipeline.serve.server import Server
 from pipeline.wire.config_store import fetch_config
 from pipeline.wire.keys import Keys, shard_of
 from pipeline.wire.local_redis import RedisClusterNodes
+from pipeline.wire.presence import Presence
 from pipeline.wire.redis_conn import connect
 from pipeline.wire.rows import decode_row
 from pipeline.wire.rq_loop import work_until_done
@@ -123,3 +127,17 @@ def test_an_rq_worker_refuses_a_cluster_in_one_line(cluster: RedisClusterNodes) 
     collector or evaluator says so instead of an AttributeError deep in rq."""
     with pytest.raises(ConfigError, match="Redis Cluster"):
         work_until_done(lambda: None, connect(cluster.url), "evaluator", burst=True)  # type: ignore[arg-type,return-value]
+
+
+def test_the_server_loop_and_status_run_on_a_cluster(cluster: RedisClusterNodes) -> None:
+    """The server's whole loop (config, groups, routing rounds over 3 shards, trimming, episodes
+    through rq's enqueue, heartbeat) and `charles status`' snapshot work against the cluster."""
+    r = connect(cluster.url)
+    keys = Keys(f"test-{uuid.uuid4().hex[:8]}:", cluster=True)
+    server = Server(r, keys, tiny_config(buffers={"shards": 3, "capacity": 60}))
+    _publish(r, keys, server.config, _collectors(3, 1)[2], 0, 1)
+    server.run(threading.Event(), Presence(r, keys, "server", "server-1"), deadline=time.monotonic() + 2)
+    snap = snapshot(r, keys)
+    assert [s["id"] for s in snap["servers"]] == ["server-1"] and snap["config_version"] == 1
+    assert snap["buffers"]["steering"]["samples_routed"] == SET_SIZE and snap["queue"]["collect"] >= 1
+    assert snap["redis"]["used_memory"] > 0  # summed over the nodes' INFO
