@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,7 @@ def cli(seed: int, episode: int, weather: str, hours: float, car: str, traffic: 
     from pipeline.games.sim.drive import docs_pictures, drive
     from pipeline.games.sim.viewer import VideoOut
     from pipeline.log import configure_logging
+    from pipeline.process import install_signal_handlers
 
     configure_logging("sim")
     env = Environment(map_seed=seed, weather=weather, time_of_day=hours, car=car, traffic_density=traffic,
@@ -91,23 +93,16 @@ def cli(seed: int, episode: int, weather: str, hours: float, car: str, traffic: 
         from pipeline.games.options import game_options
 
         options = {**game_options(model.cfg, realtime=record is None), **options}
-    game = SimGame(**options)
+    game, video, stop = SimGame(**options), None, threading.Event()
+    install_signal_handlers(stop)  # Ctrl-C or SIGTERM end the drive: the MP4 is closed, the summary printed
     try:
         obs = game.reset(env)
         video = VideoOut(record, game.fps, size) if record else None
-    except BaseException:
-        game.close()
-        if window is not None:
-            window.close()
-        raise
-    try:
-        result = drive(game, obs, seconds, window, video, model, npc)
+        result = drive(game, obs, seconds, window, video, model, npc, stop)
     finally:
-        if video is not None:
-            video.close()
-        if window is not None:
-            window.close()
-        game.close()
+        for resource in (video, window, game):
+            if resource is not None:
+                resource.close()
     summary = {"driver": "model" if model is not None else "npc" if npc else "keyboard", "weights": weights,
                **result.as_dict(), "record": record, "codec": video.codec if video is not None else None}
     if video is not None and video.note:

@@ -3,6 +3,7 @@ window or written to an MP4, and the docs pictures; torch-free unless a model dr
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ class DriveResult:
     max_speed: float
     respawns: int
     held: dict[str, int]
-    ended: str  # "time" or "quit"
+    ended: str  # "time", "quit" or "signal"
 
     def as_dict(self) -> dict[str, Any]:
         return {"game_s": round(self.obs.game_time, 2), "frames": self.frames,
@@ -59,10 +60,11 @@ class DriveResult:
 
 
 def drive(game: SimGame, obs: Observation, seconds: float, window: Any = None, video: Any = None,
-          model: Any = None, npc: bool = True) -> DriveResult:
-    """Step the game from `obs` for `seconds` game seconds. The driver is `model` (a
-    ModelDriver) when given, else the NPC (`npc`) or the window's keyboard; every frame goes
-    to `video` or `window`. A stuck model or NPC is respawned, as a player would be."""
+          model: Any = None, npc: bool = True, stop: threading.Event | None = None) -> DriveResult:
+    """Step the game from `obs` for `seconds` game seconds, or until `stop` (Ctrl-C, SIGTERM:
+    the video so far stays playable). The driver is `model` (a ModelDriver) when given, else
+    the NPC (`npc`) or the window's keyboard; every frame goes to `video` or `window`. A
+    stuck model or NPC is respawned, as a player would be."""
     if model is not None:
         model.start(obs)
     keyboard = KeyboardDriver()
@@ -71,6 +73,9 @@ def drive(game: SimGame, obs: Observation, seconds: float, window: Any = None, v
     if window is not None:
         window.show(composite(game, obs))
     while obs.game_time < seconds:
+        if stop is not None and stop.is_set():
+            ended = "signal"
+            break
         controls = None if model is None else model.controls()
         if window is not None:
             keys = window.keys()
