@@ -13,11 +13,43 @@
 #                                 #     a DAgger round (env COLLECT_MIN TRAIN_MIN DAGGER_ROUNDS DAGGER_MIN
 #                                 #     DAGGER_TRAIN_MIN DAGGER_BETA SNAPSHOT_EVERY BUDGET_S)
 #
+# Runs longer than one device call (10 min), on a machine that stays warm between calls:
+#   scripts/gpu_h100.sh background curve   # a copy of the checkout in /tmp/bg runs `curve` detached
+#   scripts/gpu_h100.sh await [SECONDS]     # waits (default 570 s) and prints its progress; once it has
+#                                           # ended, its results come back as $OUT/<mode>.tar.gz
+#   scripts/gpu_h100.sh harvest             # out of device time: stop the scoring after the run, and
+#                                           # return what was scored
+# The machine goes back after 30 s idle: call await again at once. (Never `pkill -f` a word of your
+# own command line: the pattern matches the call's own shell too.)
+#
 # Results go to $OUT/<mode>.tar.gz (one file: the device tool returns at most 8).
 set -euo pipefail
-MODE="${1:?usage: gpu_h100.sh curve|replay|default}"
+MODE="${1:?usage: gpu_h100.sh curve|replay|default|background MODE|await [SECONDS]}"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
+BG=/tmp/bg
+case "$MODE" in
+  background)
+    rm -rf "$BG" && mkdir -p "$BG" && cp -a "$ROOT/." "$BG/checkout" && echo "${2:?background MODE}" > "$BG/mode"
+    # env (MINUTES, SPI, SCORE_FROM_MIN, ...) goes with it; setsid: it outlives this call
+    (cd "$BG/checkout" && OUT="$BG/out" setsid nohup scripts/gpu_h100.sh "$2" > "$BG/log" 2>&1 < /dev/null &)
+    sleep 5; cat "$BG/log"; exit 0 ;;
+  await|harvest)
+    running() { pgrep -f "gpu_h100.sh $(cat "$BG/mode")" > /dev/null; }
+    if [ "$MODE" = harvest ]; then  # out of time: stop the scoring after the run, keep what was scored
+      pkill -INT -f "kept[-]since" || true; end=$(( $(date +%s) + 60 ))
+    else end=$(( $(date +%s) + ${2:-570} )); fi
+    while running && [ "$(date +%s)" -lt "$end" ]; do sleep 10; done
+    tail -3 "$BG/log" | cut -c1-300
+    f=$(ls -t /tmp/lc_*/status_live/*.json 2>/dev/null | head -1)
+    [ -z "$f" ] || python3 -c "
+import json; s=json.load(open('$f')); t=s.get('trainer') or {}
+print({k: t.get(k) for k in ('batches','compute_share','wait_limited_s','wait_filling_s','draws_per_insert')})"
+    grep -h '"version_evaluated"' /tmp/lc_*/supervise.log /tmp/lc_*/evaluator-final.log 2>/dev/null | cut -c1-110 | tail -20
+    if running; then echo "still running"; else
+      echo "ended"; mkdir -p "${OUT:-/tmp/out}"; cp "$BG"/out/* "${OUT:-/tmp/out}/" 2>/dev/null || true; fi
+    exit 0 ;;
+esac
 source scripts/gpu_env.sh
 export OMP_NUM_THREADS=1
 python3 -c 'import torch, pipeline.evaluate.closed_loop, rq, supervisor; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'

@@ -19,6 +19,7 @@ from pipeline.evaluate.scoreboard import (
     evaluation_queue,
     job_id,
     read_scores,
+    record_scores,
 )
 from pipeline.models import build_model
 from pipeline.train.learner import Learner
@@ -85,6 +86,40 @@ def test_evaluator_worker_round_trip(redis_server: RedisServer, tmp_path: Path) 
     assert list((tmp_path / "runs" / "eval_tiny").glob("events.out.tfevents.*"))
     assert r.llen(f"rq:queue:{keys.queue(EVALUATE_QUEUE)}") == 0
     assert forged.id in FailedJobRegistry(queue=evaluation_queue(r, keys)).get_job_ids()  # never run
+
+
+def test_kept_since_scores_every_kept_version_of_the_window_after_a_run(redis_server: RedisServer,
+                                                                        tmp_path: Path) -> None:
+    """`charles evaluator --kept-since T`: every version still kept and published from T on is
+    scored, oldest first, none skipped as superseded (a newer one's job is waiting); a version
+    with a score keeps it, and versions before T or no longer kept are left alone."""
+    prefix = f"kept-{uuid.uuid4().hex[:8]}:"
+    keys, r = Keys(prefix), redis_server.client()
+    cfg = _config()
+    publish_config(r, keys, cfg)
+    store = WeightsStore(r, keys, keep_versions=4)
+    model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width))
+    since = 0.0
+    for version in range(1, 7):  # v1 and v2 are no longer kept, v3 is before the window
+        if version == 4:
+            time.sleep(0.01)
+            since = time.time()
+        info = store.publish(model.state_dict(), cfg.run.name, batches=10 * version)
+        enqueue_evaluation(r, keys, info)
+    assert [i.version for i in store.kept_infos()] == [3, 4, 5, 6]
+    assert [i.version for i in store.kept_infos(since)] == [4, 5, 6]
+    record_scores(r, keys, 6, {"version": 6, "ratio_to_npc": 0.5, "kept": "as it was"})
+    roles = Roles(redis_server.url, prefix, tmp_path)
+    try:
+        proc = roles.start("evaluator", "evaluator", "--kept-since", str(since), "--nice", "0", "--processes", "1")
+        assert proc.wait(240) == 0, roles.log("evaluator")[-3000:]
+    finally:
+        roles.stop_all()
+    scores = read_scores(r, keys)
+    assert set(scores) == {4, 5, 6}, roles.log("evaluator")[-3000:]
+    assert [scores[v]["batches"] for v in (4, 5)] == [40, 50]
+    assert scores[6] == {"version": 6, "ratio_to_npc": 0.5, "kept": "as it was"}
+    assert "superseded" not in roles.log("evaluator")
 
 
 def test_tampered_or_foreign_weights_are_not_scored(r: redis.Redis, keys: Keys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
