@@ -277,6 +277,11 @@ class TrainerConfig(Section):
         description="publish an exponential moving average of the weights with this decay per batch "
         "(0 = the last iterate); 0.998 averages over about 500 batches",
     )
+    augment_shift_px: int = Field(
+        0, ge=0, le=32,
+        description="move every drawn frame by a random whole-pixel offset of up to this many pixels "
+        "(edges repeated; DrQ): with samples_per_insert > 1 the draws of one sample then differ (0 = off)",
+    )
     cpu_threads: int = Field(
         1, ge=0, le=256,
         description="torch threads when training on a CPU (0 = torch's default); collectors and "

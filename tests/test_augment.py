@@ -77,3 +77,50 @@ def test_random_draws_keep_the_minimap_and_flip_steering_only_when_flipped() -> 
         assert np.array_equal(out["frames"][:, y:y + h, x:x + w], original["frames"][:, y:y + h, x:x + w])
         signs.add(float(np.sign(out["targets"][1])))
     assert signs == {1.0, -1.0}
+
+
+def test_random_shift_moves_every_frame_of_a_sample_by_one_offset_within_pad() -> None:
+    import torch
+
+    from pipeline.train.augment import random_shift
+
+    b, f, h, w = 64, 2, 12, 16
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    base = (ys * w + xs).to(torch.uint8)  # every pixel tells its own position (h*w < 256)
+    frames = base[None, None, :, :, None].expand(b, f, h, w, 3).clone()
+    frames[:, 1] = 255 - frames[:, 1]  # the second frame differs, so the same offset is checked on both
+    out = random_shift(frames, 3, torch.Generator().manual_seed(0))
+    assert out.shape == frames.shape and out.dtype == torch.uint8
+    offsets = set()
+    for i in range(b):
+        centre = int(out[i, 0, h // 2, w // 2, 0])
+        dy, dx = centre // w - h // 2, centre % w - w // 2
+        assert -3 <= dy <= 3 and -3 <= dx <= 3
+        rows = (torch.arange(h) + dy).clamp(0, h - 1)
+        cols = (torch.arange(w) + dx).clamp(0, w - 1)
+        expected = frames[i][:, rows][:, :, cols]
+        assert torch.equal(out[i], expected)  # both frames, all channels, edges repeated
+        offsets.add((dy, dx))
+    assert len(offsets) > 20  # offsets drawn per sample, not one for the batch
+    assert random_shift(frames, 0) is frames
+
+
+def test_the_learner_trains_on_shifted_frames_only_when_asked() -> None:
+    import torch
+
+    from pipeline.models import build_model
+    from pipeline.train.learner import Learner
+    from tests.factories import tiny_config
+
+    cfg = tiny_config(model={"width": 8, "dense": 16, "head": [8]})
+    size = (cfg.game.hood_height, cfg.game.hood_width)
+    seen: list[torch.Tensor] = []
+    for shift in (0, 4):
+        model = build_model(cfg.model, cfg.inputs, cfg.outputs, size)
+        model.register_forward_pre_hook(lambda _m, args: seen.append(args[0]["frames"].clone()))
+        learner = Learner(model, 1e-3, device="cpu", augment_shift_px=shift)
+        frames = torch.randint(0, 256, (8, 1, *size, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+        batch = {"frames": frames, "speed": torch.zeros(8), "purpose": torch.zeros(8, 2),
+                 "controls": torch.zeros(8, 2), "targets": torch.zeros(8, 2)}
+        learner.step_tensors(batch)
+        assert torch.equal(seen[-1], frames) == (shift == 0)

@@ -52,9 +52,10 @@ def cli(max_batches: int | None, device: str | None, niceness: int) -> None:
     if dist is not None:
         dev = dist.init()
         learner = Learner(model, t.learning_rate, t.weight_decay, dev, t.amp, wrap=lambda m: dist.wrap(m, dev),
-                          ema_decay=t.ema_decay)
+                          ema_decay=t.ema_decay, augment_shift_px=t.augment_shift_px)
     else:
-        learner = Learner(model, t.learning_rate, t.weight_decay, device or t.device, t.amp, ema_decay=t.ema_decay)
+        learner = Learner(model, t.learning_rate, t.weight_decay, device or t.device, t.amp, ema_decay=t.ema_decay,
+                          augment_shift_px=t.augment_shift_px)
     if learner.device.type == "cpu" and t.cpu_threads:
         torch.set_num_threads(t.cpu_threads)
     ckpt = Path(cfg.run.checkpoint_dir) / cfg.run.name

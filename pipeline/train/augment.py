@@ -1,4 +1,5 @@
-"""Minimap-aware augmentation (seed 004): inpaint the minimap, augment, paste the minimap back.
+"""Augmentation. Offline (seed 004), minimap-aware: inpaint the minimap, augment, paste it back.
+Live, on the training device: `random_shift` of every drawn batch.
 
 The minimap tells the car where to go and always sits in the same corner. Flipping or
 shifting the whole frame would move a mirrored minimap to the other corner and teach the
@@ -16,11 +17,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pipeline.config import CONTROL_NAMES, GameConfig
+
+if TYPE_CHECKING:  # torch only where a batch is shifted: the recorders import this module too
+    import torch
 
 STEER = CONTROL_NAMES.index("steering")
 #: history columns that change sign in a mirrored world (see schema.HISTORY_FEATURES)
@@ -204,3 +208,24 @@ class Augmenter:
         out = flip_labels(row) if p.flip else dict(row)
         out["frames"] = np.stack([augment_frame(f, rect, p) for f in frames])
         return out
+
+
+def random_shift(frames: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each sample's frames [B, F, H, W, C] moved by one random whole-pixel offset in
+    [-pad, pad] on both axes, edge pixels repeated (DrQ, Kostrikov et al. 2020), on the
+    frames' own device. With `samples_per_insert` > 1 a sample is drawn several times; a shift
+    makes those draws differ instead of repeating one image. Labels are unchanged: a few pixels
+    move the whole view (and a minimap drawn in it) a little, they do not mirror the world."""
+    import torch
+
+    if pad <= 0:
+        return frames
+    b, f, h, w, _ = frames.shape
+    dev = frames.device
+    dy, dx = (torch.randint(0, 2 * pad + 1, (2, b), generator=generator, device=generator.device if generator
+                            else dev).to(dev) - pad)
+    rows = (torch.arange(h, device=dev) + dy[:, None]).clamp_(0, h - 1)  # [B, H]
+    cols = (torch.arange(w, device=dev) + dx[:, None]).clamp_(0, w - 1)  # [B, W]
+    bi = torch.arange(b, device=dev)[:, None, None, None]
+    fi = torch.arange(f, device=dev)[None, :, None, None]
+    return frames[bi, fi, rows[:, None, :, None], cols[:, None, None, :]]

@@ -32,7 +32,7 @@ class Learner:
 
     def __init__(self, model: torch.nn.Module, learning_rate: float, weight_decay: float = 0.0,
                  device: str | torch.device = "auto", amp: bool = True, grad_clip: float = 10.0,
-                 wrap: Any = None, ema_decay: float = 0.0) -> None:
+                 wrap: Any = None, ema_decay: float = 0.0, augment_shift_px: int = 0) -> None:
         self.device = device if isinstance(device, torch.device) else pick_device(device)
         self.module = model.to(self.device)  # the plain model: heads, weights, checkpoints
         if self.device.type == "cuda":
@@ -45,6 +45,7 @@ class Learner:
                                            fused=self.device.type == "cuda")
         self.amp = amp and self.device.type == "cuda"
         self.grad_clip = grad_clip
+        self.augment_shift_px = augment_shift_px  # random shift of the frames of every training step
         self.batches = 0
         self.last_version = 0
         self._local = threading.local()
@@ -103,6 +104,10 @@ class Learner:
             stream = torch.cuda.current_stream(self.device)
             for t in batch.values():
                 t.record_stream(stream)
+        if self.augment_shift_px:
+            from pipeline.train.augment import random_shift
+
+            batch = {**batch, "frames": random_shift(batch["frames"], self.augment_shift_px)}
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             logits = self.model(batch)
             total, per_output, metrics = compute_loss(self.module, logits, batch, with_metrics=with_metrics)
