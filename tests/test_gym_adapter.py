@@ -108,3 +108,35 @@ def test_dagger_on_a_gymnasium_env(r: redis.Redis, keys: Keys) -> None:
     applied = np.array([row["controls"] for row in rows])
     labels = np.array([row["targets"] for row in rows])
     assert np.abs(labels - applied).max() > 0.1  # the expert's commands, not the model's
+
+
+def test_the_reference_key_follows_the_envs_and_the_experts_code(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The NPC's cached scores are keyed on the env's and the expert's packages too, not only on
+    the adapter: editing either drives the references again; editing nothing keeps them."""
+    import importlib
+    import uuid
+
+    from pipeline.evaluate.closed_loop import backend_fingerprint
+
+    name = f"toy_{uuid.uuid4().hex[:8]}"
+    pkg = tmp_path / name
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "env.py").write_text(
+        "import gymnasium\n"
+        "from tests.gym_lane_env import LaneEnv\n"
+        f"gymnasium.register('{name}/Toy-v0', entry_point='{name}.env:LaneEnv')\n"
+    )
+    (pkg / "experts.py").write_text("def centre(observation, env):\n    return [0.5, 0.0]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    options = {"env_id": f"{name}.env:{name}/Toy-v0", "expert": f"{name}.experts:centre"}
+    first = backend_fingerprint("gymnasium", options)
+    assert first != "unknown" and backend_fingerprint("gymnasium", options) == first
+    assert backend_fingerprint("gymnasium", {"env_id": "CartPole-v1"}) != first
+
+    (pkg / "experts.py").write_text("def centre(observation, env):\n    return [0.4, 0.0]\n")
+    second = backend_fingerprint("gymnasium", options)
+    assert second != first  # the expert changed
+    (pkg / "env.py").write_text((pkg / "env.py").read_text() + "# the track changed\n")
+    assert backend_fingerprint("gymnasium", options) not in (first, second)  # the env's package changed

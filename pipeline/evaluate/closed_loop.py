@@ -160,7 +160,7 @@ class EvalSettings:
         """Identifies the NPC/baseline scores: same game (code too), plan, durations and Unstuck rules."""
         ident = {
             "protocol": PROTOCOL,
-            "backend_code": backend_fingerprint(cfg.game.backend),
+            "backend_code": backend_fingerprint(cfg.game.backend, cfg.game.options),
             "baseline_throttle": BASELINE_THROTTLE,
             "game": cfg.game.model_dump(mode="json"),
             "plan": [(p.name, p.env.to_dict()) for p in self.plan()],
@@ -170,37 +170,53 @@ class EvalSettings:
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def backend_fingerprint(backend: str) -> str:
+def backend_fingerprint(backend: str, options: dict[str, Any] | None = None) -> str:
     """A hash of the game backend's source files: a changed game must not reuse old NPC scores.
 
     A built-in backend is its own folder (`pipeline/games/sim/`); a plug-in is its whole
     top-level package, every `.py` file in it and its sub-packages (`mygame.world:Game` ->
-    all of `mygame`), so a change anywhere in the plug-in expires its cached scores."""
-    import importlib
-
-    from pipeline.games.base import BUILTIN_BACKENDS, resolve_backend
+    all of `mygame`), so a change anywhere in the plug-in expires its cached scores. A
+    backend that plays code from elsewhere names it in `code_modules(options)` (the gymnasium
+    adapter: the env's and the expert's modules); their whole top-level packages count too."""
+    from pipeline.games.base import BUILTIN_BACKENDS, backend_class, resolve_backend
 
     try:
         module_name = resolve_backend(backend).partition(":")[0]
     except ConfigError:
         return "unknown"
-    top = module_name.partition(".")[0]
-    plugin = backend not in BUILTIN_BACKENDS and top != "pipeline"
-    try:
-        module = importlib.import_module(top if plugin else module_name)
-    except ImportError:
+    plugin = backend not in BUILTIN_BACKENDS and module_name.partition(".")[0] != "pipeline"
+    files = _source_files(module_name, whole_package=plugin)
+    if files is None:
         return "unknown"
-    if plugin and hasattr(module, "__path__"):  # a package, perhaps a namespace one over several folders
-        roots = [Path(p) for p in module.__path__]
-        files = sorted((f.relative_to(root).as_posix(), f) for root in roots for f in root.rglob("*.py"))
-    else:
-        path = Path(module.__file__ or "")
-        chosen = sorted(path.parent.glob("*.py")) if path.name == "__init__.py" else [path]
-        files = [(f.name, f) for f in chosen]
+    try:
+        code_modules = getattr(backend_class(backend), "code_modules", None)
+    except ConfigError:
+        return "unknown"
+    for extra in code_modules(dict(options or {})) if code_modules else []:
+        files += _source_files(extra, whole_package=True) or [(f"unimportable:{extra}", None)]
     digest = hashlib.sha256()
     for name, f in files:
-        digest.update(name.encode() + f.read_bytes())
+        digest.update(name.encode() + (f.read_bytes() if f is not None else b""))
     return digest.hexdigest()[:16]
+
+
+def _source_files(module_name: str, whole_package: bool) -> list[tuple[str, Path | None]] | None:
+    """(name, path) of a module's sources: its whole top-level package when `whole_package`
+    (perhaps a namespace package over several folders), else its own file or folder; None when
+    it does not import."""
+    import importlib
+
+    top = module_name.partition(".")[0]
+    try:
+        module = importlib.import_module(top if whole_package else module_name)
+    except ImportError:
+        return None
+    if whole_package and hasattr(module, "__path__"):
+        roots = [Path(p) for p in module.__path__]
+        return sorted((f"{top}/{f.relative_to(root).as_posix()}", f) for root in roots for f in root.rglob("*.py"))
+    path = Path(module.__file__ or "")
+    chosen = sorted(path.parent.glob("*.py")) if path.name == "__init__.py" else [path]
+    return [(f.name, f) for f in chosen]
 
 
 Predict = Callable[[Any, dict[str, np.ndarray]], tuple[dict[str, list[float]], Controls]]

@@ -81,6 +81,29 @@ class GymGame:
 
     capabilities = Capabilities(respawn=True, score="return")
 
+    @classmethod
+    def code_modules(cls, options: dict[str, Any]) -> list[str]:
+        """Modules whose packages decide how this game plays beyond the adapter: the env's (its
+        registered entry point, or the module `env_id` names) and the expert's. Their sources go
+        into the evaluator's reference key, so a changed env or expert drives the NPC again."""
+        import gymnasium
+
+        modules = []
+        env_id = str(options.get("env_id", ""))
+        if ":" in env_id:
+            modules.append(env_id.partition(":")[0])
+        try:
+            entry = gymnasium.spec(env_id.rpartition(":")[2]).entry_point
+        except gymnasium.error.Error:
+            entry = None
+        if isinstance(entry, str):
+            modules.append(entry.partition(":")[0])
+        elif entry is not None:
+            modules.append(entry.__module__)
+        if options.get("expert"):
+            modules.append(str(options["expert"]).partition(":")[0])
+        return modules
+
     def __init__(self, hood_size: tuple[int, int] = (160, 120), cinematic_size: tuple[int, int] = (640, 360),
                  fps: float = 30.0, realtime: bool = False, **options: Any) -> None:
         import gymnasium
