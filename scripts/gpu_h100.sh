@@ -12,6 +12,9 @@
 #                                 #     on cuda, snapshots scored closed-loop, the best one kept, then
 #                                 #     a DAgger round (env COLLECT_MIN TRAIN_MIN DAGGER_ROUNDS DAGGER_MIN
 #                                 #     DAGGER_TRAIN_MIN DAGGER_BETA SNAPSHOT_EVERY BUDGET_S)
+#   scripts/gpu_h100.sh fleet     # issue 19: `charles bench fleet` on the 16 cores: a 3-node Redis Cluster, 1/2/3
+#                                 #     shards, synthetic collectors; default config and xception_270x480 (zstd)
+#                                 #     (env SECONDS_PER_ROUND (15), COLLECTORS per shard (0: by the cores), RATE)
 #
 # Runs longer than one device call (10 min), on a machine that stays warm between calls:
 #   scripts/gpu_h100.sh background curve   # a copy of the checkout in /tmp/bg runs `curve` detached
@@ -24,7 +27,7 @@
 #
 # Results go to $OUT/<mode>.tar.gz (one file: the device tool returns at most 8).
 set -euo pipefail
-MODE="${1:?usage: gpu_h100.sh curve|replay|default|background MODE|await [SECONDS]}"
+MODE="${1:?usage: gpu_h100.sh curve|replay|default|fleet|background MODE|await [SECONDS]|harvest}"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 BG=/tmp/bg
@@ -104,6 +107,16 @@ case "$MODE" in
         > "$RES/evaluate_episodes2.json" || true
     fi
     rm -rf "$RES/charles_small_cnn.snapshots"
+    ;;
+  fleet)
+    # routed samples/s at 1, 2 and 3 shards against the nodes' raw SET + XADD ceiling (pipeline/bench/fleet.py)
+    command -v redis-cli >/dev/null || { echo "redis-cli missing: rebuild .gpu with scripts/gpu_pack.sh" >&2; exit 2; }
+    nproc > "$RES/nproc.txt"
+    python3 -m pipeline.cli bench fleet --json --seconds "${SECONDS_PER_ROUND:-15}" --collectors "${COLLECTORS:-0}" \
+      --rate "${RATE:-0}" 2>"$RES/fleet_default.err" | tee "$RES/fleet_default.json"
+    # configs/xception_270x480.toml: 270x480 frames, zstd (about 6 minutes for both runs at 15 s a round)
+    python3 -m pipeline.cli bench fleet --json --config configs/xception_270x480.toml --seconds "${SECONDS_PER_ROUND:-15}" \
+      --collectors "${COLLECTORS:-0}" --rate "${RATE:-0}" 2>"$RES/fleet_270x480_zstd.err" | tee "$RES/fleet_270x480_zstd.json"
     ;;
   *) echo "unknown mode $MODE" >&2; exit 2 ;;
 esac
