@@ -94,7 +94,7 @@ class GameConfig(Section):
 class CollectionConfig(Section):
     """What the server varies between collection episodes (one rq job = one episode)."""
 
-    episode_s: PositiveFloat = Field(60.0, le=86400, description="game seconds per episode")
+    episode_s: PositiveFloat = Field(45.0, le=86400, description="game seconds per episode")
     map_seeds: tuple[int, int] = Field((1, 1000), description="inclusive range of map seeds")
     held_out_seeds: list[int] = Field(default_factory=lambda: [9001, 9002, 9003, 9004, 9005])
     weathers: list[Literal["clear", "overcast", "rain", "fog"]] = Field(
@@ -198,11 +198,11 @@ class ModelConfig(Section):
     """Backbone and head; larger backbones come from timm (extra `timm`)."""
 
     backbone: str = Field("small_cnn", description="small_cnn | xception | inception_resnet_v2 | regnet | vit | dinov2 | dinov2_small | 'timm:<name>'")
-    width: PositiveInt = Field(32, description="small_cnn: channels of the first stage")
+    width: PositiveInt = Field(24, description="small_cnn: channels of the first stage")
     pretrained: str = Field("", description="local file with backbone weights; never downloaded")
     frozen: bool = False
     dual_backbone: bool = False
-    dense: PositiveInt = 1024
+    dense: PositiveInt = 256
     head: list[PositiveInt] = Field(default_factory=lambda: [256, 64, 16])
     lstm_hidden: PositiveInt = 128
     dropout: Fraction = 0.0
@@ -212,18 +212,18 @@ class BalancingConfig(Section):
     """How collectors balance samples into sample sets (v3 = one output at a time)."""
 
     version: Literal["v1", "v3", "v4"] = "v3"
-    samples_per_bin: PositiveInt = 1
+    samples_per_bin: PositiveInt = 3
     round_timeout_s: PositiveFloat = Field(
-        20.0, description="game seconds before a round is sent with the bins it has"
+        4.0, description="game seconds before a round is sent with the bins it has"
     )
-    min_bins_filled: Fraction = Field(0.5, description="share of bins a timed-out round needs")
+    min_bins_filled: Fraction = Field(0.2, description="share of bins a timed-out round needs")
     sample_every: PositiveInt = Field(1, description="consider every k-th frame as a candidate")
 
 
 class BuffersConfig(Section):
     """Per-output buffers in Redis: the training pool."""
 
-    capacity: PositiveInt = Field(2000, le=10_000_000, description="samples per output buffer")
+    capacity: PositiveInt = Field(1000, le=10_000_000, description="samples per output buffer")
     start_fraction: Fraction = Field(0.9, description="train only while every buffer is this full")
     stream_maxlen: PositiveInt = Field(
         100, le=10_000_000, description="unread sample sets per stream; beyond this the oldest are dropped (counted)"
@@ -236,7 +236,7 @@ class BuffersConfig(Section):
         3600, le=7 * 86400, description="rows of a published set that no server routed expire after this"
     )
     samples_per_insert: float = Field(
-        1.0, ge=1.0, le=10_000,
+        8.0, ge=1.0, le=10_000,
         description="draws per inserted sample before it leaves (pipeline/serve/replay.py): 1 = draw and delete "
         "(the original); more = samples stay, the trainer waits when ahead, the oldest are evicted at capacity",
     )
@@ -264,7 +264,7 @@ class TrainerConfig(Section):
     batch_size: PositiveInt = Field(32, le=65_536)
     learning_rate: PositiveFloat = Field(1e-3, le=10)
     weight_decay: NonNegativeFloat = 0.0
-    publish_every: PositiveInt = Field(50, description="batches between weight publications")
+    publish_every: PositiveInt = Field(200, description="batches between weight publications")
     checkpoint_every: PositiveInt = 200
     log_every: PositiveInt = 10
     convcam_every: PositiveInt = 500
@@ -273,7 +273,7 @@ class TrainerConfig(Section):
     prefetch: int = Field(2, ge=0, description="batches drawn ahead while the model trains")
     keep_versions: PositiveInt = Field(5, description="published versions kept for evaluation")
     ema_decay: float = Field(
-        0.0, ge=0.0, lt=1.0,
+        0.998, ge=0.0, lt=1.0,
         description="publish an exponential moving average of the weights with this decay per batch "
         "(0 = the last iterate); 0.998 averages over about 500 batches",
     )
@@ -337,7 +337,7 @@ class EvaluatorConfig(Section):
 
     episode_s: PositiveFloat = 60.0
     environments: list[str] = Field(default_factory=lambda: ["day", "night", "rain", "traffic"])
-    episodes_per_environment: PositiveInt = 1
+    episodes_per_environment: PositiveInt = 4
     processes: Annotated[int, Field(ge=1, le=64)] = Field(
         1, description="episodes driven at once, each in its own process (1 = in the evaluator's own)")
     confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = Field(

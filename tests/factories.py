@@ -15,11 +15,17 @@ from pipeline.wire.schema import SampleSchema, empty_columns
 
 
 def tiny_config(**overrides: object) -> Config:
-    """The default config at a tiny scale: 32x24 frames, small buffers and batches."""
+    """The default config at a tiny scale: 32x24 frames, small buffers and batches, with the
+    mechanics the tests were written against (draw and delete, the last iterate published, one
+    sample per bin, one evaluation episode per environment) rather than the tuned defaults."""
     base: dict[str, object] = {
         "game": {"hood_width": 32, "hood_height": 24},
-        "buffers": {"capacity": 20, "stream_maxlen": 50},
-        "trainer": {"batch_size": 8, "publish_every": 2, "checkpoint_every": 4, "log_every": 1},
+        "collection": {"episode_s": 60.0},
+        "model": {"width": 32, "dense": 1024},
+        "balancing": {"samples_per_bin": 1, "round_timeout_s": 20.0, "min_bins_filled": 0.5},
+        "buffers": {"capacity": 20, "stream_maxlen": 50, "samples_per_insert": 1.0},
+        "trainer": {"batch_size": 8, "publish_every": 2, "checkpoint_every": 4, "log_every": 1, "ema_decay": 0.0},
+        "evaluator": {"episodes_per_environment": 1},
     }
     for key, value in overrides.items():
         base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value  # type: ignore[dict-item]

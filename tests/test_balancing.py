@@ -31,7 +31,9 @@ def row(accel: float, steer: float, t: float = 0.0) -> dict[str, np.ndarray]:
 
 
 def balancer(version: str = "v3", **kw: float) -> object:
-    cfg = BalancingConfig(version=version, **{"round_timeout_s": 100.0, **kw})
+    # one sample per bin and half the bins for a timed-out round: the mechanics these cases spell out
+    cfg = BalancingConfig(version=version, **{"round_timeout_s": 100.0, "samples_per_bin": 1, "min_bins_filled": 0.5,
+                                              **kw})
     return make_balancer(cfg, build_binnings(OUTPUTS))
 
 

@@ -103,3 +103,34 @@ def test_player_pps_follows_game_fps_and_a_mismatch_is_refused() -> None:
     with pytest.raises(ConfigError) as err:
         load_config(overrides={"game": {"fps": 20.0}, "player": {"pps": 30.0}})
     assert "player.pps = 30.0 differs from game.fps = 20.0" in str(err.value) and "1.50x" in str(err.value)
+
+
+#: keys whose schema default differs from configs/default.toml on purpose
+OPT_IN_BY_DEFAULT_TOML = {
+    "collection.model_drives": "DAgger needs a backend with expert labels: a config turns it on (default.toml: 0.5)",
+}
+
+
+def test_a_key_left_out_gets_what_default_toml_says() -> None:
+    """A config that leaves a key out gets the schema's default, so the schema's defaults are
+    default.toml's measured values: the docs/games.md example left out samples_per_insert,
+    ema_decay and the balancing keys, and silently trained with draw-and-delete, no average
+    and the original's balancing (14 keys differed)."""
+    import tomllib
+
+    import pytest as _pytest
+
+    from pipeline.config import DEFAULT_CONFIG, Config
+
+    toml = tomllib.loads(DEFAULT_CONFIG.read_text())
+    schema = Config.model_validate({"outputs": toml["outputs"]}).model_dump(mode="json")
+    differ = []
+    for section, values in toml.items():
+        if section == "outputs":
+            continue
+        for key, value in values.items():
+            default = schema[section][key]
+            same = default == _pytest.approx(value, rel=1e-3) if isinstance(value, float) else default == value
+            if not same and f"{section}.{key}" not in OPT_IN_BY_DEFAULT_TOML:
+                differ.append(f"{section}.{key}: default.toml {value!r}, schema {default!r}")
+    assert not differ, differ

@@ -276,7 +276,7 @@ def test_evaluate_command_scores_a_file(tmp_path, monkeypatch) -> None:  # type:
     config.write_text(
         '[game]\nhood_width = 32\nhood_height = 24\ncinematic_width = 32\ncinematic_height = 18\n'
         '[model]\nwidth = 8\ndense = 32\nhead = [16]\n'
-        '[evaluator]\nepisode_s = 1.0\nenvironments = ["day", "rain"]\n'
+        '[evaluator]\nepisode_s = 1.0\nenvironments = ["day", "rain"]\nepisodes_per_environment = 1\n'
     )
     blob, _ = _model_blob()
     weights = tmp_path / "m.safetensors"
@@ -302,7 +302,7 @@ def _tiny_evaluation(tmp_path: Path) -> list[str]:
     config.write_text(
         '[game]\nhood_width = 32\nhood_height = 24\ncinematic_width = 32\ncinematic_height = 18\n'
         '[model]\nwidth = 8\ndense = 32\nhead = [16]\n'
-        '[evaluator]\nepisode_s = 1.0\nprocesses = 1\nenvironments = ["day", "rain"]\n'
+        '[evaluator]\nepisode_s = 1.0\nprocesses = 1\nenvironments = ["day", "rain"]\nepisodes_per_environment = 1\n'
     )
     weights = tmp_path / "m.safetensors"
     weights.write_bytes(_model_blob()[0])
