@@ -14,9 +14,10 @@ import click
 COMMANDS: dict[str, tuple[str, str]] = {
     "init": ("workers.init_env:cli", "create .env with a generated Redis password"),
     "redis": ("workers.redis_server:cli", "run the project's own Redis (infra/redis.conf)"),
+    "credentials": ("workers.credentials:cli", "a Redis user per remote collector or player: add, revoke, list"),
     "supervise": ("workers.supervise:cli", "run the Procfile's roles under supervisord (restarts crashes)"),
     "server": ("workers.server:cli", "publish config, route sample sets into buffers, hand out jobs"),
-    "collector": ("workers.collector:cli", "rq worker that runs collection episodes"),
+    "collector": ("workers.collector:cli", "run the collection episodes the server hands this collector"),
     "trainer": ("workers.trainer:cli", "train continuously from the buffers, publish weights"),
     "player": ("workers.player:cli", "drive with the latest weights, swap at Unstuck"),
     "status": ("workers.status:cli", "print buffers, trainer, weights, players, collectors"),

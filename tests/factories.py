@@ -13,6 +13,9 @@ from pipeline.wire.keys import Keys
 from pipeline.wire.manifest import SampleSet, SetMeta, manifest
 from pipeline.wire.schema import SampleSchema, empty_columns
 
+#: The collector the sets of these builders come from (and whose stream `publish_entry` uses).
+TEST_COLLECTOR = "collector-test"
+
 
 def tiny_config(**overrides: object) -> Config:
     """The default config at a tiny scale: 32x24 frames, small buffers and batches, with the
@@ -46,7 +49,7 @@ def columns(schema: SampleSchema, n: int, seed: int = 0) -> dict[str, np.ndarray
 
 def sample_set(cfg: Config, output: str, n: int, seed: int = 0) -> SampleSet:
     schema = SampleSchema.from_config(cfg)
-    return SampleSet(output, "collector-test", f"ep{seed}", columns(schema, n, seed), {"map_seed": 1})
+    return SampleSet(output, TEST_COLLECTOR, f"ep{seed}", columns(schema, n, seed), {"map_seed": 1})
 
 
 def stored_rows(r: redis.Redis, keys: Keys, output: str) -> int:
@@ -54,12 +57,13 @@ def stored_rows(r: redis.Redis, keys: Keys, output: str) -> int:
     return sum(1 for _ in r.scan_iter(match=keys.buffer_row_prefix(output) + "*", count=1000))
 
 
-def publish_entry(r: Any, keys: Keys, output: str, entry: Mapping[str, bytes], ttl: int = 3600) -> Any:
-    """Publish a set in full as a collector does (rows as incoming keys, the manifest on the
-    stream), malformed ones too: their rows go under the meta's set_id, or 'unknown'.
+def publish_entry(r: Any, keys: Keys, output: str, entry: Mapping[str, bytes], ttl: int = 3600,
+                  collector: str = TEST_COLLECTOR) -> Any:
+    """Publish a set in full as a collector does (rows as its incoming keys, the manifest on
+    its stream), malformed ones too: their rows go under the meta's set_id, or 'unknown'.
     `r` may be a pipeline."""
     set_id = SetMeta.read(entry.get("meta", b"")).set_id or "unknown"
     for name, value in entry.items():
         if name != "meta":
-            r.set(keys.incoming(set_id, name[1:]), value, ex=ttl)
-    return r.xadd(keys.stream(output), manifest(entry))
+            r.set(keys.incoming(collector, set_id, name[1:]), value, ex=ttl)
+    return r.xadd(keys.stream(output, collector), manifest(entry))

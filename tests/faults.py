@@ -84,11 +84,9 @@ def prefill(r: redis.Redis, keys: Keys, cfg: Config, per_output: int, tag: str =
 def stream_entries_added(r: redis.Redis, keys: Keys, outputs: Sequence[str]) -> int:
     """Entries ever added to the sample streams (XINFO STREAM `entries-added`, kept across restarts)."""
     total = 0
-    for name in outputs:
-        try:
-            total += int(r.xinfo_stream(keys.stream(name))["entries-added"])
-        except redis.ResponseError:  # no such stream yet
-            pass
+    for stream in r.scan_iter(match=keys.streams_of("*"), _type="stream"):
+        if keys.stream_parts(stream)[1] in outputs:
+            total += int(r.xinfo_stream(stream)["entries-added"])
     return total
 
 

@@ -75,7 +75,7 @@ def test_pipeline_across_three_shards_loses_and_duplicates_nothing(cluster: Redi
     # per shard and output: 2 collectors x 5 sets x 4 samples = 40 = the shard's capacity
     cfg = tiny_config(buffers={"shards": 3, "capacity": 120, "start_fraction": 0.9, "samples_per_insert": 1.0},
                       trainer={"batch_size": 12})
-    server = Server(r, keys, cfg)
+    server = Server(r, keys, cfg, rescan_s=0)
     server.setup()
     assert fetch_config(r, keys) is not None  # the config and the weights live on one node, tagged {global}
     store = WeightsStore(r, keys)
@@ -131,11 +131,12 @@ def test_an_rq_worker_refuses_a_cluster_in_one_line(cluster: RedisClusterNodes) 
 
 def test_the_server_loop_and_status_run_on_a_cluster(cluster: RedisClusterNodes) -> None:
     """The server's whole loop (config, groups, routing rounds over 3 shards, trimming, episodes
-    through rq's enqueue, heartbeat) and `charles status`' snapshot work against the cluster."""
+    on a collector's own job list, heartbeat) and `charles status`' snapshot work against the cluster."""
     r = connect(cluster.url)
     keys = Keys(f"test-{uuid.uuid4().hex[:8]}:", cluster=True)
     server = Server(r, keys, tiny_config(buffers={"shards": 3, "capacity": 60}))
     _publish(r, keys, server.config, _collectors(3, 1)[2], 0, 1)
+    Presence(r, keys, "collector", _collectors(3, 1)[2]).beat(state="idle")
     server.run(threading.Event(), Presence(r, keys, "server", "server-1"), deadline=time.monotonic() + 2)
     snap = snapshot(r, keys)
     assert [s["id"] for s in snap["servers"]] == ["server-1"] and snap["config_version"] == 1

@@ -1,6 +1,6 @@
 """DAgger in live collection: the latest published model drives, the game's expert labels.
 
-`Collector.run_episode` runs outside rq here (the collector's own client) against a
+`Collector.run_episode` runs on its own here (the collector's own client) against a
 real redis-server; the config comes from Redis as a server would publish it. The sim's
 NPC labels, and so does the expert of a plug-in with no simulator code (tests/lane_game.py).
 """
@@ -19,6 +19,7 @@ import redis
 import torch
 
 from pipeline.collect.episode import Collector
+from pipeline.collect.handoff import EpisodeSpec
 from pipeline.config import Config, load_config
 from pipeline.errors import ConfigError, GameError
 from pipeline.games.base import capabilities_of
@@ -55,11 +56,11 @@ def dagger_config(model_drives: float, backend: str = "sim") -> Config:
 
 def episode(collector: Collector, cfg: Config, name: str) -> dict[str, Any]:
     env = sample_environment(cfg.collection, random.Random(3), capabilities_of(cfg.game.backend))
-    return collector.run_episode({"environment": env.to_dict(), "episode_s": EPISODE_S, "episode": name})
+    return collector.run_episode(EpisodeSpec(name, env, EPISODE_S))
 
 
 def published_rows(r: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
-    return [decode_row(r.get(k)) for k in r.scan_iter(match=keys.incoming("*", "*"), count=1000)]
+    return [decode_row(r.get(k)) for k in r.scan_iter(match=keys.incoming("*", "*", "*"), count=1000)]
 
 
 def test_model_drives_and_the_npc_labels(r: redis.Redis, keys: Keys, state: Collector) -> None:
@@ -142,7 +143,7 @@ def test_a_plugin_with_expert_labels_gets_dagger(r: redis.Redis, keys: Keys, sta
     assert game is not None and game.expert_labels is False and game.labels == []
     npc_rows = published_rows(r, keys)
     assert npc_rows and all(row["policy_version"] == 0 for row in npc_rows)
-    for key in r.scan_iter(match=keys.incoming("*", "*"), count=1000):
+    for key in r.scan_iter(match=keys.incoming("*", "*", "*"), count=1000):
         r.delete(key)
 
     cfg = dagger_config(1.0, LANE_GAME)
@@ -181,7 +182,7 @@ def test_capture_time_and_driving_version_reach_the_trainer(r: redis.Redis, keys
     server -> buffer -> the trainer's draw, unchanged."""
     cfg = dagger_config(1.0)
     publish_config(r, keys, cfg)
-    server = Server(r, keys, cfg)
+    server = Server(r, keys, cfg, rescan_s=0)
     server.setup()
     model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width))
     info = WeightsStore(r, keys).publish(model.state_dict(), cfg.run.name, batches=0)

@@ -134,9 +134,7 @@ def test_held_out_seeds_never_reach_collection_jobs(r: redis.Redis, keys: Keys) 
     cfg = tiny_config(collection={"map_seeds": [9000, 9010], "held_out_seeds": [8999, 9011]})
     server = Server(r, keys, cfg, seed=3)
     server.setup()
-    for _ in range(200):
-        server.enqueue_episode()
-    seeds = {job.args[0]["environment"]["map_seed"] for job in server.queue.jobs}
+    seeds = {server.next_episode().environment.map_seed for _ in range(200)}
     assert seeds <= set(range(9000, 9011)) and not seeds & {8999, 9011}
     rng = random.Random(1)
     caps = SimGame.capabilities

@@ -15,6 +15,7 @@ import redis
 import torch
 
 from pipeline.collect.episode import Collector
+from pipeline.collect.handoff import EpisodeSpec
 from pipeline.config import load_config
 from pipeline.evaluate.closed_loop import (
     EvalSettings,
@@ -79,7 +80,7 @@ def test_the_worked_example_runs(r: redis.Redis, keys: Keys, tmp_path: Path, mon
     collector = Collector(r, keys, "collector-doc-test")
     try:
         env = sample_environment(cfg.collection, random.Random(2), caps)
-        summary = collector.run_episode({"environment": env.to_dict(), "episode_s": 6.0, "episode": "doc-ep"})
+        summary = collector.run_episode(EpisodeSpec("doc-ep", env, 6.0))
     finally:
         collector.games.close()
     assert summary["model_version"] == info.version and summary["model_ticks"] > 0 and summary["samples"] > 0

@@ -14,6 +14,7 @@ import redis
 import torch
 
 from pipeline.collect.episode import Collector
+from pipeline.collect.handoff import EpisodeSpec
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
 from pipeline.games.base import Controls, Environment, capabilities_of, load_game
@@ -99,11 +100,11 @@ def test_dagger_on_a_gymnasium_env(r: redis.Redis, keys: Keys) -> None:
     collector = Collector(r, keys, "collector-gym-test")
     try:
         env = sample_environment(cfg.collection, random.Random(1), capabilities_of("gymnasium", cfg.game.options))
-        summary = collector.run_episode({"environment": env.to_dict(), "episode_s": 2.0, "episode": "gym-ep"})
+        summary = collector.run_episode(EpisodeSpec("gym-ep", env, 2.0))
     finally:
         collector.games.close()
     assert summary["model_ticks"] == 60 and summary["model_version"] == info.version
-    rows = [decode_row(r.get(k)) for k in r.scan_iter(match=keys.incoming("*", "*"), count=1000)]
+    rows = [decode_row(r.get(k)) for k in r.scan_iter(match=keys.incoming("*", "*", "*"), count=1000)]
     assert rows and all(row["policy_version"] == info.version for row in rows)
     applied = np.array([row["controls"] for row in rows])
     labels = np.array([row["targets"] for row in rows])

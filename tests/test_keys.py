@@ -8,8 +8,8 @@ import re
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from pipeline.wire.acl import role_rules
-from pipeline.wire.keys import COLLECT_QUEUE, Counter, Keys, rq_queue_key
+from pipeline.wire.acl import machine_rules, role_rules
+from pipeline.wire.keys import Counter, Keys
 from tests.processes import ROOT
 
 #: A key family followed by `:` and more key (a word, `*` or an f-string field), or anything of rq's.
@@ -70,9 +70,8 @@ def test_acl_patterns_cover_each_roles_own_keys() -> None:
     keys = Keys("run7:")
     rules = role_rules("run7:")
     writes = {
-        "collector": [keys.stream("steering"), keys.incoming("c1-9", 3), keys.presence("collector", "c1"),
-                      keys.status("collector", "c1"), rq_queue_key(keys.queue(COLLECT_QUEUE)),
-                      f"rq:job:{keys.job_id(COLLECT_QUEUE, 'x1')}"],
+        "collector": [keys.stream("steering", "c1"), keys.incoming("c1", "c1-9", 3), keys.presence("collector", "c1"),
+                      keys.status("collector", "c1"), keys.jobs("c1")],
         "player": [keys.presence("player", "p1"), keys.status("player", "p1"), keys.frame("p1", "hood"), keys.viewer("p1")],
         "trainer": [keys.buffer("steering"), keys.buffer_row("steering", "s:1"), keys.buffer_replay("steering"),
                     keys.drawn("t") + "0", keys.weights_latest, keys.weights_version_blob(3), keys.loss_history,
@@ -86,8 +85,26 @@ def test_acl_patterns_cover_each_roles_own_keys() -> None:
     assert not any(fnmatchcase(keys.config, p) for p in _patterns(rules["collector"], "~"))
     assert any(fnmatchcase(keys.config, p) for p in _patterns(rules["collector"], "%R~"))
     assert not any(fnmatchcase(keys.buffer("steering"), p) for p in _patterns(rules["collector"], "~"))
-    assert not any(fnmatchcase(keys.stream("steering"), p) for p in _patterns(rules["player"], "~"))
+    assert not any(fnmatchcase(keys.stream("steering", "c1"), p) for p in _patterns(rules["player"], "~"))
     assert _patterns(rules["player"], "&") == [keys.weights_channel]
+    assert not any(p.startswith("rq:") for role in ("collector", "player") for p in _patterns(rules[role], "~"))
+
+
+def test_a_machines_patterns_cover_its_own_keys_only() -> None:
+    keys = Keys("run7:")
+    for role, own, other in [
+        ("collector", [keys.stream("steering", "alice"), keys.incoming("alice", "s1", 0), keys.jobs("alice"),
+                       keys.presence("collector", "alice"), keys.status("collector", "alice")],
+         [keys.stream("steering", "alice-2"), keys.stream("steering", "bob"), keys.incoming("bob", "s1", 0),
+          keys.incoming("alice-2", "s1", 0), keys.jobs("bob"), keys.presence("collector", "bob"),
+          keys.status("collector", "alice2")]),
+        ("player", [keys.presence("player", "alice"), keys.status("player", "alice"), keys.frame("alice", "hood")],
+         [keys.presence("player", "bob"), keys.status("player", "alice-2"), keys.frame("bob", "hood"),
+          keys.frame("alice-2", "hood")]),
+    ]:
+        patterns = _patterns(machine_rules(role, "alice", "run7:"), "~")
+        assert all(any(fnmatchcase(k, p) for p in patterns) for k in own), (role, own, patterns)
+        assert not any(fnmatchcase(k, p) for k in other for p in patterns), (role, other, patterns)
 
 
 def test_counter_fields_name_their_output() -> None:

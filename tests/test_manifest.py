@@ -33,7 +33,7 @@ from pipeline.wire.manifest import (
 )
 from pipeline.wire.schema import PROVENANCE, ContextSpec, SampleSchema
 from pipeline.wire.stacking import rows_to_columns
-from tests.factories import publish_entry, sample_set, tiny_config
+from tests.factories import TEST_COLLECTOR, publish_entry, sample_set, tiny_config
 
 
 def test_an_entry_checks_out_as_the_set_that_was_sent() -> None:
@@ -89,7 +89,7 @@ def meta_decodes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
 def test_the_server_decodes_a_meta_once_routed_or_refused(r: redis.Redis, keys: Keys,
                                                           meta_decodes: list[bytes]) -> None:
     cfg = tiny_config()
-    server = Server(r, keys, cfg, consumer="server-1", seed=1)
+    server = Server(r, keys, cfg, consumer="server-1", seed=1, rescan_s=0)
     server.setup()
     good = sample_set(cfg, "steering", 3, seed=1)
     publish_entry(r, keys, "steering", good.entry())
@@ -101,7 +101,7 @@ def test_the_server_decodes_a_meta_once_routed_or_refused(r: redis.Redis, keys: 
     publish_entry(r, keys, "steering", bad.entry())
     meta_decodes.clear()
     assert server.route_once(block_ms=10) == 1 and server.stats.rejected == 1
-    assert not r.exists(keys.incoming(bad.set_id, 0))
+    assert not r.exists(keys.incoming(TEST_COLLECTOR, bad.set_id, 0))
     assert len(meta_decodes) == 1
 
 
@@ -110,6 +110,7 @@ def test_the_recorder_decodes_a_meta_once(r: redis.Redis, keys: Keys, tmp_path: 
     cfg = tiny_config()
     recorder = Recorder(r, keys, cfg.output_names(), SampleSchema.from_config(cfg), tmp_path, cfg.game.fps,
                         ContextSpec.from_inputs(cfg.inputs, cfg.game.fps))
+    recorder.streams.rescan_s = 0  # find a stream published to a moment ago (the process rescans every 2 s)
     recorder.setup()
     publish_entry(r, keys, "steering", sample_set(cfg, "steering", 3).entry())
     meta_decodes.clear()

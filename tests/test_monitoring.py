@@ -25,7 +25,7 @@ from tests.factories import publish_entry, sample_set, tiny_config
 
 def test_trainer_writes_reference_tags_fill_and_convcam(r: redis.Redis, keys: Keys, tmp_path: Path) -> None:
     cfg = tiny_config(model={"width": 8, "dense": 32, "head": [16]})
-    server = Server(r, keys, cfg)
+    server = Server(r, keys, cfg, rescan_s=0)
     server.setup()
     for output in cfg.output_names():
         for i in range(10):

@@ -17,7 +17,7 @@ from pipeline.errors import ConfigError
 from pipeline.wire.config_store import publish_config
 from pipeline.wire.keys import RECORDER_GROUP, Keys
 from pipeline.wire.schema import ContextSpec, SampleSchema
-from tests.factories import publish_entry, sample_set, tiny_config
+from tests.factories import TEST_COLLECTOR, publish_entry, sample_set, tiny_config
 from tests.processes import Roles, wait_until
 
 
@@ -25,6 +25,7 @@ def make_recorder(r: redis.Redis, keys: Keys, root: Path, **kw: object) -> Recor
     cfg = tiny_config()
     rec = Recorder(r, keys, cfg.output_names(), SampleSchema.from_config(cfg), root, cfg.game.fps,
                    ContextSpec.from_inputs(cfg.inputs, cfg.game.fps), **kw)  # type: ignore[arg-type]
+    rec.streams.rescan_s = 0  # find a stream published to a moment ago (the process rescans every 2 s)
     rec.setup()
     return rec
 
@@ -47,7 +48,7 @@ def recorded_entries(root: Path) -> list[str]:
 def pending_ids(r: redis.Redis, keys: Keys) -> set[str]:
     out = set()
     for output in tiny_config().output_names():
-        for p in r.xpending_range(keys.stream(output), RECORDER_GROUP, "-", "+", 10_000):
+        for p in r.xpending_range(keys.stream(output, TEST_COLLECTOR), RECORDER_GROUP, "-", "+", 10_000):
             out.add(p["message_id"].decode())
     return out
 
@@ -55,11 +56,11 @@ def pending_ids(r: redis.Redis, keys: Keys) -> set[str]:
 def delivered_ids(r: redis.Redis, keys: Keys, ids: list[str]) -> set[str]:
     out = set()
     for output in tiny_config().output_names():
-        for group in r.xinfo_groups(keys.stream(output)):
+        for group in r.xinfo_groups(keys.stream(output, TEST_COLLECTOR)):
             if group["name"].decode() == RECORDER_GROUP:
                 last = group["last-delivered-id"].decode()
                 out |= {i for i in ids if _id(i) <= _id(last)
-                        and r.xrange(keys.stream(output), i, i)}
+                        and r.xrange(keys.stream(output, TEST_COLLECTOR), i, i)}
     return out
 
 

@@ -22,6 +22,7 @@ import pytest
 from pipeline.config import load_config
 from pipeline.wire.keys import Keys
 from pipeline.wire.local_redis import RedisServer
+from tests.factories import TEST_COLLECTOR
 from tests.faults import (
     RELIABILITY_CONFIG,
     FaultRoles,
@@ -117,7 +118,7 @@ def test_acknowledged_sets_survive_a_restart(aof_redis: RedisServer, tmp_path: P
     proc = subprocess.Popen([sys.executable, "-m", "tests.ack_probe", str(out), "6", "200"], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT)
     r = aof_redis.client()
-    stream = keys.stream("steering")
+    stream = keys.stream("steering", TEST_COLLECTOR)
     try:
         wait_for(lambda: r.exists(stream) and r.xlen(stream) >= 300, 30, "the probe to publish")
         t_stop = time.time()

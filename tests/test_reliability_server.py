@@ -20,7 +20,7 @@ import redis
 from pipeline.config import load_config
 from pipeline.wire.keys import SERVER_GROUP, Keys
 from pipeline.wire.local_redis import RedisServer
-from tests.factories import publish_entry, sample_set, stored_rows
+from tests.factories import TEST_COLLECTOR, publish_entry, sample_set, stored_rows
 from tests.faults import (
     RELIABILITY_CONFIG,
     FaultRoles,
@@ -36,7 +36,7 @@ OUTPUT = "steering"
 
 def _all_routed(r: redis.Redis, keys: Keys, outputs: list[str]) -> bool:
     for name in outputs:
-        stream = keys.stream(name)
+        stream = keys.stream(name, TEST_COLLECTOR)
         if not r.exists(stream):
             continue
         if r.xpending(stream, SERVER_GROUP)["pending"]:
@@ -53,7 +53,7 @@ def test_server_killed_with_pending_entries_reclaims_them(redis_server: RedisSer
     cfg = load_config(RELIABILITY_CONFIG, overrides={"buffers": {"capacity": 100_000, "stream_maxlen": 100_000}})
     config = write_config(tmp_path / "big_buffers.toml", cfg)
     roles = FaultRoles(redis_server.url, keys.prefix, tmp_path)
-    stream = keys.stream(OUTPUT)
+    stream = keys.stream(OUTPUT, TEST_COLLECTOR)
     rng = random.Random(9)
     added: dict[str, int] = {}
 
@@ -69,7 +69,7 @@ def test_server_killed_with_pending_entries_reclaims_them(redis_server: RedisSer
     pending_at_kill = []
     try:
         roles.start("server", "server", "--config", str(config))
-        wait_for(lambda: r.exists(keys.config) and r.exists(stream), 30, "the server to set up", roles)
+        wait_for(lambda: r.exists(keys.config), 30, "the server to set up", roles)
         for _ in range(4):  # kill it mid-routing, at random moments
             before = r.scard(keys.buffer(OUTPUT))
             inject(300)
@@ -109,11 +109,14 @@ def test_bad_entries_dead_lettered_while_server_keeps_running(redis_server: Redi
     marker = tmp_path / "pickle-ran"
     bad = bad_entries(cfg, OUTPUT, marker)
     roles = FaultRoles(redis_server.url, keys.prefix, tmp_path)
-    stream = keys.stream(OUTPUT)
+    stream = keys.stream(OUTPUT, TEST_COLLECTOR)
     try:
         roles.start("server", "server", "--config", str(config))
-        wait_for(lambda: r.exists(stream), 30, "the server to set up", roles)
-        good_rows = 0
+        wait_for(lambda: r.exists(keys.config), 30, "the server to set up", roles)
+        first = sample_set(cfg, OUTPUT, 2, seed=1000)  # the server finds the stream, then reads as entries come
+        publish_entry(r, keys, OUTPUT, first.entry())
+        wait_for(lambda: r.scard(keys.buffer(OUTPUT)) == len(first), 30, "the stream to be found", roles)
+        good_rows = len(first)
         expected: dict[str, str] = {}
         for i, (reason, fields) in enumerate(bad):
             expected[publish_entry(r, keys, OUTPUT, fields).decode()] = reason
@@ -151,17 +154,17 @@ def test_poison_pending_entry_and_foreign_row_type_never_stop_the_server(redis_s
     cfg = load_config(RELIABILITY_CONFIG, overrides={"buffers": {"capacity": 10_000}})
     config = write_config(tmp_path / "poison.toml", cfg)
     roles = FaultRoles(redis_server.url, keys.prefix, tmp_path)
-    stream = keys.stream(OUTPUT)
+    stream = keys.stream(OUTPUT, TEST_COLLECTOR)
     for name in cfg.output_names():
-        r.xgroup_create(keys.stream(name), SERVER_GROUP, id="0", mkstream=True)
+        r.xgroup_create(keys.stream(name, TEST_COLLECTOR), SERVER_GROUP, id="0", mkstream=True)
     good = sample_set(cfg, OUTPUT, 3, seed=1)
     poison = publish_entry(r, keys, OUTPUT, {**good.entry(), "r²": good.entry()["r0"]}).decode()
     r.xreadgroup(SERVER_GROUP, "server-1", {stream: ">"}, count=1)  # read, then the server "crashed"
     assert r.xpending(stream, SERVER_GROUP)["pending"] == 1
     hashed = sample_set(cfg, OUTPUT, 2, seed=2)
     wrong_type = publish_entry(r, keys, OUTPUT, hashed.entry()).decode()
-    r.delete(keys.incoming(hashed.set_id, 1))
-    r.hset(keys.incoming(hashed.set_id, 1), "x", "y")
+    r.delete(keys.incoming(TEST_COLLECTOR, hashed.set_id, 1))
+    r.hset(keys.incoming(TEST_COLLECTOR, hashed.set_id, 1), "x", "y")
     after = sample_set(cfg, OUTPUT, 2, seed=3)
     publish_entry(r, keys, OUTPUT, after.entry())
     try:

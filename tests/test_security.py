@@ -26,10 +26,10 @@ import torch
 
 from pipeline.errors import WeightsError
 from pipeline.wire.acl import ROLES
-from pipeline.wire.keys import COLLECT_QUEUE, EVALUATE_QUEUE, Keys
+from pipeline.wire.keys import EVALUATE_QUEUE, Keys
 from pipeline.wire.local_redis import free_port
 from pipeline.wire.weights import from_blob
-from tests.factories import publish_entry
+from tests.factories import TEST_COLLECTOR, publish_entry
 from tests.faults import FaultRoles, prefill, unique_prefix, wait_for
 from tests.processes import ROOT
 
@@ -79,14 +79,35 @@ class AclRedis:
         self.port = free_port()
         self.prefix = unique_prefix("acl")
         self.env = {**os.environ, **read_env(env_file), "CHARLES_REDIS_PORT": str(self.port),
-                    "CHARLES_KEY_PREFIX": self.prefix, "CHARLES_ENV_FILE": str(env_file)}
+                    "CHARLES_KEY_PREFIX": self.prefix, "CHARLES_ENV_FILE": str(env_file),
+                    "CHARLES_CREDENTIALS_FILE": str(workdir / "credentials.json")}
         self.env.pop("CHARLES_REDIS_URL", None)
-        self.log = open(workdir / "redis.out", "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([*CLI, "redis", "--data-dir", str(workdir / "redis")], env=self.env,
-                                     cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT)
+        self.env.pop("CHARLES_REDIS_USERNAME", None)
+        self.workdir = workdir
         self.keys = Keys(self.prefix)
+        self.machines: dict[str, str] = {}  # name -> password
+        self.start()
+
+    def start(self) -> None:
+        self.log = open(self.workdir / "redis.out", "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen([*CLI, "redis", "--data-dir", str(self.workdir / "redis")], env=self.env,
+                                     cwd=self.workdir, stdout=self.log, stderr=subprocess.STDOUT)
         admin = self.client()
         wait_for(lambda: admin.ping(), 20, "charles redis to accept connections")
+
+    def credentials(self, *args: str) -> str:
+        """`charles credentials ARGS` against this Redis; its stdout."""
+        res = subprocess.run([*CLI, "credentials", *args], env=self.env, cwd=self.workdir, capture_output=True,
+                             text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        return res.stdout
+
+    def machine(self, role: str, name: str) -> redis.Redis:
+        """A client of the machine user NAME (created with `charles credentials add` once)."""
+        if name not in self.machines:
+            out = self.credentials("add", role, name)
+            self.machines[name] = re.search(r"\(shown once\): (\S+)", out).group(1)  # type: ignore[union-attr]
+        return redis.Redis(port=self.port, username=name, password=self.machines[name])
 
     def password(self, role: str | None = None) -> str:
         return self.env["CHARLES_REDIS_PASSWORD" + (f"_{role.upper()}" if role else "")]
@@ -161,7 +182,7 @@ def test_collector_user_writes_its_streams_only(acl_redis: AclRedis) -> None:
     admin.hset(k.weights_latest, mapping={"blob": b"x", "version": 1})
     admin.hset(k.config, mapping={"json": "{}", "version": 1})
     publish_entry(c.pipeline(transaction=True), k, "steering", {"meta": b"m", "r0": b"row"}).execute()  # its job
-    assert admin.xlen(k.stream("steering")) == 1 and admin.get(k.incoming("unknown", 0)) == b"row"
+    assert admin.xlen(k.stream("steering", TEST_COLLECTOR)) == 1 and admin.get(k.incoming(TEST_COLLECTOR, "unknown", 0)) == b"row"
     assert c.hget(k.config, "json") == b"{}"  # may read the config
     assert c.hget(k.weights_latest, "version") == b"1"  # and the latest weights (DAgger), not write them
     c.set(k.presence("collector", "collector-x"), "1", ex=5)  # and keep its presence
@@ -169,19 +190,18 @@ def test_collector_user_writes_its_streams_only(acl_redis: AclRedis) -> None:
         "read an older weights version": lambda: c.hgetall(k.weights_version_blob(1)),
         "write weights": lambda: c.hset(k.weights_latest, "blob", b"forged"),
         "write the config": lambda: c.hset(k.config, "json", "{}"),
-        "read a stream": lambda: c.xrange(k.stream("steering")),
-        "delete a stream": lambda: c.delete(k.stream("steering")),
+        "read a stream": lambda: c.xrange(k.stream("steering", TEST_COLLECTOR)),
+        "delete a stream": lambda: c.delete(k.stream("steering", TEST_COLLECTOR)),
         "write the dead-letter stream": lambda: c.xadd(k.deadletter, {"x": 1}),
         "write a buffer": lambda: c.sadd(k.buffer("steering"), "x"),
         "write a buffer row": lambda: c.set(k.buffer_row("steering", "x:0"), b"forged"),
-        "read incoming rows": lambda: c.get(k.incoming("unknown", 0)),
+        "read incoming rows": lambda: c.get(k.incoming(TEST_COLLECTOR, "unknown", 0)),
         "write another role's status": lambda: c.hset(k.status("player", "p"), "x", 1),
         "read an evaluation job": lambda: c.hgetall(f"rq:job:{k.job_id(EVALUATE_QUEUE, 'v1')}"),
         "push to the evaluate queue": lambda: c.rpush(f"rq:queue:{k.queue(EVALUATE_QUEUE)}", "x"),
         "publish weights": lambda: c.publish(k.weights_channel, "{}"),
     }.items():
         assert denied(call), f"a collector may {what}"
-    assert c.hgetall(f"rq:job:{k.job_id(COLLECT_QUEUE, 'x')}") == {}  # rq on its own queue's jobs
 
 
 def test_player_user_reads_weights_and_cannot_write_streams(acl_redis: AclRedis) -> None:
@@ -195,14 +215,14 @@ def test_player_user_reads_weights_and_cannot_write_streams(acl_redis: AclRedis)
     sub.subscribe(k.weights_channel)
     sub.close()
     for what, call in {
-        "XADD a sample set": lambda: p.xadd(k.stream("steering"), {"data": b"x"}),
+        "XADD a sample set": lambda: p.xadd(k.stream("steering", "c1"), {"data": b"x"}),
         "XADD dead letters": lambda: p.xadd(k.deadletter, {"x": 1}),
         "write weights": lambda: p.hset(k.weights_latest, "blob", b"forged"),
         "bump the weights version": lambda: p.incr(k.weights_version_counter),
         "publish a notification": lambda: p.publish(k.weights_channel, "{}"),
         "draw from a buffer": lambda: p.spop(k.buffer("steering")),
         "write the config": lambda: p.hset(k.config, "json", "{}"),
-        "enqueue rq jobs": lambda: p.rpush(f"rq:queue:{k.queue(COLLECT_QUEUE)}", "x"),
+        "enqueue rq jobs": lambda: p.rpush(f"rq:queue:{k.queue(EVALUATE_QUEUE)}", "x"),
         "write the trainer's status": lambda: p.hset(k.status("trainer", "t"), "x", 1),
     }.items():
         assert denied(call), f"a player may {what}"
@@ -210,6 +230,136 @@ def test_player_user_reads_weights_and_cannot_write_streams(acl_redis: AclRedis)
         other = p.pubsub()
         other.subscribe("some-other-channel")
         other.get_message(timeout=1)
+
+
+# -- issue 15 #2-#6: per-machine users, no rq, no EVAL, streams and rows per collector ------------
+
+def test_machine_credentials_survive_a_restart_and_revoke_closes_connections(acl_redis: AclRedis) -> None:
+    alice = acl_redis.machine("collector", "sec-alice")
+    assert alice.acl_whoami() == "sec-alice"
+    registry = (acl_redis.workdir / "credentials.json").read_text()
+    assert acl_redis.machines["sec-alice"] not in registry  # its hash only
+    assert "sec-alice" in acl_redis.credentials("list")
+    acl_redis.stop()
+    acl_redis.start()  # the registry becomes `user` lines at every start
+    assert alice.acl_whoami() == "sec-alice"
+    acl_redis.credentials("revoke", "sec-alice")
+    with pytest.raises(redis.ConnectionError):  # ACL DELUSER closed its open connection ...
+        alice.ping()
+    with pytest.raises(redis.AuthenticationError):  # ... and it cannot log in again
+        redis.Redis(port=acl_redis.port, username="sec-alice", password=acl_redis.machines.pop("sec-alice")).ping()
+    assert "sec-alice" not in acl_redis.credentials("list")
+
+
+@pytest.mark.parametrize("who", ["collector", "player", "machine-collector", "machine-player"])
+def test_untrusted_users_cannot_eval_or_touch_rq(acl_redis: AclRedis, who: str) -> None:
+    """#2: EVAL wrote 273 MB past a 256 MB maxmemory (memory is checked at a script's first
+    write only); #3: a collector published rq `shutdown` on another worker's channel and set
+    `rq:suspended`; #4: forged rq jobs (webhooks, compressed data) reached honest collectors."""
+    role = who.removeprefix("machine-")
+    c = acl_redis.machine(role, f"sec-{role}-rq") if who.startswith("machine-") else acl_redis.client(role)
+    script = "for i = 1, 10 do redis.call('SET', 'rq:job:x' .. i, string.rep('x', 1000000)) end return 1"
+    for what, call in {
+        "EVAL": lambda: c.eval(script, 0),
+        "EVALSHA": lambda: c.evalsha("0" * 40, 0),
+        "FCALL": lambda: c.execute_command("FCALL", "f", 0),
+        "FUNCTION LOAD": lambda: c.execute_command("FUNCTION", "LOAD", "#!lua name=x\nredis.register_function('f', "
+                                                   "function() return 1 end)"),
+        "publish rq shutdown": lambda: c.publish("rq:pubsub:collector-victim", json.dumps({"command": "shutdown"})),
+        "suspend rq workers": lambda: c.set("rq:suspended", 1),
+        "read the rq worker registry": lambda: c.smembers("rq:workers"),
+        "forge an rq job": lambda: c.hset(f"rq:job:{acl_redis.keys.job_id(EVALUATE_QUEUE, 'x')}", "data", b"x"),
+        "push to an rq queue": lambda: c.rpush(f"rq:queue:{acl_redis.keys.queue(EVALUATE_QUEUE)}", "x"),
+        "SCAN the keyspace": lambda: c.scan(0),
+    }.items():
+        assert denied(call), f"{who} may {what}"
+
+
+def test_a_collector_can_trim_or_block_only_its_own_stream(acl_redis: AclRedis) -> None:
+    """#5: `XADD ... MAXLEN 0` emptied the shared stream; an XADD with the largest id made every
+    honest publish fail. Each collector now has streams of its own, and only those."""
+    from pipeline.collect.episode import SetPublisher
+    from pipeline.wire.manifest import SampleSet
+    from tests.factories import sample_set, tiny_config
+
+    k, admin = acl_redis.keys, acl_redis.client()
+    mallory, bob = acl_redis.machine("collector", "sec-mallory"), acl_redis.machine("collector", "sec-bob")
+    cfg = tiny_config()
+    honest = SetPublisher(bob, k, stream_maxlen=50, max_backlog=10)
+    honest.publish(SampleSet("steering", "sec-bob", "e1", sample_set(cfg, "steering", 2, seed=1).columns, {}))
+    assert honest.published == 1 and admin.xlen(k.stream("steering", "sec-bob")) == 1
+    for what, call in {
+        "trim another's stream": lambda: mallory.xadd(k.stream("steering", "sec-bob"), {"x": 1}, maxlen=0),
+        "block another's stream": lambda: mallory.xadd(k.stream("steering", "sec-bob"), {"x": 1},
+                                                       id="18446744073709551615-18446744073709551615"),
+        "delete another's stream": lambda: mallory.delete(k.stream("steering", "sec-bob")),
+    }.items():
+        assert denied(call), f"a collector may {what}"
+    # on its own streams it may: that spoils its own transport only
+    mallory.xadd(k.stream("steering", "sec-mallory"), {"x": 1}, maxlen=0)
+    mallory.xadd(k.stream("steering", "sec-mallory"), {"x": 1}, id="18446744073709551615-18446744073709551615")
+    with pytest.raises(redis.ResponseError, match="exhausted"):
+        mallory.xadd(k.stream("steering", "sec-mallory"), {"x": 1})
+    honest.publish(SampleSet("steering", "sec-bob", "e1", sample_set(cfg, "steering", 2, seed=2).columns, {}))
+    assert honest.published == 2 and admin.xlen(k.stream("steering", "sec-bob")) == 2
+
+
+def test_a_collector_cannot_read_rewrite_expire_or_rename_over_anothers_rows(acl_redis: AclRedis) -> None:
+    """#6: any collector could SCAN, read, rewrite or expire every collector's incoming rows
+    (a rewritten row was routed and credited to its victim), and republishing a routed set
+    id renamed over the rows already in the buffer."""
+    from pipeline.collect.episode import SetPublisher
+    from pipeline.serve.server import Server
+    from pipeline.wire.manifest import SampleSet
+    from tests.factories import sample_set, tiny_config
+
+    k, admin = acl_redis.keys, acl_redis.client()
+    mallory, bob = acl_redis.machine("collector", "sec-mallory6"), acl_redis.machine("collector", "sec-bob6")
+    cfg = tiny_config()
+    cols = sample_set(cfg, "steering", 2, seed=3).columns
+    victim = SampleSet("steering", "sec-bob6", "e1", cols, {})
+    row = k.incoming("sec-bob6", victim.set_id, 0)
+    SetPublisher(bob, k, 50, 10).publish(victim)
+    for what, call in {
+        "read another's row": lambda: mallory.get(row),
+        "rewrite another's row": lambda: mallory.set(row, b"forged"),
+        "expire another's row": lambda: mallory.expire(row, 1),
+        "delete another's row": lambda: mallory.delete(row),
+        "write a row under another's name": lambda: mallory.set(k.incoming("sec-bob6", "s2", 0), b"x", ex=60),
+    }.items():
+        assert denied(call), f"a collector may {what}"
+    server = Server(admin, k, cfg, rescan_s=0)
+    server.setup()
+    server.route_once(block_ms=10)
+    buffered = {i: admin.get(k.buffer_row("steering", f"{victim.set_id}:{i}")) for i in range(2)}
+    assert all(buffered.values())
+    # mallory republishes bob's routed set id with frames of her own, on her own stream
+    forged_cols = {**cols, "frames": 255 - cols["frames"]}
+    SetPublisher(mallory, k, 50, 10).publish(SampleSet("steering", "sec-mallory6", "e9", forged_cols, {},
+                                                       set_id=victim.set_id))
+    server.route_once(block_ms=10)
+    assert {i: admin.get(k.buffer_row("steering", f"{victim.set_id}:{i}")) for i in range(2)} == buffered
+    reasons = [f[b"reason"].decode() for _, f in admin.xrange(k.deadletter)]
+    assert any("already in the buffer" in reason for reason in reasons), reasons
+
+
+def test_keys_written_without_a_ttl_or_too_big_are_swept(acl_redis: AclRedis) -> None:
+    """#2: a player SET frame keys without a TTL (past maxmemory, for good). ACLs cannot
+    require `EX`; the server's sweep deletes such keys (and oversized ones) within SWEEP_S."""
+    from pipeline.serve.sweeper import FRAME_MAX, sweep
+
+    k, admin = acl_redis.keys, acl_redis.client()
+    player, collector = acl_redis.machine("player", "sec-pl"), acl_redis.machine("collector", "sec-col")
+    player.set(k.frame("sec-pl", "hood"), b"j" * 1000)  # no TTL
+    player.set(k.frame("sec-pl", "cinematic"), b"j" * (FRAME_MAX + 1), ex=60)  # too big
+    player.set(k.frame("sec-pl", "convcam"), b"j" * 1000, ex=60)  # as LiveView writes it
+    player.hset(k.status("player", "sec-pl"), "x", 1)  # no TTL
+    collector.set(k.incoming("sec-col", "s1", 0), b"r" * 100)  # no TTL
+    collector.set(k.incoming("sec-col", "s2", 0), b"r" * 100, ex=60)
+    assert sweep(admin, k, row_max=10_000) >= 4  # (and what earlier tests here wrote without a TTL)
+    assert admin.exists(k.frame("sec-pl", "convcam"), k.incoming("sec-col", "s2", 0)) == 2
+    assert admin.exists(k.frame("sec-pl", "hood"), k.frame("sec-pl", "cinematic"), k.status("player", "sec-pl"),
+                        k.incoming("sec-col", "s1", 0)) == 0
 
 
 @pytest.mark.slow
@@ -230,17 +380,14 @@ def test_roles_run_as_their_acl_users(acl_redis: AclRedis, tmp_path: Path) -> No
                            "player": []}.items():
             roles.start(role, role, *args, env={"CHARLES_REDIS_URL": acl_redis.url(role)})
         k = acl_redis.keys
-        # a forged job naming a shell command: the collector fails it instead of running it
-        from rq import Queue
-        from rq.serializers import JSONSerializer
-
-        queue = Queue(k.queue(COLLECT_QUEUE), connection=admin, serializer=JSONSerializer)
-        forged = queue.enqueue_call("os.system", args=(f"touch {marker}",), job_id=k.job_id(COLLECT_QUEUE, "forged"))
+        # a forged episode spec naming a shell command: the collector refuses it and goes on
+        collector_id = wait_for(lambda: _statuses(admin, k, "collector"), 60, "the collector", roles)[0]["id"]
+        admin.rpush(k.jobs(collector_id), json.dumps({"episode": f"x; touch {marker}", "environment": {},
+                                                      "episode_s": 1}))
         wait_for(lambda: int(admin.hget(k.weights_latest, "version") or 0) >= 1, 150, "weights published", roles)
         wait_for(lambda: any(int(s.get("model_version", 0)) >= 1 for s in _statuses(admin, k, "player")), 90,
                  "the player to load a published version", roles)
-        wait_for(lambda: forged.get_status(refresh=True) == "failed", 60, "the forged job to fail", roles)
-        assert "JobRefused" in (forged.latest_result().exc_string or "")
+        wait_for(lambda: roles.events("collector", "episode_spec_refused"), 60, "the forged spec refused", roles)
         assert not marker.exists()
         log = admin.acl_log(count=50)
         assert log == [], "Redis denied a role something it needed:\n" + json.dumps(
@@ -375,19 +522,18 @@ def test_the_scanner_catches_each_pattern(tmp_path: Path) -> None:
 
 
 def test_rq_queues_and_jobs_use_json(r: redis.Redis, keys: Keys) -> None:
-    """What the server really enqueues: a JSON job (rq's default would be a pickle)."""
+    """What the trainer really enqueues for the evaluator: a JSON job (rq's default would be a pickle)."""
     from rq.serializers import JSONSerializer
 
-    from pipeline.serve.server import COLLECT_JOB, Server
-    from tests.factories import tiny_config
+    from pipeline.evaluate.scoreboard import EVALUATE_JOB, enqueue_evaluation, evaluation_queue
+    from pipeline.wire.weights import WeightsInfo
 
-    server = Server(r, keys, tiny_config(), seed=1)
-    assert server.queue.serializer is JSONSerializer
-    job_id = server.enqueue_episode()
-    assert job_id.startswith(keys.job_id(COLLECT_QUEUE, ""))
+    assert evaluation_queue(r, keys).serializer is JSONSerializer
+    job_id = enqueue_evaluation(r, keys, WeightsInfo(version=3, sha256="0" * 64, model="m", batches=1, created=0.0))
+    assert job_id.startswith(keys.job_id(EVALUATE_QUEUE, ""))
     data = zlib.decompress(r.hget(f"rq:job:{job_id}", "data"))  # rq compresses the serialized call
     func, _instance, args, _kwargs = json.loads(data)  # JSON, not pickle
-    assert func == COLLECT_JOB and args[0]["episode_s"] > 0
+    assert func == EVALUATE_JOB and args[0]["version"] == 3
 
 
 # -- weights only as safetensors ------------------------------------------------------------------

@@ -10,19 +10,22 @@ import numpy as np
 import pytest
 import redis
 
+from pipeline.collect.handoff import EpisodeSpec
 from pipeline.errors import ConfigError
 from pipeline.games.base import WEATHERS, Capabilities, Environment
 from pipeline.games.sim import SimGame
-from pipeline.serve.server import COLLECT_JOB, Server, check_environment, sample_environment
+from pipeline.serve.server import Server, check_environment, sample_environment
 from pipeline.wire.config_store import fetch_config
 from pipeline.wire.keys import RECORDER_GROUP, SERVER_GROUP, Keys
 from pipeline.wire.manifest import manifest
 from pipeline.wire.presence import Presence, live_workers
-from tests.factories import publish_entry, sample_set, stored_rows, tiny_config
+from tests.factories import TEST_COLLECTOR, publish_entry, sample_set, stored_rows, tiny_config
 
 
 def make_server(r: redis.Redis, keys: Keys, consumer: str = "server-1", **cfg: object) -> Server:
-    server = Server(r, keys, tiny_config(**cfg), consumer=consumer, seed=1)
+    server = Server(r, keys, tiny_config(**cfg), consumer=consumer, seed=1, rescan_s=0)
+    for output in server.outputs:  # the test collector's streams exist, as after its first publish
+        server.routers[0].streams.create_group(keys.stream(output, TEST_COLLECTOR))
     server.setup()
     return server
 
@@ -43,7 +46,7 @@ def test_valid_set_routed_and_acked(r: redis.Redis, keys: Keys) -> None:
     publish_entry(r, keys, "steering", s.entry())
     assert server.route_once(block_ms=10) == 1
     assert r.scard(keys.buffer("steering")) == 5
-    assert r.xpending(keys.stream("steering"), SERVER_GROUP)["pending"] == 0
+    assert r.xpending(keys.stream("steering", TEST_COLLECTOR), SERVER_GROUP)["pending"] == 0
     assert r.hget(keys.counters, "samples_routed:steering") == b"5"
 
 
@@ -86,7 +89,7 @@ def test_bad_entries_dead_lettered_and_server_keeps_going(r: redis.Redis, keys: 
     reasons = [e[1][b"reason"].decode() for e in r.xrange(keys.deadletter)]
     assert any("NaN" in x for x in reasons) and any("not allowed" in x for x in reasons)
     assert any("unknown output" in x for x in reasons) and any("arrived on" in x for x in reasons)
-    assert r.xpending(keys.stream("steering"), SERVER_GROUP)["pending"] == 0
+    assert r.xpending(keys.stream("steering", TEST_COLLECTOR), SERVER_GROUP)["pending"] == 0
 
 
 def test_crash_before_ack_reclaimed_once(r: redis.Redis, keys: Keys) -> None:
@@ -94,22 +97,22 @@ def test_crash_before_ack_reclaimed_once(r: redis.Redis, keys: Keys) -> None:
     for seed in range(3):
         publish_entry(r, keys, "steering", sample_set(server.config, "steering", 2, seed).entry())
     # a server reads the entries and dies before routing them
-    r.xreadgroup(SERVER_GROUP, "server-1", {keys.stream("steering"): ">"}, count=10)
-    assert r.xpending(keys.stream("steering"), SERVER_GROUP)["pending"] == 3
+    r.xreadgroup(SERVER_GROUP, "server-1", {keys.stream("steering", TEST_COLLECTOR): ">"}, count=10)
+    assert r.xpending(keys.stream("steering", TEST_COLLECTOR), SERVER_GROUP)["pending"] == 3
     restarted = make_server(r, keys)
     restarted.route_once(block_ms=10)
     assert r.scard(keys.buffer("steering")) == 6
-    assert r.xpending(keys.stream("steering"), SERVER_GROUP)["pending"] == 0
+    assert r.xpending(keys.stream("steering", TEST_COLLECTOR), SERVER_GROUP)["pending"] == 0
     # routing an entry twice cannot duplicate its samples
-    entry_id, fields = r.xrange(keys.stream("steering"))[0]
-    restarted.routers[0].handle_entry("steering", entry_id, fields)
+    entry_id, fields = r.xrange(keys.stream("steering", TEST_COLLECTOR))[0]
+    restarted.routers[0].handle_entry(keys.stream("steering", TEST_COLLECTOR), entry_id, fields)
     assert r.scard(keys.buffer("steering")) == 6
 
 
 def test_other_consumers_pending_claimed(r: redis.Redis, keys: Keys) -> None:
     server = make_server(r, keys, consumer="server-2")
     publish_entry(r, keys, "steering", sample_set(server.config, "steering", 2).entry())
-    r.xreadgroup(SERVER_GROUP, "dead-server", {keys.stream("steering"): ">"}, count=10)
+    r.xreadgroup(SERVER_GROUP, "dead-server", {keys.stream("steering", TEST_COLLECTOR): ">"}, count=10)
     import pipeline.wire.consumer_group as mod
 
     old = mod.RECLAIM_IDLE_MS
@@ -127,12 +130,12 @@ def test_own_pending_past_a_run_of_trimmed_entries_is_routed(r: redis.Redis, key
     server = make_server(r, keys)
     for seed in range(70):
         publish_entry(r, keys, "steering", sample_set(server.config, "steering", 2, seed).entry())
-    r.xreadgroup(SERVER_GROUP, "server-1", {keys.stream("steering"): ">"}, count=100)  # then it died
-    r.xtrim(keys.stream("steering"), maxlen=1, approximate=False)  # the first 69 are gone while pending
+    r.xreadgroup(SERVER_GROUP, "server-1", {keys.stream("steering", TEST_COLLECTOR): ">"}, count=100)  # then it died
+    r.xtrim(keys.stream("steering", TEST_COLLECTOR), maxlen=1, approximate=False)  # the first 69 are gone while pending
     restarted = make_server(r, keys)
     restarted.route_once(block_ms=10)
     assert r.scard(keys.buffer("steering")) == 2  # the 70th set, behind 69 trimmed entries
-    assert r.xpending(keys.stream("steering"), SERVER_GROUP)["pending"] == 0
+    assert r.xpending(keys.stream("steering", TEST_COLLECTOR), SERVER_GROUP)["pending"] == 0
 
 
 def test_full_buffer_evicts_oldest_and_backlog_is_bounded(r: redis.Redis, keys: Keys) -> None:
@@ -145,7 +148,7 @@ def test_full_buffer_evicts_oldest_and_backlog_is_bounded(r: redis.Redis, keys: 
     dropped = int(r.hget(keys.counters, "sets_dropped:steering") or 0)
     routed = int(r.hget(keys.counters, "sets_routed:steering"))
     assert (dropped, routed) == (7, 3)  # a backlog beyond stream_maxlen: the oldest unread sets go, counted
-    assert server.stream_lag("steering") == 0  # a full buffer keeps reading ...
+    assert server.stream_lag(keys.stream("steering", TEST_COLLECTOR)) == 0  # a full buffer keeps reading ...
     assert r.scard(keys.buffer("steering")) == 4  # ... and evicts its oldest samples
     assert {i.decode() for i in r.smembers(keys.buffer("steering"))} == {
         f"{s.set_id}:{i}" for s in sets[-2:] for i in range(2)}
@@ -155,12 +158,16 @@ def test_full_buffer_evicts_oldest_and_backlog_is_bounded(r: redis.Redis, keys: 
 
 def test_jobs_supplied_only_while_data_wanted(r: redis.Redis, keys: Keys) -> None:
     server = make_server(r, keys, buffers={"capacity": 2, "samples_per_insert": 1.0})
-    assert server.supply_jobs() == 1  # nobody connected yet: one job waits for the first collector
+    assert server.supply_jobs() == 0  # nobody connected yet
+    Presence(r, keys, "collector", "c1").beat(state="idle")
+    assert server.supply_jobs() == 1  # an idle collector gets one episode, on its own list
     assert server.supply_jobs() == 0
-    job = server.queue.jobs[0]
-    assert job.func_name == COLLECT_JOB
-    assert job.args[0]["environment"]["map_seed"] not in server.config.collection.held_out_seeds
-    server.queue.empty()
+    assert 0 < r.ttl(keys.jobs("c1")) <= server.config.collection.job_timeout_s  # unclaimed, it expires
+    spec = EpisodeSpec.from_json(r.rpop(keys.jobs("c1")))
+    assert spec.environment.map_seed not in server.config.collection.held_out_seeds
+    Presence(r, keys, "collector", "c1").beat(state="collecting")
+    assert server.supply_jobs() == server.config.collection.jobs_ahead  # the next one waits while it runs
+    r.delete(keys.jobs("c1"))
     for output in server.outputs:
         publish_entry(r, keys, output, sample_set(server.config, output, 2).entry())
     server.route_once(block_ms=10)
@@ -180,9 +187,7 @@ def test_only_what_the_backend_varies_is_sampled(r: redis.Redis, keys: Keys) -> 
     varies the weather gets the weather and an episode seed, every other field its default;
     the simulator still gets every field."""
     server = make_server(r, keys, game={"backend": "tests.lane_game:LaneGame"}, collection={"model_drives": 0.0})
-    for _ in range(50):
-        server.enqueue_episode()
-    envs = [job.args[0]["environment"] for job in server.queue.jobs]
+    envs = [server.next_episode().environment.to_dict() for _ in range(50)]
     default = Environment().to_dict()
     assert {e["weather"] for e in envs} == set(WEATHERS) and len({e["episode_seed"] for e in envs}) > 40
     assert all({k: v for k, v in e.items() if k not in ("weather", "episode_seed")}
@@ -225,7 +230,7 @@ def test_routed_sets_trimmed_to_keep(r: redis.Redis, keys: Keys) -> None:
         pass
     server.trim_streams()
     # approximate trimming frees whole stream nodes: far fewer than 30 are left, unread ones never go
-    assert r.xlen(keys.stream("steering")) < 30
+    assert r.xlen(keys.stream("steering", TEST_COLLECTOR)) < 30
     assert r.scard(keys.buffer("steering")) == 60
 
 
@@ -244,28 +249,28 @@ def test_rows_renamed_into_the_buffer_and_checked_against_their_heads(r: redis.R
     good, swapped, missing = (sample_set(server.config, "steering", 3, seed) for seed in (1, 2, 3))
     publish_entry(r, keys, "steering", good.entry())
     publish_entry(r, keys, "steering", swapped.entry())
-    r.set(keys.incoming(swapped.set_id, 1), good.entry()["r0"])  # changed after the manifest went out
-    r.xadd(keys.stream("steering"), manifest(missing.entry()))  # a manifest whose rows never arrived
+    r.set(keys.incoming(TEST_COLLECTOR, swapped.set_id, 1), good.entry()["r0"])  # changed after the manifest went out
+    r.xadd(keys.stream("steering", TEST_COLLECTOR), manifest(missing.entry()))  # a manifest whose rows never arrived
     for _ in range(3):
         server.route_once(block_ms=10)
     assert r.smembers(keys.buffer("steering")) == {f"{good.set_id}:{i}".encode() for i in range(3)}
     assert r.get(keys.buffer_row("steering", f"{good.set_id}:2")) == good.entry()["r2"]  # byte for byte
-    assert not list(r.scan_iter(match=keys.incoming("*") + "*"))  # renamed, or deleted with the refusal
+    assert not list(r.scan_iter(match=keys.incoming(TEST_COLLECTOR, "*") + "*"))  # renamed, or deleted with the refusal
     reasons = [e[1][b"reason"].decode() for e in r.xrange(keys.deadletter)]
     assert reasons == ["row 1 is missing or differs from its header (expired?)",
                        "row 0 is missing or differs from its header (expired?)"]
-    assert r.xpending(keys.stream("steering"), SERVER_GROUP)["pending"] == 0
+    assert r.xpending(keys.stream("steering", TEST_COLLECTOR), SERVER_GROUP)["pending"] == 0
 
 
 def test_rows_copied_while_a_recorder_reads_the_streams(r: redis.Redis, keys: Keys) -> None:
     server = make_server(r, keys)
-    r.xgroup_create(keys.stream("steering"), RECORDER_GROUP, id="0")
+    r.xgroup_create(keys.stream("steering", TEST_COLLECTOR), RECORDER_GROUP, id="0")
     s = sample_set(server.config, "steering", 2)
     publish_entry(r, keys, "steering", s.entry(), ttl=600)
     server.route_once(block_ms=10)
     assert r.scard(keys.buffer("steering")) == 2
-    assert r.get(keys.incoming(s.set_id, 0)) == r.get(keys.buffer_row("steering", f"{s.set_id}:0"))
-    assert 0 < r.ttl(keys.incoming(s.set_id, 0)) <= 600  # left for the recorder, still bounded
+    assert r.get(keys.incoming(TEST_COLLECTOR, s.set_id, 0)) == r.get(keys.buffer_row("steering", f"{s.set_id}:0"))
+    assert 0 < r.ttl(keys.incoming(TEST_COLLECTOR, s.set_id, 0)) <= 600  # left for the recorder, still bounded
 
 
 def test_forged_collector_presence_gets_no_jobs(r: redis.Redis, keys: Keys) -> None:
@@ -279,7 +284,7 @@ def test_forged_collector_presence_gets_no_jobs(r: redis.Redis, keys: Keys) -> N
     pipe.execute()
     Presence(r, keys, "collector", "honest").beat(state="idle")
     assert live_workers(r, keys, "collector") == ["honest"]
-    assert server.supply_jobs() == 1 + server.config.collection.jobs_ahead
+    assert server.supply_jobs() == 1 and r.llen(keys.jobs("honest")) == 1
 
 
 def _with_row(entry: dict[str, bytes], i: int, **header_changes: object) -> dict[str, bytes]:

@@ -28,7 +28,7 @@ def test_every_key_of_a_shard_hashes_to_its_slot_and_shards_to_their_own_slot_ra
     for count in (2, 3, 8):
         shards = Keys("run:", cluster=True).shards(count)
         for i, k in enumerate(shards):
-            names = [k.stream("steering"), k.incoming("set1", 3), k.buffer("steering"), k.buffer_row("steering", "a:1"),
+            names = [k.stream("steering", "c1"), k.incoming("c1", "set1", 3), k.buffer("steering"), k.buffer_row("steering", "a:1"),
                      k.buffer_order("steering"), k.buffer_replay("steering"), k.drawn("t") + "1:x", k.counters,
                      k.deadletter]
             slots = {key_slot(name.encode()) for name in names}
@@ -70,7 +70,7 @@ def _collector_of(shard: int, shards: int, n: int = 0) -> str:
 
 def test_per_shard_gate_and_draws_in_proportion_to_fill(r: redis.Redis, keys: Keys) -> None:
     cfg = tiny_config(buffers={"shards": 3, "capacity": 60, "start_fraction": 0.5, "samples_per_insert": 1.0})
-    server = Server(r, keys, cfg)
+    server = Server(r, keys, cfg, rescan_s=0)
     server.setup()
     # shard 0: 20 per output (full), shard 1: 10 (its gate, 50% of 20), shard 2: 4 (below its gate)
     for shard, n in ((0, 20), (1, 10), (2, 4)):
@@ -96,7 +96,7 @@ def test_per_shard_gate_and_draws_in_proportion_to_fill(r: redis.Redis, keys: Ke
 
 def test_a_server_routes_only_its_shards(r: redis.Redis, keys: Keys) -> None:
     cfg = tiny_config(buffers={"shards": 3, "capacity": 60})
-    only_two = Server(r, keys, cfg, shards=[2])
+    only_two = Server(r, keys, cfg, shards=[2], rescan_s=0)
     only_two.setup()
     assert not only_two.primary  # shard 0's server publishes the config and the episodes
     for shard in range(3):

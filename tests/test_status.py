@@ -23,7 +23,7 @@ def test_an_empty_redis_is_a_snapshot_of_nothing(r: redis.Redis, keys: Keys) -> 
 
 def test_a_snapshot_shows_buffers_roles_and_rejections(r: redis.Redis, keys: Keys) -> None:
     cfg = tiny_config()
-    server = Server(r, keys, cfg, consumer="server-1", seed=1)
+    server = Server(r, keys, cfg, consumer="server-1", seed=1, rescan_s=0)
     server.setup()
     publish_entry(r, keys, "steering", sample_set(cfg, "steering", 5).entry())
     bad = sample_set(cfg, "steering", 2, seed=1)

@@ -25,7 +25,7 @@ from tests.processes import wait_until
 
 def setup(r: redis.Redis, keys: Keys, tmp_path: Path) -> tuple[Server, Trainer]:
     cfg = tiny_config(model={"width": 8, "dense": 32, "head": [16]})
-    server = Server(r, keys, cfg)
+    server = Server(r, keys, cfg, rescan_s=0)
     server.setup()
     model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width))
     learner = Learner(model, 1e-3, device="cpu")

@@ -11,7 +11,7 @@ import structlog
 
 from pipeline.log import configure_logging
 from pipeline.process import install_signal_handlers, wait_for_config
-from pipeline.wire.presence import BackgroundReporter, Presence, new_worker_id
+from pipeline.wire.presence import BackgroundReporter, Presence, worker_id_for
 from pipeline.wire.redis_conn import connect, keys_from_env, redis_url, safe_url
 
 log = structlog.get_logger("player")
@@ -46,7 +46,7 @@ def cli(weights_file: str | None, weights_sha256: str | None, max_steps: int | N
     stop = threading.Event()
     install_signal_handlers(stop)
     r, keys = connect(), keys_from_env()
-    worker_id = new_worker_id("player")
+    worker_id = worker_id_for(r, "player")  # a per-machine user: its name
     log.info("player_starting", id=worker_id, redis=safe_url(redis_url()))
     fetched = wait_for_config(r, keys, stop)
     if fetched is None:

@@ -36,11 +36,14 @@ def runtime_config(data_dir: Path, port: int, password: str) -> str:
     if len(password) < 16 or password == "change-me":
         raise click.ClickException("CHARLES_REDIS_PASSWORD is too weak (16+ characters): "
                                    "run `charles init` on a fresh .env to generate one")
+    from pipeline.errors import ConfigError
+    from pipeline.wire import credentials
     from pipeline.wire.acl import acl_lines
 
-    try:
-        users = acl_lines(os.environ)
-    except ValueError as exc:
+    try:  # the roles' users from .env, and every machine `charles credentials add` registered
+        machines = credentials.as_acl_entries(credentials.load(credentials.registry_path()))
+        users = acl_lines(os.environ, machines)
+    except (ValueError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
     lines = [
         f"include {ROOT / 'infra' / 'redis.conf'}",

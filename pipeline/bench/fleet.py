@@ -88,7 +88,7 @@ def _worker(role: str, index: int, shards: int, url: str, cfg_json: str, rate: f
         from pipeline.collect.episode import SetPublisher
 
         publisher = SetPublisher(r, keys, cfg.buffers.stream_maxlen, max_backlog=10, incoming_ttl_s=120)
-        stream = keys.stream(coded.output)
+        stream = keys.stream(coded.output, coded.collector)
         next_at = time.time()
         while (now := time.time()) < t1:
             if rate > 0 and now < next_at:
@@ -109,8 +109,8 @@ def _worker(role: str, index: int, shards: int, url: str, cfg_json: str, rate: f
         while time.time() < t1:
             pipe = r.pipeline(transaction=False)
             for i in range(len(coded)):
-                pipe.set(keys.incoming(f"raw-{index}-{n % 64}", i), entry[row_field(i)])
-            pipe.xadd(keys.stream(coded.output), head, maxlen=cfg.buffers.stream_maxlen, approximate=True)
+                pipe.set(keys.incoming(coded.collector, f"raw-{index}-{n % 64}", i), entry[row_field(i)])
+            pipe.xadd(keys.stream(coded.output, coded.collector), head, maxlen=cfg.buffers.stream_maxlen, approximate=True)
             pipe.execute()
             n += 1
             counted += t0 <= time.time() < t1

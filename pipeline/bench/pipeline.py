@@ -25,13 +25,16 @@ from typing import Any
 
 from pipeline.bench import result
 from pipeline.config import Config, load_config
-from pipeline.wire.keys import Keys
+from pipeline.wire.keys import SERVER_GROUP, Keys
 from pipeline.wire.local_redis import RedisServer
 from pipeline.wire.manifest import SampleSet
 from pipeline.wire.schema import SampleSchema, empty_columns
 
 SET_SIZE = 22  # a v3 round over 0.1-wide bins plus endpoints
 N_SETS = 300
+
+#: The collector name the timed sets carry (their streams are created before the clock starts).
+BENCH_COLLECTOR = "bench"
 
 
 def _base_frames(cfg: Config) -> Any:
@@ -53,7 +56,7 @@ def _sets(cfg: Config, n: int, base: Any) -> list[SampleSet]:
         cols = empty_columns(schema, SET_SIZE)
         cols["frames"][:] = np.roll(base, i, axis=0)
         cols["targets"][:] = rng.uniform(-1, 1, cols["targets"].shape)
-        out.append(SampleSet(cfg.output_names()[i % len(cfg.output_names())], "bench", f"e{i}", cols, {}))
+        out.append(SampleSet(cfg.output_names()[i % len(cfg.output_names())], BENCH_COLLECTOR, f"e{i}", cols, {}))
     return out
 
 
@@ -81,14 +84,14 @@ def _stage(role: str, url: str, prefix: str, cfg_json: str, n: int, frames_path:
     if role == "raw_producer":
         pipe = r.pipeline(transaction=False)
         for i, (output, data) in enumerate(payloads):
-            pipe.xadd(keys.stream(output), data)
+            pipe.xadd(keys.stream(output, BENCH_COLLECTOR), data)
             if i % 16 == 15:
                 pipe.execute()
         pipe.execute()
     elif role == "raw_consumer":
         got = 0
         while got < n:
-            resp = r.xreadgroup("raw", "c", {keys.stream(o): ">" for o in outputs}, count=16, block=1000)
+            resp = r.xreadgroup("raw", "c", {keys.stream(o, BENCH_COLLECTOR): ">" for o in outputs}, count=16, block=1000)
             for stream, entries in resp or []:
                 r.xack(stream, "raw", *[e[0] for e in entries])
                 got += len(entries)
@@ -176,11 +179,13 @@ def run(config_path: str | None = None, seconds: float = 10.0, rounds: int = 3, 
                 r.flushall()
                 raw = Keys(f"bench-raw-{i}:")
                 for o in cfg.output_names():
-                    r.xgroup_create(raw.stream(o), "raw", id="0", mkstream=True)
+                    r.xgroup_create(raw.stream(o, BENCH_COLLECTOR), "raw", id="0", mkstream=True)
                 ceilings.append(_timed(["raw_producer", "raw_consumer"], server.url, raw.prefix, cfg, N_SETS,
                                        "raw_consumer", frames_path))
                 r.flushall()
                 real = Keys(f"bench-real-{i}:")
+                for o in cfg.output_names():  # the server finds the collector's streams at setup
+                    r.xgroup_create(real.stream(o, BENCH_COLLECTOR), SERVER_GROUP, id="0", mkstream=True)
                 Server(r, real, cfg).setup()
                 values.append(_timed(["collector", "server", "trainer"], server.url, real.prefix, cfg, N_SETS, "trainer",
                                      frames_path))

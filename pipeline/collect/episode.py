@@ -4,9 +4,9 @@ With `[collection] model_drives` > 0 (a backend that declares `expert_labels`) t
 published model drives a share of each episode and the backend's expert labels every tick
 (DAgger, `pipeline.collect.dagger`).
 
-`Collector.run_episode` is the rq job (queue `collect`, JSON serializer, run through the
-collector's guarded job class); the work itself is in `EpisodeRunner`, which tests and
-benchmarks use without rq. Sample sets are published
+`Collector.run_episode` runs one episode the server handed this collector
+(`pipeline.collect.handoff`); the work itself is in `EpisodeRunner`, which tests and
+benchmarks use on their own. Sample sets are published
 by `SetPublisher`, which holds a bounded backlog while Redis is unreachable.
 """
 
@@ -27,6 +27,7 @@ import structlog
 from pipeline.collect.balancing import make_balancer
 from pipeline.collect.bins import build_binnings
 from pipeline.collect.context import ContextBuilder
+from pipeline.collect.handoff import EpisodeSpec
 from pipeline.config import Config
 from pipeline.errors import GameError, NotReadyError, WeightsError
 from pipeline.games.base import Controls, Environment, Game, Observation, capabilities_of
@@ -79,9 +80,11 @@ class SetPublisher:
     def _send(self, sample_set: OutgoingSet, entry: dict[str, bytes]) -> bytes:
         """Rows and manifest in one MULTI; returns the manifest's stream entry id."""
         pipe = self.r.pipeline(transaction=True)
+        owner = sample_set.collector  # its own keys: the only ones a per-machine ACL user may write
         for i in range(len(sample_set)):
-            pipe.set(self.keys.incoming(sample_set.set_id, i), entry[row_field(i)], ex=self.incoming_ttl_s)
-        pipe.xadd(self.keys.stream(sample_set.output), manifest(entry), maxlen=self.safety_maxlen, approximate=True)
+            pipe.set(self.keys.incoming(owner, sample_set.set_id, i), entry[row_field(i)], ex=self.incoming_ttl_s)
+        pipe.xadd(self.keys.stream(sample_set.output, owner), manifest(entry), maxlen=self.safety_maxlen,
+                  approximate=True)
         return pipe.execute()[-1]
 
     def _flush(self, force: bool) -> bool:
@@ -231,7 +234,7 @@ class EpisodeRunner:
 
 class Collector:
     """One collector process: what its episodes reuse (game, DAgger model, publisher), what
-    its heartbeat reports, and the rq job itself (`run_episode`)."""
+    its heartbeat reports, and the episode itself (`run_episode`)."""
 
     def __init__(self, r: redis.Redis, keys: Keys, collector_id: str) -> None:
         self.games = GameCache()
@@ -244,7 +247,7 @@ class Collector:
         self.episodes_done = 0
         self.samples = 0
         self.publisher: SetPublisher | None = None
-        self.redis = r  # the collector's own client (rq's connection waits minutes in BLPOP)
+        self.redis = r
         self.collector_id = collector_id
         self.keys = keys
 
@@ -282,14 +285,15 @@ class Collector:
             return None
         return MixedDriver(self.model, 1.0 - c.model_drives, c.dagger_segment_s, random.Random(episode))
 
-    def run_episode(self, spec: dict[str, Any]) -> dict[str, Any]:
-        """rq job: one collection episode with the environment the server chose."""
+    def run_episode(self, spec: EpisodeSpec, stop: threading.Event | None = None) -> dict[str, Any]:
+        """One collection episode with the environment the server chose; `stop` ends it early
+        (its sets so far are still published)."""
         r = self.redis
         fetched = fetch_config(r, self.keys)
         if fetched is None:
             raise NotReadyError("no active config in Redis; is the server running?")
         cfg, _version = fetched
-        env = Environment.from_dict(spec["environment"])
+
         binnings = build_binnings(cfg.outputs)
         if self.publisher is None:
             self.publisher = SetPublisher(r, self.keys, cfg.buffers.stream_maxlen, cfg.collection.max_backlog_sets,
@@ -307,16 +311,16 @@ class Collector:
             skip_standing=cfg.collection.skip_standing,
             setting_off_repeat=cfg.collection.setting_off_repeat,
         )
-        driver = self.dagger_driver(cfg, r, spec["episode"])
-        self.state, self.episode = "collecting", spec["episode"]
+        driver = self.dagger_driver(cfg, r, spec.episode)
+        self.state, self.episode = "collecting", spec.episode
         try:
             version = self.model_version if driver is not None else 0
-            summary = runner.run(env, float(spec["episode_s"]), spec["episode"], drive=driver, policy_version=version)
+            summary = runner.run(spec.environment, spec.episode_s, spec.episode, stop=stop, drive=driver,
+                                 policy_version=version)
             summary.model_version = version
-            # the episode is done when its sets are acknowledged: wait out an outage here (the job
-            # timeout bounds it), so rq can record the result instead of losing the job with Redis
+            # the episode is done when its sets are acknowledged: wait out an outage here
             backoff = Backoff()
-            while not self.publisher.flush(force=True):
+            while not self.publisher.flush(force=True) and not (stop is not None and stop.is_set()):
                 time.sleep(backoff.next_delay())
         finally:
             self.state, self.episode = "idle", None

@@ -41,6 +41,7 @@ from pipeline.wire.keys import RECORDER_GROUP, SERVER_GROUP, Counter, Keys
 from pipeline.wire.manifest import META_FIELD, SET_ID, SetMeta, decode_entry, decode_entry_coded
 from pipeline.wire.presence import Presence
 from pipeline.wire.redis_conn import CONNECTION_ERRORS, Backoff
+from pipeline.wire.sample_streams import SampleStreams
 from pipeline.wire.schema import FIELDS, ContextSpec, SampleSchema
 
 log = structlog.get_logger(__name__)
@@ -51,6 +52,7 @@ _META = META_FIELD.encode()
 class _Pending:
     """Rows read but not yet on disk, with the entry ids they came from (to XACK later)."""
 
+    stream: str
     collector: str
     environment: dict[str, Any]
     started: float
@@ -98,14 +100,15 @@ class Recorder:
             log.info("recording_orphans_removed", files=removed)
         self.writer = ChunkWriter(self.root, compress=compress)
         self.budget = DiskBudget(self.root, budget_bytes)
-        #: entry ids already committed, per output (restart: skip what a sidecar already holds)
-        self.recorded: dict[str, set[str]] = {name: set() for name in outputs}
+        #: entry ids already committed, per stream (restart: skip what a sidecar already holds)
+        self.recorded: dict[str, set[str]] = {}
         for meta in self.budget.chunks:
-            if meta.kind == "samples" and meta.output in self.recorded:
-                self.recorded[meta.output].update(meta.entries)
+            if meta.kind == "samples" and meta.output is not None:
+                self.recorded.setdefault(keys.stream(meta.output, meta.collector), set()).update(meta.entries)
         self.pending: dict[tuple[str, str], _Pending] = {}
         self.stats = RecorderStats()
-        self.recovery = PendingRecovery(r, keys, RECORDER_GROUP, consumer, event_prefix="recorder_")
+        self.recovery = PendingRecovery(r, RECORDER_GROUP, consumer, event_prefix="recorder_")
+        self.streams = SampleStreams(r, keys, outputs, RECORDER_GROUP)
 
     @classmethod
     def for_config(cls, r: redis.Redis, keys: Keys, cfg: Config, root: Path, budget_bytes: int | None = None,
@@ -160,35 +163,39 @@ class Recorder:
         self.outputs, self.schema = outputs, schema
         self.static_meta.update(fps=fps, context=context.__dict__, minimap_box=minimap_box,
                                 frame_size=[schema.width, schema.height])
-        for name in outputs:
-            self.recorded.setdefault(name, set())
+        self.streams.outputs = list(outputs)
         self.setup()
 
     def setup(self) -> None:
         """Create the recorder group on every stream (from the start: record what is in transport)."""
-        self.recovery.create_groups(self.outputs)
+        self.streams.reset()
+        self.streams.refresh()
+        self.recovery.reset()
 
     # -- reading ------------------------------------------------------------------------------
     def record_once(self, block_ms: int = 500, count: int = 32) -> int:
         """Read one round of entries, then write the chunks that are due; returns entries read."""
-        handled = self.recovery.recover(self.outputs, self.handle_entry)
-        handled += self.recovery.read_new(self.outputs, self.handle_entry, count, block_ms)
+        if self.streams.refresh():
+            self.recovery.reset()
+        streams = sorted(self.streams.known)
+        handled = self.recovery.recover(streams, self.handle_entry)
+        handled += self.recovery.read_new(streams, self.handle_entry, count, block_ms)
         self.flush(force=False)
         return handled
 
-    def handle_entry(self, output: str, entry_id: bytes | str, fields: dict[bytes, bytes]) -> bool:
+    def handle_entry(self, stream: str, entry_id: bytes | str, fields: dict[bytes, bytes]) -> bool:
         """Queue one entry's rows for its chunk; a bad or already-recorded entry is acknowledged."""
         entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-        stream = self.keys.stream(output)
-        if entry in self.recorded.get(output, ()):
+        collector, output = self.keys.stream_parts(stream)
+        if entry in self.recorded.get(stream, ()):
             self.r.xack(stream, RECORDER_GROUP, entry)
             self.stats.duplicates += 1
             return False
-        if any(entry in p.entries for (_, out), p in self.pending.items() if out == output):
+        if any(entry in p.entries for p in self.pending.values() if p.stream == stream):
             return False  # re-delivered while still buffered: it is acknowledged with its chunk
         try:
             meta = SetMeta.read(fields.get(_META, b""))  # once per entry: the row lookup and the check
-            full, incoming = self._with_rows(fields, meta)
+            full, incoming = self._with_rows(collector, fields, meta)
             coded: list[bytes] = []
             if self.schema.frame_codec == frames_mod.RAW:
                 sample_set = decode_entry(full, self.schema, self.outputs, self.max_bytes, meta)
@@ -196,6 +203,8 @@ class Recorder:
                 sample_set, coded = decode_entry_coded(full, self.schema, self.outputs, self.max_bytes, meta)
             if sample_set.output != output:
                 raise SampleError(f"set for output {sample_set.output!r} arrived on the {output!r} stream")
+            if sample_set.collector != collector:
+                raise SampleError(f"set of collector {sample_set.collector!r} arrived on {collector!r}'s stream")
         except (CodecError, SampleError) as exc:
             log.warning("recorder_entry_rejected", stream=stream, entry=entry, reason=str(exc))
             pipe = self.r.pipeline(transaction=True)
@@ -207,7 +216,8 @@ class Recorder:
         key = (sample_set.episode, output)
         pending = self.pending.get(key)
         if pending is None:
-            pending = self.pending[key] = _Pending(sample_set.collector, sample_set.environment, time.monotonic())
+            pending = self.pending[key] = _Pending(stream, sample_set.collector, sample_set.environment,
+                                                   time.monotonic())
         pending.entries.append(entry)
         pending.incoming.append(incoming)
         pending.columns.append({name: sample_set.columns[name] for name in FIELDS if not coded or name != "frames"})
@@ -218,22 +228,21 @@ class Recorder:
             self._write(key)
         return True
 
-    def _with_rows(self, fields: dict[bytes, bytes], meta: SetMeta) -> tuple[dict[bytes, bytes], list[str]]:
+    def _with_rows(self, collector: str, fields: dict[bytes, bytes], meta: SetMeta) -> tuple[dict[bytes, bytes], list[str]]:
         """The set in full: the manifest's meta with the rows from their incoming keys."""
         set_id = meta.set_id
         if set_id is None:
             raise SampleError(f"manifest without a set_id matching {SET_ID.pattern}")
         names = [name for name in fields if name != _META]
-        keys = [self.keys.incoming(set_id, name.decode(errors="replace")[1:]) for name in names]
+        keys = [self.keys.incoming(collector, set_id, name.decode(errors="replace")[1:]) for name in names]
         rows = self.r.mget(keys) if keys else []
         if any(row is None for row in rows):
             self.stats.rows_gone += 1
             raise SampleError("rows gone: routed before this recorder read them, or expired")
         return {_META: fields[_META], **dict(zip(names, rows, strict=True))}, keys
 
-    def _release(self, output: str, entries: list[str], incoming: list[list[str]]) -> None:
+    def _release(self, stream: str, entries: list[str], incoming: list[list[str]]) -> None:
         """Delete the incoming rows of entries the server has routed (acknowledged)."""
-        stream = self.keys.stream(output)
         server = next((g for g in self.r.xinfo_groups(stream) if g["name"] in (SERVER_GROUP, SERVER_GROUP.encode())),
                       None)
         if server is None:
@@ -272,17 +281,17 @@ class Recorder:
         })
         # durable on disk: only now may the entries leave the group's pending list (and if
         # the XACK fails, a re-read finds them in `recorded` and does not write them twice)
-        self.recorded.setdefault(output, set()).update(pending.entries)
-        stream = self.keys.stream(output)
+        stream = pending.stream
+        self.recorded.setdefault(stream, set()).update(pending.entries)
         pipe = self.r.pipeline(transaction=True)
         pipe.xack(stream, RECORDER_GROUP, *pending.entries)
         pipe.hincrby(self.keys.counters, Counter.recorded_sets(output), len(pending.entries))
         pipe.hincrby(self.keys.counters, Counter.recorded_samples(output), pending.rows)
         pipe.execute()
-        self._release(output, pending.entries, pending.incoming)
+        self._release(stream, pending.entries, pending.incoming)
         for old in self.budget.add(meta):
-            if old.output in self.recorded:
-                self.recorded[old.output].difference_update(old.entries)
+            if old.output is not None:
+                self.recorded.get(self.keys.stream(old.output, old.collector), set()).difference_update(old.entries)
             self.stats.rotated += 1
         self.stats.chunks += 1
         self.stats.rows += pending.rows

@@ -8,7 +8,7 @@ from typing import Any
 
 import redis
 
-from pipeline.wire.keys import COLLECT_QUEUE, Counter, Keys, rq_queue_key
+from pipeline.wire.keys import Counter, Keys
 from pipeline.wire.presence import read_statuses
 
 
@@ -157,7 +157,7 @@ def snapshot(r: redis.Redis, keys: Keys) -> dict[str, Any]:
         "collectors": collectors,
         "servers": servers,
         "deadletter": sum(int(r.xlen(shard.deadletter)) for shard in shards),
-        "queue": {"collect": int(r.llen(rq_queue_key(keys.queue(COLLECT_QUEUE))))},
+        "queue": {"collect": sum(int(r.llen(keys.jobs(c["id"]))) for c in collectors if c.get("id"))},
         "evaluation": {"versions": evaluation, "best": int(best) if best else None},
         "redis": memory,
     }

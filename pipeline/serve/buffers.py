@@ -33,6 +33,8 @@ from pipeline.wire.keys import SERVER_GROUP, Counter, Keys
 from pipeline.wire.rows import row_head_size
 
 DRAWN_TTL_S = 600
+#: The collector name `Buffers.insert` stands in for.
+INSERTED = "inserted"
 #: What a draw found: batches, or why there are none.
 DRAWN, FILLING, LIMITED = "ok", "filling", "limited"
 
@@ -88,7 +90,9 @@ return out
 # KEYS: stream, buffer id set, counters, order zset, replay hash.  ARGV: group, entry id,
 # 'copy' | 'rename', incoming prefix, buffer row prefix, set id, n, capacity, samples per
 # insert, tolerance, the counters' sets-routed and samples-routed fields, then per row: head, length.
-# Returns {1, n, evicted} when routed, {0, i} when row i is missing or differs from its head.
+# Returns {1, n, evicted} when routed, {0, i} when row i is missing or differs from its head,
+# {2, i} when row i of this set id is already in the buffer (a set republished, by its own
+# collector or under another's id: never renamed over what is there).
 _ROUTE_LUA = """
 local group, entry, mode = ARGV[1], ARGV[2], ARGV[3]
 local src, dst, set_id, n = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
@@ -100,6 +104,9 @@ for i = 0, n - 1 do
   if redis.call('TYPE', key).ok ~= 'string' or redis.call('STRLEN', key) ~= len
       or redis.call('GETRANGE', key, 0, #head - 1) ~= head then
     return {0, i}
+  end
+  if redis.call('EXISTS', dst .. set_id .. ':' .. i) == 1 then
+    return {2, i}
   end
 end
 local t = redis.call('TIME')
@@ -217,14 +224,14 @@ class Buffers:
             return False
         return any(s["tokens"] < self.limit.tolerance / 2 for s in self.replay_stats().values())
 
-    def route_set(self, output: str, stream: str, group: str, entry_id: str, set_id: str,
-                  heads: list[tuple[bytes, int]], copy: bool = False) -> int | None:
-        """Move a checked set's incoming rows into the buffer (evicting its oldest samples
-        beyond capacity) and acknowledge its entry; `copy` leaves the incoming rows for
-        another reader (the recorder). Returns None when routed, else the index of the first
-        row that is missing or differs from its head."""
+    def route_set(self, output: str, stream: str, group: str, entry_id: str, collector: str, set_id: str,
+                  heads: list[tuple[bytes, int]], copy: bool = False) -> str | None:
+        """Move a checked set's incoming rows (the collector's own) into the buffer (evicting
+        its oldest samples beyond capacity) and acknowledge its entry; `copy` leaves the
+        incoming rows for another reader (the recorder). Returns None when routed, else why not."""
         args: list[object] = [group, entry_id, "copy" if copy else "rename",
-                              self.keys.incoming(set_id), self.keys.buffer_row_prefix(output), set_id, len(heads),
+                              self.keys.incoming(collector, set_id), self.keys.buffer_row_prefix(output), set_id,
+                              len(heads),
                               self.capacity, self.limit.samples_per_insert, self.limit.tolerance,
                               Counter.sets_routed(output), Counter.samples_routed(output)]
         for head, length in heads:
@@ -232,19 +239,23 @@ class Buffers:
         keys = [stream, self.keys.buffer(output), self.keys.counters,
                 self.keys.buffer_order(output), self.keys.buffer_replay(output)]
         ok, index, *_ = self._route(keys=keys, args=args)
-        return None if ok else int(index)
+        if ok == 1:
+            return None
+        if ok == 2:
+            return f"set {set_id} is already in the buffer (republished)"
+        return f"row {index} is missing or differs from its header (expired?)"
 
     def insert(self, output: str, set_id: str, rows: list[bytes], ttl_s: int = 600) -> None:
         """Put finished rows into a buffer the way routing does (limit, order, eviction), for
         benches and tests that stand in for collectors and the server."""
         pipe = self.r.pipeline(transaction=False)
         for i, row in enumerate(rows):
-            pipe.set(self.keys.incoming(set_id, i), row, ex=ttl_s)
+            pipe.set(self.keys.incoming(INSERTED, set_id, i), row, ex=ttl_s)
         pipe.execute()
         heads = [(row[: row_head_size(row)], len(row)) for row in rows]
-        bad = self.route_set(output, self.keys.stream(output), SERVER_GROUP, "0-0", set_id, heads)
+        bad = self.route_set(output, self.keys.stream(output, INSERTED), SERVER_GROUP, "0-0", INSERTED, set_id, heads)
         if bad is not None:
-            raise ValueError(f"row {bad} of set {set_id} changed while it was inserted")
+            raise ValueError(f"set {set_id} not inserted: {bad}")
 
     def draw(self, batch_size: int) -> Draw:
         """An equal random share from every buffer, or none while any is below the start

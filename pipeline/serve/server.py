@@ -5,7 +5,8 @@ server serves). One server serves every shard by default, looping over them; at 
 run one per shard (`charles server --shard 2`), each next to its shard's node: routing
 is a Lua script per set in Redis plus a check of its manifest here, so one Python
 process per shard keeps the routing CPU growing with the shards. The server that serves
-shard 0 publishes the config and supplies the collection jobs; the others only route.
+shard 0 publishes the config and hands each collector its episodes on its own job list
+(`pipeline.collect.handoff`, no rq); the others only route.
 """
 
 from __future__ import annotations
@@ -19,24 +20,23 @@ from typing import Any
 
 import redis
 import structlog
-from rq import Queue
-from rq.registry import StartedJobRegistry
-from rq.serializers import JSONSerializer
 
+from pipeline.collect.handoff import EpisodeSpec, hand_out
 from pipeline.config import CollectionConfig, Config
 from pipeline.errors import ConfigError
 from pipeline.games.base import NAMED_FIELDS, Capabilities, Environment, capabilities_of
 from pipeline.serve.router import RouteStats, ShardRouter
 from pipeline.serve.shards import ShardedBuffers
+from pipeline.serve.sweeper import SWEEP_S, sweep
 from pipeline.wire.config_store import publish_config
-from pipeline.wire.keys import COLLECT_QUEUE, Counter, Keys
+from pipeline.wire.keys import Counter, Keys
 from pipeline.wire.presence import Presence, live_workers
 from pipeline.wire.redis_conn import CONNECTION_ERRORS, Backoff
+from pipeline.wire.sample_streams import RESCAN_S
 
 log = structlog.get_logger(__name__)
 #: how long a round over several shards sleeps when none had anything
 IDLE_SLEEP_MS = 10
-COLLECT_JOB = "pipeline.collect.episode.Collector.run_episode"
 
 
 #: What the collection config chooses for each Environment field a backend may vary.
@@ -97,8 +97,9 @@ class Server:
     """One server process's work, step by step; `workers/server.py` runs the loop."""
 
     def __init__(self, r: redis.Redis, keys: Keys, config: Config, consumer: str = "server-1", seed: int | None = None,
-                 shards: list[int] | None = None) -> None:
-        """`shards`: the shards this server routes (default: every one of `[buffers] shards`)."""
+                 shards: list[int] | None = None, rescan_s: float = RESCAN_S) -> None:
+        """`shards`: the shards this server routes (default: every one of `[buffers] shards`);
+        `rescan_s`: how often each router looks for new collectors' streams (tests: 0)."""
         self.r = r
         self.keys = keys
         self.config = config
@@ -110,10 +111,12 @@ class Server:
             raise ConfigError(f"server shards {served}: this run has shards 0..{config.buffers.shards - 1}")
         self._stats = RouteStats()
         self.routers = [ShardRouter(r, self.buffers.shards[i].keys, config, self.buffers.shards[i], consumer,
-                                    self._stats) for i in served]
+                                    self._stats, rescan_s) for i in served]
         #: the server of shard 0 publishes the config and hands out the episodes
         self.primary = 0 in served
-        self.queue = Queue(keys.queue(COLLECT_QUEUE), connection=r, serializer=JSONSerializer)
+        self.waiting = 0  # episodes handed out and not yet taken, at the last supply
+        self.swept = 0  # keys a remote machine wrote without a TTL or over their cap, deleted
+        self.max_bytes = int(config.buffers.max_message_mb * 1024 * 1024)
         self.rng = random.Random(seed)
         # what the backend varies between episodes (its class is imported: the server needs the plug-in)
         self.capabilities = check_environment(config.collection,
@@ -131,10 +134,11 @@ class Server:
     # -- the loop -------------------------------------------------------------------
     def run(self, stop: threading.Event, presence: Presence, deadline: float | None = None) -> None:
         """Serve until `stop` (or the monotonic `deadline`): route, and once a second supply
-        jobs, trim the streams and report. A Redis outage or refusal (OOM past maxmemory) is
+        jobs, trim the streams and report; every SWEEP_S delete what remote machines wrote
+        against the rules (`pipeline.serve.sweeper`). A Redis outage or refusal (OOM past maxmemory) is
         waited out with backoff and the config re-published after it, never fatal."""
         backoff = Backoff()
-        ready, last_beat = False, 0.0
+        ready, last_beat, last_sweep = False, 0.0, 0.0
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
             try:
                 if not ready:
@@ -147,6 +151,9 @@ class Server:
                     self.trim_streams()
                     presence.beat(**self.status())
                     last_beat = time.monotonic()
+                if self.primary and time.monotonic() - last_sweep >= SWEEP_S:
+                    self.swept += sweep(self.r, self.keys, self.max_bytes)
+                    last_sweep = time.monotonic()
                 backoff.reset()
             except (*CONNECTION_ERRORS, redis.RedisError) as exc:
                 ready = False
@@ -171,9 +178,9 @@ class Server:
             time.sleep(min(block_ms, IDLE_SLEEP_MS) / 1000)
         return handled
 
-    def stream_lag(self, output: str) -> int:
-        """Unread entries of an output's streams over the served shards."""
-        return sum(router.stream_lag(output) for router in self.routers)
+    def stream_lag(self, stream: str) -> int:
+        """Unread entries of one collector's stream (of any served shard)."""
+        return sum(router.stream_lag(stream) for router in self.routers if stream in router.streams.known)
 
     def trim_streams(self) -> None:
         for router in self.routers:
@@ -184,40 +191,39 @@ class Server:
         """True while the buffers want data (`Buffers.wants_data`: one is below capacity or
         the trainer spent banked draws) and no served stream is already half backed up."""
         half = self.config.buffers.stream_maxlen // 2
-        return self.buffers.wants_data() and all(router.stream_lag(n) < half
-                                                 for router in self.routers for n in self.outputs)
+        return self.buffers.wants_data() and all(router.max_lag() < half for router in self.routers)
 
     def supply_jobs(self) -> int:
-        """Keep one queued episode per live collector (plus `jobs_ahead`); returns jobs added."""
-        started = StartedJobRegistry(queue=self.queue).count  # also fails jobs of dead collectors (rq cleanup)
+        """Keep each live collector's own job list at `jobs_ahead` episodes beyond the one it
+        runs (an idle one gets at least one); returns the episodes handed out. Only presence
+        keys a heartbeat wrote count (`live_workers`): forged ones get no jobs."""
+        collectors = live_workers(self.r, self.keys, "collector")
+        pipe = self.r.pipeline(transaction=False)
+        for name in collectors:
+            pipe.llen(self.keys.jobs(name))
+            pipe.hget(self.keys.status("collector", name), "state")
+        replies = pipe.execute() if collectors else []
+        waiting = dict(zip(collectors, (int(n) for n in replies[::2]), strict=True))
+        self.waiting = sum(waiting.values())
         if not self.wants_data():
             return 0
-        collectors = live_workers(self.r, self.keys, "collector")
-        target = len(collectors) + self.config.collection.jobs_ahead if collectors else 1
-        waiting = self.queue.count
-        added = 0
-        while waiting + started + added < target:
-            self.enqueue_episode()
-            added += 1
+        ahead, added = self.config.collection.jobs_ahead, 0
+        pipe = self.r.pipeline(transaction=False)
+        for name, state in zip(collectors, replies[1::2], strict=True):
+            target = ahead if state == b"collecting" else max(ahead, 1)
+            for _ in range(target - waiting[name]):
+                hand_out(pipe, self.keys, name, self.next_episode(), int(self.config.collection.job_timeout_s))
+                added += 1
+        if added:
+            pipe.execute()
+            self.waiting += added
         return added
 
-    def enqueue_episode(self, env: Environment | None = None) -> str:
+    def next_episode(self, env: Environment | None = None) -> EpisodeSpec:
+        """The next episode: a random training environment (never a held-out seed)."""
         cfg = self.config.collection
-        spec: dict[str, Any] = {
-            "episode": uuid.uuid4().hex[:12],
-            "environment": (env or sample_environment(cfg, self.rng, self.capabilities)).to_dict(),
-            "episode_s": cfg.episode_s,
-        }
-        job = self.queue.enqueue_call(
-            COLLECT_JOB,
-            args=(spec,),
-            job_id=self.keys.job_id(COLLECT_QUEUE, spec["episode"]),  # collectors' ACL covers only these
-            timeout=int(cfg.job_timeout_s),
-            result_ttl=600,
-            failure_ttl=24 * 3600,
-            description=f"episode {spec['episode']} seed {spec['environment']['map_seed']}",
-        )
-        return job.id
+        return EpisodeSpec(uuid.uuid4().hex[:12], env or sample_environment(cfg, self.rng, self.capabilities),
+                           cfg.episode_s)
 
     # -- status -------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -234,6 +240,7 @@ class Server:
             "rejected": self.stats.rejected,
             "dropped": self.stats.dropped,
             "deadlettered": deadlettered,
-            "queue": self.queue.count,
+            "queue": self.waiting,
+            "swept": self.swept,
             "config_version": int(self.r.hget(self.keys.config, "version") or 0),
         }

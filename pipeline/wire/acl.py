@@ -1,18 +1,23 @@
-"""Per-role Redis ACL users, so remote collectors and players get only what they need.
+"""Redis ACL users: one per role on the Redis host, and one per remote machine.
 
 A role's password comes from CHARLES_REDIS_PASSWORD_<ROLE> (`charles init` generates
 them); roles without one are not created. The default user (CHARLES_REDIS_PASSWORD)
-stays the admin and is never handed to another machine.
+stays the admin and is never handed to another machine. A remote collector or player
+gets a user of its own (`charles credentials add`, `pipeline.wire.credentials`) whose
+patterns name only its own keys, so it can spoil nothing but the data it sends itself.
 
-What each role may do (docs/reliability.md, "Security", says why):
-    collector  SET rows under incoming:*, XADD manifests to the sample streams; read the
-               config and the latest weights (DAgger); its own presence/status;
-               rq on the collect queue and on collect jobs only (job ids `*-collect-*`)
-    player     read weights and config; subscribe to the weights channel; its own
-               presence/status and live-view frames
-    trainer    the buffers, weights, loss history, its presence/status; read the config;
-               enqueue evaluation jobs
-    server     everything under the key prefix, and rq
+What each user may do (docs/security.md says why):
+    collector NAME  XADD to its own streams (`stream:NAME:*`), SET its own `incoming:NAME:*`
+                    rows, pop its own job list, its own presence/status; read the config
+                    and the latest weights (DAgger)
+    player NAME     its own presence/status and live-view frames; read weights and config;
+                    subscribe to the weights channel
+    collector       (shared, local machines only) the same over every collector's keys
+    player          (shared, local machines only) the same over every player's keys
+    trainer         the buffers, weights, loss history, its presence/status; read the config;
+                    enqueue evaluation jobs (rq)
+    server          everything under the key prefix, and rq
+No collector or player may run EVAL, FUNCTION or any rq command, or touch an rq key.
 Every role: no dangerous command (FLUSHALL, FLUSHDB, CONFIG, DEBUG, SHUTDOWN, KEYS,
 MONITOR, ACL, SAVE, MODULE, REPLICAOF, ...), no SELECT/SWAPDB, no FUNCTION/SCRIPT FLUSH.
 """
@@ -20,54 +25,82 @@ MONITOR, ACL, SAVE, MODULE, REPLICAOF, ...), no SELECT/SWAPDB, no FUNCTION/SCRIP
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
-from pipeline.wire.keys import (
-    COLLECT_QUEUE,
-    DEFAULT_PREFIX,
-    RQ_ALL,
-    RQ_READ_ONLY,
-    Keys,
-    rq_worker_patterns,
-)
+from pipeline.wire.keys import DEFAULT_PREFIX, RQ_ALL, Keys
 
 ROLES: tuple[str, ...] = ("server", "trainer", "collector", "player")
+#: Roles a remote machine may have a user of its own for.
+MACHINE_ROLES: tuple[str, ...] = ("collector", "player")
 #: Appended to every role's root permissions; selectors below grant single commands only.
 DANGEROUS = "-@dangerous -@admin -select -swapdb -function -script|flush -script|kill -monitor -keys"
-_CONNECTION = "+ping +echo +hello +auth +client|setname +client|getname +client|id +acl|whoami +info"
+_CONNECTION = ("+ping +echo +hello +auth +client|setname +client|getname +client|id +acl|whoami "
+               "+info +multi +exec +discard")
+_READ_HASH = "+hget +hmget +hgetall"
+_OWN_STATUS = "+set +hset +expire +pexpire +del +exists"
+
+
+def collector_rules(k: Keys, name: str) -> str:
+    """A collector's rules over the keys of `name` (`*`: every collector, the shared user)."""
+    streams = " ".join(f"~{g}" for g in k.collector_family("stream", name))  # untagged, or in any shard
+    rows = " ".join(f"~{g}" for g in k.collector_family("incoming", name))
+    return (f"{_CONNECTION} ({streams} +xadd) ({rows} +set) "
+            f"(~{k.jobs(name)} +brpop +rpop +llen) (%R~{k.config} {_READ_HASH}) (%R~{k.weights_latest} {_READ_HASH}) "
+            f"(~{k.presence('collector', name)} ~{k.status('collector', name)} {_OWN_STATUS})")
+
+
+def player_rules(k: Keys, name: str) -> str:
+    """A player's rules over the keys of `name` (`*`: every player, the shared user)."""
+    return (f"{_CONNECTION} &{k.weights_channel} +subscribe +unsubscribe "
+            f"(~{k.presence('player', name)} ~{k.status('player', name)} ~{k.frame(name, '*')} {_OWN_STATUS} +get) "
+            f"(%R~{k.family('weights')} %R~{k.config} {_READ_HASH} +exists)")
 
 
 def role_rules(prefix: str = DEFAULT_PREFIX) -> dict[str, str]:
     """ACL rules per role (without user name, password or reset), ready for `ACL SETUSER`."""
     k = Keys(prefix)
-    rq_keys, rq_channels = rq_worker_patterns(k.queue(COLLECT_QUEUE), k.job_id(COLLECT_QUEUE, ""), "collector-")
-    rq_collect = " ".join([f"~{p}" for p in rq_keys[:7]] + [f"%R~{p}" for p in RQ_READ_ONLY]
-                          + [f"~{p}" for p in rq_keys[7:]] + [f"&{c}" for c in rq_channels])
-    read_hash = "+hget +hmget +hgetall"
-    own = {role: f"~{k.presence_pattern(role)} ~{k.status_pattern(role)}" for role in ROLES}
+    own_trainer = f"~{k.presence_pattern('trainer')} ~{k.status_pattern('trainer')}"
     return {
         "server": f"~{k.everything} ~{RQ_ALL} &{k.everything} &{RQ_ALL} +@all {DANGEROUS} {_CONNECTION}",
         "trainer": (
-            f"~{k.family('buffer')} ~{k.family('drawn')} ~{k.family('weights')} ~{k.family('trainer')} {own['trainer']} "
+            f"~{k.family('buffer')} ~{k.family('drawn')} ~{k.family('weights')} ~{k.family('trainer')} {own_trainer} "
             f"~{k.counters} ~{RQ_ALL} &{k.weights_channel} &{RQ_ALL} +@all {DANGEROUS} {_CONNECTION} "
-            f"(%R~{k.config} %R~{k.evaluation}* {read_hash} +exists)"
+            f"(%R~{k.config} %R~{k.evaluation}* {_READ_HASH} +exists)"
         ),
-        "collector": (
-            f"{rq_collect} +@all {DANGEROUS} {_CONNECTION} "
-            f"(~{k.family('stream')} +xadd) (~{k.family('incoming')} +set +multi +exec) "
-            f"(%R~{k.config} {read_hash}) (%R~{k.weights_latest} {read_hash}) "
-            f"({own['collector']} +set +hset +expire +pexpire +del +exists)"
-        ),
-        "player": (
-            f"{own['player']} ~{k.family('frame')} &{k.weights_channel} "
-            f"+set +hset +expire +pexpire +del +exists +get +subscribe +unsubscribe {_CONNECTION} "
-            f"(%R~{k.family('weights')} %R~{k.config} {read_hash} +exists)"
-        ),
+        "collector": collector_rules(k, "*"),
+        "player": player_rules(k, "*"),
     }
 
 
-def acl_lines(env: Mapping[str, str]) -> list[str]:
-    """`user ...` config lines for the roles that have a password in the environment."""
+def machine_rules(role: str, name: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """The rules of one machine's own user: its role's, over keys carrying its name only."""
+    if role not in MACHINE_ROLES:
+        raise ValueError(f"a machine user is a {' or a '.join(MACHINE_ROLES)}, not {role!r}")
+    if not MACHINE_NAME.fullmatch(name):
+        raise ValueError(f"machine name {name!r} must match {MACHINE_NAME.pattern}")
+    k = Keys(prefix)
+    return collector_rules(k, name) if role == "collector" else player_rules(k, name)
+
+
+#: A machine's name is its ACL user and its worker id: no glob characters, no `:`.
+MACHINE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
+
+
+def machine_line(role: str, name: str, password_sha256: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """The `user ...` config line of one machine (its password only as a SHA-256)."""
+    if not re.fullmatch(r"[0-9a-f]{64}", password_sha256):
+        raise ValueError("a machine's password hash must be 64 hex digits")
+    return f"user {name} on #{password_sha256} resetkeys resetchannels -@all {machine_rules(role, name, prefix)}"
+
+
+def rule_arguments(rules: str) -> list[str]:
+    """`ACL SETUSER` arguments of a rule string: words, with each `( ... )` selector one argument."""
+    return re.findall(r"\([^)]*\)|\S+", rules)
+
+
+def acl_lines(env: Mapping[str, str], machines: Iterable[tuple[str, str, str]] = ()) -> list[str]:
+    """`user ...` config lines for the roles that have a password in the environment, and for
+    each registered machine `(role, name, password sha256)`."""
     prefix = env.get("CHARLES_KEY_PREFIX", DEFAULT_PREFIX)
     lines = []
     for role, rules in role_rules(prefix).items():
@@ -77,4 +110,5 @@ def acl_lines(env: Mapping[str, str]) -> list[str]:
                 raise ValueError(f"CHARLES_REDIS_PASSWORD_{role.upper()} must be 16+ characters of "
                                  "[A-Za-z0-9_-] (run `charles init` to generate one)")
             lines.append(f"user {role} on >{password} resetkeys resetchannels -@all {rules}")
+    lines += [machine_line(role, name, digest, prefix) for role, name, digest in machines]
     return lines

@@ -27,8 +27,7 @@ DEFAULT_PREFIX = "charles:"
 #: hash tag of every key outside the shards, on a cluster
 GLOBAL_TAG = "global"
 
-#: rq queue names (rq adds its own `rq:queue:` prefix; we add ours in front of the name).
-COLLECT_QUEUE = "collect"
+#: rq queue name (rq adds its own `rq:queue:` prefix; we add ours in front of the name).
 EVALUATE_QUEUE = "evaluate"
 
 #: Consumer groups on the sample streams.
@@ -64,24 +63,6 @@ class Counter:
         return f"recorded_samples:{output}"
 
 
-def rq_queue_key(queue_name: str) -> str:
-    """The list rq keeps a queue's job ids in (rq's own schema: `rq:queue:<name>`)."""
-    return f"rq:queue:{queue_name}"
-
-
-def rq_worker_patterns(queue_name: str, job_prefix: str, worker_prefix: str) -> tuple[list[str], list[str]]:
-    """(key patterns, channel patterns) an rq worker of one queue touches, in rq's own
-    schema: its queue and registries, its jobs (ids starting `job_prefix`), the worker
-    registry and its own worker keys and pub/sub channel (names starting `worker_prefix`)."""
-    keys = [rq_queue_key(queue_name), rq_queue_key(queue_name) + ":*", f"rq:*:{queue_name}", "rq:queues",
-            "rq:workers", "rq:suspended", "rq:clean_groups", f"rq:job:{job_prefix}*", f"rq:job::{job_prefix}*",
-            f"rq:results:{job_prefix}*", f"rq:executions:{job_prefix}*", f"rq:execution:{job_prefix}*",
-            f"rq:worker:{worker_prefix}*"]
-    return keys, [f"rq:pubsub:{worker_prefix}*"]
-
-
-#: Keys rq reads but a worker never writes (`%R~` in an ACL).
-RQ_READ_ONLY = ("rq:groups", "rq:rl-keys")
 #: Every key and channel of rq.
 RQ_ALL = "rq:*"
 
@@ -158,19 +139,36 @@ class Keys:
         return self._k("config")
 
     # -- samples ------------------------------------------------------------------
-    def stream(self, output: str) -> str:
-        """Stream of sample-set manifests for one output (transport; rows in `incoming`)."""
-        return self._s("stream", output)
+    def stream(self, output: str, collector: str) -> str:
+        """Stream of one collector's sample-set manifests for one output (transport; rows in
+        `incoming`). A stream per collector: a machine can trim or block only its own."""
+        return self._s("stream", collector, output)
 
-    def output_of_stream(self, stream: bytes | str) -> str:
-        """The output a `stream(output)` key belongs to (XREADGROUP replies name the key)."""
+    def streams_of(self, collector: str) -> str:
+        """Glob of one collector's sample streams in this shard (the server's scan)."""
+        return self._s("stream", collector, "*")
+
+    def stream_parts(self, stream: bytes | str) -> tuple[str, str]:
+        """(collector, output) of a `stream(output, collector)` key of this shard (XREADGROUP
+        replies name the key)."""
         name = stream.decode() if isinstance(stream, bytes) else stream
-        return name[len(self.stream("")) :]
+        collector, _, output = name[len(self._s("stream", "")) :].partition(":")
+        return collector, output
 
-    def incoming(self, set_id: str, row: int | str = "") -> str:
-        """String: one row of a published set, until the server checks it and renames it
-        into a buffer (it has a TTL: a set never routed cannot leak)."""
-        return self._s("incoming", set_id, str(row))
+    def incoming(self, collector: str, set_id: str, row: int | str = "") -> str:
+        """String: one row of a set a collector published, until the server checks it and
+        renames it into a buffer (it has a TTL: a set never routed cannot leak). Under the
+        collector's name: no machine can read or rewrite another's rows."""
+        return self._s("incoming", collector, set_id, str(row))
+
+    def collector_family(self, family: str, collector: str) -> list[str]:
+        """Globs of one collector's `stream` or `incoming` keys in any shard, untagged or
+        tagged (its ACL's); `collector` "*": every collector's."""
+        return [self.prefix + f"{family}:{collector}:*", self.prefix + f"{{*}}:{family}:{collector}:*"]
+
+    def jobs(self, collector: str) -> str:
+        """List of episode specs (JSON) the server hands one collector; only it may pop them."""
+        return self._k("jobs", collector)
 
     def buffer(self, output: str) -> str:
         """Set of sample ids in one output's buffer (SCARD = fill; SPOP/SRANDMEMBER = random draw)."""

@@ -14,6 +14,7 @@ import redis
 import structlog
 
 from pipeline.wire.keys import Keys
+from pipeline.wire.redis_conn import CONNECTION_ERRORS, Backoff
 
 log = structlog.get_logger(__name__)
 
@@ -21,9 +22,30 @@ HEARTBEAT_TTL_S = 15
 
 
 def new_worker_id(role: str) -> str:
-    """A readable id that stays unique across machines: role-host-pid-random."""
-    host = socket.gethostname().split(".")[0][:20]
+    """A readable id that stays unique across machines: role-host-pid-random (it names keys:
+    only [A-Za-z0-9_-], so it can never act as a glob in an ACL pattern)."""
+    host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname().split(".")[0][:20])
     return f"{role}-{host}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+
+
+#: Redis users shared by every process of their role on the Redis host (`charles init`).
+SHARED_USERS = ("default", "server", "trainer", "collector", "player")
+
+
+def worker_id_for(r: redis.Redis, role: str) -> str:
+    """This process's worker id: the user name for a per-machine user (its ACL covers only
+    keys under that name), else a new unique id. Waits for Redis to answer."""
+    backoff = Backoff()
+    while True:
+        try:
+            user = r.acl_whoami()
+            break
+        except (*CONNECTION_ERRORS, redis.RedisError) as exc:
+            delay = backoff.next_delay()
+            log.warning("redis_unavailable", what="whoami", error=str(exc)[:200], retry_in_s=round(delay, 2))
+            time.sleep(delay)
+    name = user.decode() if isinstance(user, bytes) else str(user)
+    return new_worker_id(role) if name in SHARED_USERS else name
 
 
 class Presence:
