@@ -56,12 +56,14 @@ def cli(burst: bool, max_jobs: int | None, niceness: int) -> None:
     configure_logging("collector")
     os.nice(niceness)
     r, keys = connect(), keys_from_env()
-    worker_id = worker_id_for(r, "collector")
-    collector = Collector(r, keys, worker_id)
-    log.info("collector_starting", id=worker_id, redis=safe_url(redis_url()))
     stop, beating = threading.Event(), threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # ends the episode at its next tick, its sets handed over
         signal.signal(sig, lambda *_: stop.set())
+    worker_id = worker_id_for(r, "collector", stop)
+    if worker_id is None:
+        return
+    collector = Collector(r, keys, worker_id)
+    log.info("collector_starting", id=worker_id, redis=safe_url(redis_url()))
     presence = Presence(r, keys, "collector", worker_id)
     threading.Thread(target=_heartbeat, args=(collector, presence, beating), daemon=True).start()
     try:

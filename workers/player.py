@@ -46,7 +46,9 @@ def cli(weights_file: str | None, weights_sha256: str | None, max_steps: int | N
     stop = threading.Event()
     install_signal_handlers(stop)
     r, keys = connect(), keys_from_env()
-    worker_id = worker_id_for(r, "player")  # a per-machine user: its name
+    worker_id = worker_id_for(r, "player", stop)  # a per-machine user: its name
+    if worker_id is None:
+        return
     log.info("player_starting", id=worker_id, redis=safe_url(redis_url()))
     fetched = wait_for_config(r, keys, stop)
     if fetched is None:

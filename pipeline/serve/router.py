@@ -192,7 +192,7 @@ class ShardRouter:
                 pipe.hincrby(self.keys.counters, Counter.sets_dropped(name), len(ids))
                 pipe.execute()
                 self.stats.dropped += len(ids)
-                log.info("stream_overflow_dropped", output=name, sets=len(ids))
+                log.info("stream_overflow_dropped", stream=stream, output=name, sets=len(ids))
 
     def trim_streams(self) -> None:
         """Delete routed sets beyond `stream_keep`: streams are transport, buffers are the pool."""

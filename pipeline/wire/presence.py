@@ -6,6 +6,7 @@ import json
 import os
 import re
 import socket
+import threading
 import time
 import uuid
 from typing import Any
@@ -32,9 +33,10 @@ def new_worker_id(role: str) -> str:
 SHARED_USERS = ("default", "server", "trainer", "collector", "player")
 
 
-def worker_id_for(r: redis.Redis, role: str) -> str:
+def worker_id_for(r: redis.Redis, role: str, stop: threading.Event) -> str | None:
     """This process's worker id: the user name for a per-machine user (its ACL covers only
-    keys under that name), else a new unique id. Waits for Redis to answer."""
+    keys under that name), else a new unique id. Waits for Redis to answer; None when
+    `stop` is set first."""
     backoff = Backoff()
     while True:
         try:
@@ -43,7 +45,8 @@ def worker_id_for(r: redis.Redis, role: str) -> str:
         except (*CONNECTION_ERRORS, redis.RedisError) as exc:
             delay = backoff.next_delay()
             log.warning("redis_unavailable", what="whoami", error=str(exc)[:200], retry_in_s=round(delay, 2))
-            time.sleep(delay)
+            if stop.wait(delay):
+                return None
     name = user.decode() if isinstance(user, bytes) else str(user)
     return new_worker_id(role) if name in SHARED_USERS else name
 
@@ -125,8 +128,6 @@ class BackgroundReporter:
     """Writes a loop's latest status from a thread, so a slow or absent Redis never stalls the loop."""
 
     def __init__(self, presence: Presence, period_s: float = 0.5) -> None:
-        import threading
-
         self.presence = presence
         self.period_s = period_s
         self._latest: dict[str, Any] | None = None
