@@ -17,7 +17,7 @@ from pipeline.games.sim import SimGame
 from pipeline.serve.server import Server, check_environment, sample_environment
 from pipeline.wire.config_store import fetch_config
 from pipeline.wire.keys import RECORDER_GROUP, SERVER_GROUP, Keys
-from pipeline.wire.manifest import manifest
+from pipeline.wire.manifest import SampleSet, manifest
 from pipeline.wire.presence import Presence, live_workers
 from tests.factories import TEST_COLLECTOR, publish_entry, sample_set, stored_rows, tiny_config
 
@@ -323,3 +323,21 @@ def test_bloated_rows_and_manifests_refused_before_decoding(r: redis.Redis, keys
     for entry, reason in ids.items():
         assert reason in letters[entry], letters[entry]
     assert r.scard(keys.buffer("steering")) == 3  # the good set still went in
+
+
+def test_drained_streams_of_departed_collectors_are_deleted(r: redis.Redis, keys: Keys) -> None:
+    """Each restarted collector of `make run` has a new id and so new streams: once the one
+    that left is drained, its streams go; a live collector's, or one with unread sets, stay."""
+    server = make_server(r, keys)
+    cfg = server.config
+    for name in ("gone", "alive", "gone-unread"):
+        s = sample_set(cfg, "steering", 2, seed=len(name))
+        publish_entry(r, keys, "steering", SampleSet("steering", name, "e", s.columns, {}).entry(), collector=name)
+    server.route_once(block_ms=10)
+    publish_entry(r, keys, "steering", SampleSet("steering", "gone-unread", "e", sample_set(cfg, "steering", 2).columns,
+                                                 {}).entry(), collector="gone-unread")
+    Presence(r, keys, "collector", "alive").beat(state="idle")
+    server.sweep()
+    assert not r.exists(keys.stream("steering", "gone"))
+    assert r.exists(keys.stream("steering", "alive")) and r.exists(keys.stream("steering", "gone-unread"))
+    assert server.route_once(block_ms=10) == 1  # what was left is still routed

@@ -200,6 +200,21 @@ class ShardRouter:
         for stream in sorted(self.streams.known):
             self.r.xtrim(stream, maxlen=self.stream_lag(stream) + keep, approximate=True)
 
+    def forget_departed(self, live: set[str]) -> int:
+        """Delete the streams of collectors no longer live whose every group has read and
+        acknowledged everything (under `make run` each restarted collector has a new id, so
+        new streams); a collector that comes back only makes its stream anew. Returns how many."""
+        gone = 0
+        for stream in sorted(self.streams.known):
+            if self.keys.stream_parts(stream)[0] in live:
+                continue
+            groups = self.r.xinfo_groups(stream)
+            if all(int(g["pending"]) == 0 and g.get("lag") == 0 for g in groups):
+                self.r.delete(stream)
+                self.streams.known.discard(stream)
+                gone += 1
+        return gone
+
     def max_lag(self) -> int:
         """The largest unread backlog of any of the shard's streams."""
         return max((self.stream_lag(s) for s in self.streams.known), default=0)

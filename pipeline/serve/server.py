@@ -151,8 +151,8 @@ class Server:
                     self.trim_streams()
                     presence.beat(**self.status())
                     last_beat = time.monotonic()
-                if self.primary and time.monotonic() - last_sweep >= SWEEP_S:
-                    self.swept += sweep(self.r, self.keys, self.max_bytes)
+                if time.monotonic() - last_sweep >= SWEEP_S:
+                    self.sweep()
                     last_sweep = time.monotonic()
                 backoff.reset()
             except (*CONNECTION_ERRORS, redis.RedisError) as exc:
@@ -218,6 +218,15 @@ class Server:
             pipe.execute()
             self.waiting += added
         return added
+
+    def sweep(self) -> None:
+        """Delete what remote machines wrote against the rules (the primary) and the drained
+        streams of collectors that left."""
+        if self.primary:
+            self.swept += sweep(self.r, self.keys, self.max_bytes)
+        live = set(live_workers(self.r, self.keys, "collector"))
+        for router in self.routers:
+            router.forget_departed(live)
 
     def next_episode(self, env: Environment | None = None) -> EpisodeSpec:
         """The next episode: a random training environment (never a held-out seed)."""

@@ -23,17 +23,17 @@ STATUS_MAX = 256 * 2**10
 JOBS_MAX = 256 * 2**10
 
 
-def untrusted_families(keys: Keys, row_max: int) -> dict[str, int]:
-    """Glob of each key family a collector or player may write -> its size cap."""
-    return {keys.family("frame"): FRAME_MAX, keys.presence_pattern("*"): STATUS_MAX,
-            keys.family("status"): STATUS_MAX, keys.family("jobs"): JOBS_MAX,
-            keys.family("incoming"): row_max + STATUS_MAX}
+def untrusted_families(keys: Keys, row_max: int) -> list[tuple[str, int]]:
+    """(glob, size cap) of each key family a collector or player may write (rows in any shard)."""
+    rows = [(glob, row_max + STATUS_MAX) for glob in keys.collector_family("incoming", "*")]
+    return [(keys.family("frame"), FRAME_MAX), (keys.presence_pattern("*"), STATUS_MAX),
+            (keys.family("status"), STATUS_MAX), (keys.family("jobs"), JOBS_MAX), *rows]
 
 
 def sweep(r: redis.Redis, keys: Keys, row_max: int, batch: int = 500) -> int:
     """Delete every key of those families that has no TTL or exceeds its cap; returns how many."""
     removed = 0
-    for pattern, cap in untrusted_families(keys, row_max).items():
+    for pattern, cap in untrusted_families(keys, row_max):
         found = list(r.scan_iter(match=pattern, count=1000))
         for start in range(0, len(found), batch):
             chunk = found[start : start + batch]
