@@ -205,6 +205,8 @@ def mallory_round(m: Attacker, keys: Keys, cfg: Config, rng: random.Random, own_
                                                        for _ in range(rng.randint(0, 6))} or {"x": b""}))
     elif kind == 5:
         m.own("XADD MAXLEN 0 on its own stream", lambda: r.xadd(stream, {"x": 1}, maxlen=0))
+        m.own("XADD to a stream of no output", lambda: r.xadd(k.stream("no_such_output", MALLORY),
+                                                              {"x": os.urandom(rng.randint(1, 4096))}))
     elif kind == 6 and rng.random() < 0.05:  # rarely: it blocks its own stream for good
         m.own("XADD the largest id on its own stream", lambda: r.xadd(stream, {"x": 1}, id=MAX_ID))
     elif kind == 7:

@@ -26,7 +26,7 @@ import torch
 
 from pipeline.errors import WeightsError
 from pipeline.wire.acl import ROLES
-from pipeline.wire.keys import EVALUATE_QUEUE, Keys
+from pipeline.wire.keys import EVALUATE_QUEUE, SERVER_GROUP, Keys
 from pipeline.wire.local_redis import free_port
 from pipeline.wire.weights import from_blob
 from tests.factories import TEST_COLLECTOR, publish_entry
@@ -300,6 +300,13 @@ def test_a_collector_can_trim_or_block_only_its_own_stream(acl_redis: AclRedis) 
     mallory.xadd(k.stream("steering", "sec-mallory"), {"x": 1}, id="18446744073709551615-18446744073709551615")
     with pytest.raises(redis.ResponseError, match="exhausted"):
         mallory.xadd(k.stream("steering", "sec-mallory"), {"x": 1})
+    # a stream of an output that does not exist: nobody would read or trim it, so it is deleted
+    from pipeline.wire.sample_streams import SampleStreams
+
+    for _ in range(100):
+        mallory.xadd(k.stream("no_such_output", "sec-mallory"), {"x": b"y" * 1000})
+    found = SampleStreams(admin, k, ["steering", "acceleration_braking"], SERVER_GROUP).refresh()
+    assert k.stream("steering", "sec-bob") in found and not admin.exists(k.stream("no_such_output", "sec-mallory"))
     honest.publish(SampleSet("steering", "sec-bob", "e1", sample_set(cfg, "steering", 2, seed=2).columns, {}))
     assert honest.published == 2 and admin.xlen(k.stream("steering", "sec-bob")) == 2
 

@@ -6,7 +6,8 @@ the largest id spoils nothing but its own transport. A reader (a consumer group:
 server's, the recorder's) finds the streams by scanning the `stream:` family every
 `rescan_s` and creates its group on each new one from id 0, so nothing a collector
 published before it was noticed is missed. Only streams of the configured outputs count:
-a machine cannot make a reader follow thousands of made-up streams.
+a machine cannot make a reader follow thousands of made-up streams, and the others are
+deleted (nobody would ever trim them).
 """
 
 from __future__ import annotations
@@ -41,12 +42,17 @@ class SampleStreams:
         if not force and time.monotonic() - self._scanned_at < self.rescan_s:
             return []
         self._scanned_at = time.monotonic()
-        found = set()
+        found, junk = set(), []
         for key in self.r.scan_iter(match=self.keys.streams_of("*"), count=1000, _type="stream"):
             name = key.decode()
             collector, output = self.keys.stream_parts(name)
             if output in self.outputs and collector:
                 found.add(name)
+            else:
+                junk.append(name)
+        if junk:  # nobody reads or trims these: unbounded memory a machine could fill
+            self.r.unlink(*junk)
+            log.warning("junk_streams_deleted", streams=junk[:10], count=len(junk))
         new = sorted(found - self.known)
         for name in new:
             self.create_group(name)
