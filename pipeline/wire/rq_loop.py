@@ -1,7 +1,7 @@
 """The loop around an rq worker that a role must survive: Redis going away, and rq giving up.
 
 `Worker.work()` returns when Redis fails under it, when it logged an error it would not
-retry, or when it was asked to stop. A collector or evaluator then builds a new worker
+retry, or when it was asked to stop. The evaluator then builds a new worker
 with the same name after a backoff (after a Redis restart its old registration may still
 be there, alive in rq's eyes: it is retired first, or rq would refuse the name) until its
 burst, its job budget, or a stop request ends it.
@@ -31,7 +31,7 @@ def bounded_unsubscribe(worker: Worker, wait_s: float = 1.0) -> None:
 
     After Redis went away, redis-py's pubsub thread waits up to rq's `sleep_time` (60 s) for
     a resubscription before it looks at its stop flag, and rq joins it without a timeout:
-    a collector told to stop (Ctrl-C) within a minute of a Redis restart hung until it was
+    a worker told to stop (Ctrl-C) within a minute of a Redis restart hung until it was
     killed, and work_until_done could not build the next worker meanwhile. The thread is a
     daemon; it ends by itself once its wait is over.
     """
