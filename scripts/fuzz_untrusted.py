@@ -178,8 +178,10 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
     return bytes(b)
 
 
-def mallory_round(m: Attacker, keys: Keys, cfg: Config, rng: random.Random, own_sets: list[str]) -> None:
-    """One attack by the collector user: on its own keys, and on everyone else's."""
+def mallory_round(m: Attacker, keys: Keys, cfg: Config, rng: random.Random, own_sets: list[str],
+                  late: bool) -> None:
+    """One attack by the collector user: on its own keys, and on everyone else's. The largest
+    id blocks its own stream for good, so it comes `late` only (the last tenth of the run)."""
     k = keys.for_collector(MALLORY, cfg.buffers.shards)
     r, outputs = m.r, cfg.output_names()
     output = rng.choice(outputs)
@@ -207,7 +209,7 @@ def mallory_round(m: Attacker, keys: Keys, cfg: Config, rng: random.Random, own_
         m.own("XADD MAXLEN 0 on its own stream", lambda: r.xadd(stream, {"x": 1}, maxlen=0))
         m.own("XADD to a stream of no output", lambda: r.xadd(k.stream("no_such_output", MALLORY),
                                                               {"x": os.urandom(rng.randint(1, 4096))}))
-    elif kind == 6 and rng.random() < 0.05:  # rarely: it blocks its own stream for good
+    elif kind == 6 and late and rng.random() < 0.05:  # it blocks its own stream for good
         m.own("XADD the largest id on its own stream", lambda: r.xadd(stream, {"x": 1}, id=MAX_ID))
     elif kind == 7:
         m.own("rows without a TTL or too big", lambda: r.set(k.incoming(MALLORY, os.urandom(8).hex(), 0),
@@ -340,7 +342,7 @@ def main() -> int:
     while time.monotonic() - t0 < args.seconds:
         for _ in range(20):
             try:
-                mallory_round(mallory, keys, cfg, rng, own_sets)
+                mallory_round(mallory, keys, cfg, rng, own_sets, time.monotonic() - t0 > 0.9 * args.seconds)
                 eve_round(eve, keys, rng)
             except redis.ConnectionError as exc:  # revoked or Redis away: note it and go on
                 mallory.tried["connection lost"] += 1
