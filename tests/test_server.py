@@ -337,7 +337,10 @@ def test_drained_streams_of_departed_collectors_are_deleted(r: redis.Redis, keys
     publish_entry(r, keys, "steering", SampleSet("steering", "gone-unread", "e", sample_set(cfg, "steering", 2).columns,
                                                  {}).entry(), collector="gone-unread")
     Presence(r, keys, "collector", "alive").beat(state="idle")
-    server.sweep()
+    live = {"alive"}
+    server.routers[0].forget_departed(live)
+    assert r.exists(keys.stream("steering", "gone"))  # silent for less than DEPARTED_IDLE_S
+    server.routers[0].forget_departed(live, idle_s=0)
     assert not r.exists(keys.stream("steering", "gone"))
     assert r.exists(keys.stream("steering", "alive")) and r.exists(keys.stream("steering", "gone-unread"))
     assert server.route_once(block_ms=10) == 1  # what was left is still routed

@@ -34,6 +34,8 @@ log = structlog.get_logger(__name__)
 DEADLETTER_MAXLEN = 1000
 _META = META_FIELD.encode()
 RECORDER_CHECK_S = 10.0
+#: A departed collector's drained streams are deleted once silent this long.
+DEPARTED_IDLE_S = 600.0
 
 
 def _entry_bytes(fields: dict[bytes, bytes]) -> int:
@@ -200,13 +202,20 @@ class ShardRouter:
         for stream in sorted(self.streams.known):
             self.r.xtrim(stream, maxlen=self.stream_lag(stream) + keep, approximate=True)
 
-    def forget_departed(self, live: set[str]) -> int:
-        """Delete the streams of collectors no longer live whose every group has read and
-        acknowledged everything (under `make run` each restarted collector has a new id, so
-        new streams); a collector that comes back only makes its stream anew. Returns how many."""
+    def forget_departed(self, live: set[str], idle_s: float = DEPARTED_IDLE_S) -> int:
+        """Delete the streams of collectors no longer live, silent for `idle_s`, whose every
+        group has read and acknowledged everything (under `make run` each restarted collector
+        has a new id, so new streams); a collector that comes back only makes its stream
+        anew. Returns how many."""
         gone = 0
+        seconds, micros = self.r.time()
+        now_ms = seconds * 1000 + micros // 1000
         for stream in sorted(self.streams.known):
             if self.keys.stream_parts(stream)[0] in live:
+                continue
+            last = self.r.xinfo_stream(stream)["last-generated-id"]
+            last_ms = int((last.decode() if isinstance(last, bytes) else last).split("-")[0])
+            if now_ms - last_ms < idle_s * 1000:
                 continue
             groups = self.r.xinfo_groups(stream)
             if all(int(g["pending"]) == 0 and g.get("lag") == 0 for g in groups):
