@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -141,12 +142,8 @@ def test_every_charles_command_in_the_readme_starts(tmp_path: Path) -> None:
     closes its MP4 and prints its summary); one that needs Redis, a display or a file exits
     non-zero with that in one line. Never a traceback. They run side by side."""
     import os
-    import re
-    import shlex
     import signal
     import socket
-    import sys
-    import time
 
     def free_port() -> int:
         with socket.socket() as s:
@@ -155,6 +152,24 @@ def test_every_charles_command_in_the_readme_starts(tmp_path: Path) -> None:
 
     closed = free_port()  # nothing listens there: no Redis, and never the live one
     started: list[tuple[str, str, subprocess.Popen[bytes], Path]] = []
+    try:
+        _start_and_check(tmp_path, closed, started, free_port)
+    finally:  # nothing outlives the test, whatever failed
+        for *_, proc, _ in started:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def _start_and_check(tmp_path: Path, closed: int,
+                     started: list[tuple[str, str, subprocess.Popen[bytes], Path]], free_port: Any) -> None:
+    import os
+    import re
+    import shlex
+    import signal
+    import sys
+    import time
+
     for i, line in enumerate(_readme_lines()):
         key = next((k for k in sorted(README_STARTS, key=len, reverse=True)
                     if re.search(rf"\bcharles {re.escape(k)}(\s|$)", line)), None)
@@ -165,6 +180,7 @@ def test_every_charles_command_in_the_readme_starts(tmp_path: Path) -> None:
             (scratch / name).symlink_to(ROOT / name)
         env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
         env.update(CHARLES_ENV_FILE=str(scratch / "no.env"), CHARLES_REDIS_URL=f"redis://:x@127.0.0.1:{closed}/0",
+                   CHARLES_DASHBOARD_PORT=str(free_port()),  # a `make run` beside the tests keeps 8000
                    CHARLES_TENSORBOARD_PORT=str(free_port()), PYTHONUNBUFFERED="1")
         words = shlex.split(line)
         while "=" in words[0]:  # the README's own variables, placeholders filled, pointed at no Redis

@@ -18,7 +18,8 @@ log = structlog.get_logger("dashboard")
 
 @click.command(name="dashboard")
 @click.option("--host", default=None, help="address to bind (default: [dashboard] host, 127.0.0.1)")
-@click.option("--port", type=int, default=None, help="port (default: [dashboard] port, 8000)")
+@click.option("--port", type=int, default=None, envvar="CHARLES_DASHBOARD_PORT",
+              help="port (default: CHARLES_DASHBOARD_PORT, else [dashboard] port, 8000)")
 @click.option("--refresh", default=1.0, show_default=True, help="seconds between status updates")
 def cli(host: str | None, port: int | None, refresh: float) -> None:
     """Serve the page until Ctrl-C; Redis being away is shown on the page, not fatal."""
