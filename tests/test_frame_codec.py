@@ -213,6 +213,7 @@ def test_a_coded_recording_is_read_back_by_offline_training(r: redis.Redis, keys
         s.columns["game_time"][:] = np.arange(4) + 10 * i
         sent.update({float(t): f for t, f in zip(s.columns["game_time"], s.columns["frames"], strict=True)})
         publish_entry(r, keys, "steering", s.entry(coder))
+    rec.streams.refresh(force=True)  # a new collector's stream is found at the recorder's next scan (2 s): now
     while rec.record_once(block_ms=10):
         pass
     rec.flush()
