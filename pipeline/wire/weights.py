@@ -85,6 +85,10 @@ def from_blob(blob: bytes, sha256: str | None = None) -> dict[str, torch.Tensor]
         raise WeightsError(f"weights blob is not valid safetensors: {exc}") from None
 
 
+#: the fields of a weights hash that describe its version (everything but the blob)
+_INFO_FIELDS = [b"version", b"sha256", b"model", b"created", b"batches"]
+
+
 def _info(raw: dict[bytes, bytes]) -> WeightsInfo:
     return WeightsInfo(
         version=int(raw[b"version"]),
@@ -130,24 +134,22 @@ class WeightsStore:
         return info
 
     def latest_info(self) -> WeightsInfo | None:
-        raw = self.r.hmget(self.keys.weights_latest, ["version", "sha256", "model", "created", "batches"])
-        if raw[0] is None:
-            return None
-        return _info(dict(zip([b"version", b"sha256", b"model", b"created", b"batches"], raw, strict=True)))
+        return self._info_of(self.keys.weights_latest)
+
+    def _info_of(self, key: str) -> WeightsInfo | None:
+        """The version fields of one weights hash (not its blob), or None when it is gone."""
+        raw = self.r.hmget(key, _INFO_FIELDS)
+        return None if raw[0] is None else _info(dict(zip(_INFO_FIELDS, raw, strict=True)))
 
     def kept_infos(self, since: float = 0.0) -> list[WeightsInfo]:
         """Every version still kept in Redis (the newest `keep_versions`), published at or after
         `since` (epoch s), oldest first: the history a learning curve scores after its run."""
         latest = self.latest_info()
         infos: list[WeightsInfo] = []
-        fields = [b"version", b"sha256", b"model", b"created", b"batches"]
         version = 0 if latest is None else latest.version
         while version > 0:
-            raw = self.r.hmget(self.keys.weights_version_blob(version), fields)
-            if raw[0] is None:
-                break
-            info = _info(dict(zip(fields, raw, strict=True)))
-            if info.created < since:
+            info = self._info_of(self.keys.weights_version_blob(version))
+            if info is None or info.created < since:
                 break
             infos.append(info)
             version -= 1
