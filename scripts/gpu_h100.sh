@@ -12,9 +12,13 @@
 #                                 #     on cuda, snapshots scored closed-loop, the best one kept, then
 #                                 #     a DAgger round (env COLLECT_MIN TRAIN_MIN DAGGER_ROUNDS DAGGER_MIN
 #                                 #     DAGGER_TRAIN_MIN DAGGER_BETA SNAPSHOT_EVERY BUDGET_S)
+#   scripts/gpu_h100.sh screen    # issue 20: 2-core `make run` systems side by side, each pinned to 2 cores (taskset),
+#                                 #     the default config and variants of it (env VARIANTS: "name:key=value,key=value ..."),
+#                                 #     MINUTES (15) each, then every version from SCORE_FROM_MIN scored on all cores
 #   scripts/gpu_h100.sh fleet     # issue 19: `charles bench fleet` on the 16 cores: a 3-node Redis Cluster, 1/2/3
 #                                 #     shards, synthetic collectors; default config and xception_270x480 (zstd)
-#                                 #     (env SECONDS_PER_ROUND (15), COLLECTORS per shard (0: by the cores), RATE)
+#                                 #     (env SECONDS_PER_ROUND (15), COLLECTORS per shard (0: by the cores), RATE,
+#                                 #     FLEET_CONFIGS: the configs/ names to run, default "default xception_270x480")
 #
 # Runs longer than one device call (10 min), on a machine that stays warm between calls:
 #   scripts/gpu_h100.sh background curve   # a copy of the checkout in /tmp/bg runs `curve` detached
@@ -44,10 +48,12 @@ case "$MODE" in
     else end=$(( $(date +%s) + ${2:-570} )); fi
     while running && [ "$(date +%s)" -lt "$end" ]; do sleep 10; done
     tail -3 "$BG/log" | cut -c1-300
-    f=$(ls -t /tmp/lc_*/status_live/*.json 2>/dev/null | head -1)
-    [ -z "$f" ] || python3 -c "
+    for d in /tmp/lc_*; do
+      f=$(ls -t "$d"/status_live/*.json 2>/dev/null | head -1)
+      [ -z "$f" ] || python3 -c "
 import json; s=json.load(open('$f')); t=s.get('trainer') or {}
-print({k: t.get(k) for k in ('batches','compute_share','wait_limited_s','wait_filling_s','draws_per_insert')})"
+print('$d', {k: t.get(k) for k in ('batches','compute_share','wait_limited_s','wait_filling_s','draws_per_insert')})"
+    done
     grep -h '"version_evaluated"' /tmp/lc_*/supervise.log /tmp/lc_*/evaluator-final.log 2>/dev/null | cut -c1-110 | tail -20
     if running; then echo "still running"; else
       echo "ended"; mkdir -p "${OUT:-/tmp/out}"; cp "$BG"/out/* "${OUT:-/tmp/out}/" 2>/dev/null || true; fi
@@ -108,15 +114,35 @@ case "$MODE" in
     fi
     rm -rf "$RES/charles_small_cnn.snapshots"
     ;;
+  screen)
+    # each variant: configs/default.toml with `key = value` lines replaced, on cores 2i and 2i+1
+    VARIANTS="${VARIANTS:-default: cap10k:capacity=10000,start_fraction=0.1}"
+    i=0; port=6510
+    for v in $VARIANTS; do
+      name="${v%%:*}"; sets="${v#*:}"; cp configs/default.toml "/tmp/$name.toml"
+      for kv in ${sets//,/ }; do sed -i "s/^${kv%%=*} = [^ ]*/${kv%%=*} = ${kv#*=}/" "/tmp/$name.toml"; done
+      CONFIG=/tmp/$name.toml MINUTES="${MINUTES:-15}" SCORE_FROM_MIN="${SCORE_FROM_MIN:-9}" SCORE_PROCESSES=3 \
+        SCORE_CPUS="0-$(( $(nproc) - 1 ))" PORT=$port WORK=/tmp/lc_$name REFS=/tmp/refs_$name \
+        PNG="$RES/learning_curve_$name.png" LABEL="default.toml $name ($sets), 2 cores of the H100 host" \
+        taskset -c "$((2 * i)),$((2 * i + 1))" scripts/learning_curve_run.sh > "$RES/$name.out" 2>&1 &
+      i=$((i + 1)); port=$((port + 1))
+    done
+    wait
+    for v in $VARIANTS; do
+      name="${v%%:*}"; mkdir -p "$RES/$name"
+      cp /tmp/lc_$name/{evaluation.json,summary.json,status.json,supervise.log,evaluator-final.log,config.toml} "$RES/$name/" || true
+      cp -r /tmp/lc_$name/status_live "$RES/$name/" || true
+    done
+    ;;
   fleet)
     # routed samples/s at 1, 2 and 3 shards against the nodes' raw SET + XADD ceiling (pipeline/bench/fleet.py)
     command -v redis-cli >/dev/null || { echo "redis-cli missing: rebuild .gpu with scripts/gpu_pack.sh" >&2; exit 2; }
     nproc > "$RES/nproc.txt"
-    python3 -m pipeline.cli bench fleet --json --seconds "${SECONDS_PER_ROUND:-15}" --collectors "${COLLECTORS:-0}" \
-      --rate "${RATE:-0}" 2>"$RES/fleet_default.err" | tee "$RES/fleet_default.json"
-    # configs/xception_270x480.toml: 270x480 frames, zstd (about 6 minutes for both runs at 15 s a round)
-    python3 -m pipeline.cli bench fleet --json --config configs/xception_270x480.toml --seconds "${SECONDS_PER_ROUND:-15}" \
-      --collectors "${COLLECTORS:-0}" --rate "${RATE:-0}" 2>"$RES/fleet_270x480_zstd.err" | tee "$RES/fleet_270x480_zstd.json"
+    # configs/xception_270x480.toml: 270x480 frames, zstd (about 6 minutes for both at 15 s a round)
+    for cfg in ${FLEET_CONFIGS:-default xception_270x480}; do
+      python3 -m pipeline.cli bench fleet --json --config "configs/$cfg.toml" --seconds "${SECONDS_PER_ROUND:-15}" \
+        --collectors "${COLLECTORS:-0}" --rate "${RATE:-0}" 2>"$RES/fleet_$cfg.err" | tee "$RES/fleet_$cfg.json"
+    done
     ;;
   *) echo "unknown mode $MODE" >&2; exit 2 ;;
 esac
