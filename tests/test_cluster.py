@@ -4,6 +4,9 @@ or duplicated, and a shard below its 90% gate is never drawn from."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import threading
 import time
 import uuid
@@ -24,7 +27,7 @@ from pipeline.serve.buffers import DRAWN, FILLING
 from pipeline.serve.server import Server
 from pipeline.wire.config_store import fetch_config
 from pipeline.wire.keys import Keys, shard_of
-from pipeline.wire.local_redis import RedisClusterNodes
+from pipeline.wire.local_redis import RedisClusterNodes, RedisServer
 from pipeline.wire.presence import Presence
 from pipeline.wire.redis_conn import connect
 from pipeline.wire.rows import decode_row
@@ -142,3 +145,46 @@ def test_the_server_loop_and_status_run_on_a_cluster(cluster: RedisClusterNodes)
     assert [s["id"] for s in snap["servers"]] == ["server-1"] and snap["config_version"] == 1
     assert snap["buffers"]["steering"]["samples_routed"] == SET_SIZE and snap["queue"]["collect"] >= 1
     assert snap["redis"]["used_memory"] > 0  # summed over the nodes' INFO
+
+
+def _wrapped_redis_cli(folder: Path, body: str) -> str:
+    """A `redis-cli` first on PATH that runs `body` (sh) before, or instead of, the real one."""
+    folder.mkdir()
+    (folder / "redis-cli").write_text(f"#!/bin/sh\n{body}\n")
+    (folder / "redis-cli").chmod(0o755)
+    return f"{folder}:{os.environ['PATH']}"
+
+
+def test_the_cluster_is_joined_with_the_callers_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the GPU image redis-cli loads its libraries through LD_LIBRARY_PATH: an environment of
+    only PATH and the password made it exit 127 there, and `bench fleet` measured nothing."""
+    real = shutil.which("redis-cli")
+    monkeypatch.setenv("PATH", _wrapped_redis_cli(
+        tmp_path / "bin", f'[ -n "$CHARLES_TEST_LIBS" ] || exit 127\nexec {real} "$@"'))
+    monkeypatch.setenv("CHARLES_TEST_LIBS", "/opt/libs")
+    nodes = RedisClusterNodes(tmp_path / "cluster", nodes=3)
+    nodes.start()
+    try:
+        assert nodes.servers[0].client().cluster("info")["cluster_state"] == "ok"
+    finally:
+        nodes.stop()
+
+
+def test_a_cluster_that_cannot_be_joined_leaves_no_node_running(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed `redis-cli --cluster create` says why and stops the nodes it started: a node left
+    running kept `charles bench fleet | tee`'s pipe open, and the device call hung for 10 minutes."""
+    monkeypatch.setenv("PATH", _wrapped_redis_cli(tmp_path / "bin", 'echo "[ERR] Node is not empty" >&2; exit 1'))
+    nodes = RedisClusterNodes(tmp_path / "cluster", nodes=3)
+    procs: list[subprocess.Popen[bytes]] = []
+    started = RedisServer.start
+
+    def start_and_keep(server: RedisServer) -> None:
+        started(server)
+        assert server.proc is not None
+        procs.append(server.proc)
+
+    monkeypatch.setattr(RedisServer, "start", start_and_keep)
+    with pytest.raises(RuntimeError, match=r"exit 1\): \[ERR\] Node is not empty"):
+        nodes.start()
+    assert len(procs) == 3 and all(p.poll() is not None for p in procs)

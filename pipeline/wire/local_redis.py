@@ -118,17 +118,27 @@ class RedisClusterNodes:
         return self.servers[0].url + "?cluster=yes"
 
     def start(self) -> None:
-        for server in self.servers:
-            server.start()
-        addresses = [f"127.0.0.1:{s.port}" for s in self.servers]
-        subprocess.run(["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0",
-                        "--cluster-yes"], env={"REDISCLI_AUTH": PASSWORD, "PATH": os.environ.get("PATH", "")},
-                       check=True, capture_output=True, timeout=60)
-        deadline = time.monotonic() + 30
-        while any(s.client().cluster("info").get("cluster_state") != "ok" for s in self.servers):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the cluster did not reach cluster_state:ok in 30 s")
-            time.sleep(0.1)
+        """Start the nodes and join them; if that fails, no node is left running (a node left
+        behind holds its parent's stdout open: `charles bench fleet | tee` then never ended)."""
+        try:
+            for server in self.servers:
+                server.start()
+            addresses = [f"127.0.0.1:{s.port}" for s in self.servers]
+            # the whole environment: redis-cli may need LD_LIBRARY_PATH as redis-server does (the GPU image)
+            joined = subprocess.run(["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0",
+                                     "--cluster-yes"], env={**os.environ, "REDISCLI_AUTH": PASSWORD},
+                                    capture_output=True, timeout=60)
+            if joined.returncode != 0:
+                said = (joined.stderr or joined.stdout).decode(errors="replace").strip()[-500:]
+                raise RuntimeError(f"redis-cli --cluster create failed (exit {joined.returncode}): {said}")
+            deadline = time.monotonic() + 30
+            while any(s.client().cluster("info").get("cluster_state") != "ok" for s in self.servers):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the cluster did not reach cluster_state:ok in 30 s")
+                time.sleep(0.1)
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         for server in self.servers:
