@@ -115,7 +115,8 @@ case "$MODE" in
     rm -rf "$RES/charles_small_cnn.snapshots"
     ;;
   screen)
-    # each variant: configs/default.toml with `key = value` lines replaced, on cores 2i and 2i+1
+    # each variant: configs/default.toml with `key = value` lines replaced, on cores 2i and 2i+1, the
+    # trainer on those cores too (CUDA hidden: the first screen, 2026-12-06, let all six train on the GPU)
     VARIANTS="${VARIANTS:-default: cap10k:capacity=10000,start_fraction=0.1}"
     i=0; port=6510
     for v in $VARIANTS; do
@@ -124,7 +125,8 @@ case "$MODE" in
       CONFIG=/tmp/$name.toml MINUTES="${MINUTES:-15}" SCORE_FROM_MIN="${SCORE_FROM_MIN:-9}" SCORE_PROCESSES=3 \
         SCORE_CPUS="0-$(( $(nproc) - 1 ))" PORT=$port WORK=/tmp/lc_$name REFS=/tmp/refs_$name \
         PNG="$RES/learning_curve_$name.png" LABEL="default.toml $name ($sets), 2 cores of the H100 host" \
-        taskset -c "$((2 * i)),$((2 * i + 1))" scripts/learning_curve_run.sh > "$RES/$name.out" 2>&1 &
+        CUDA_VISIBLE_DEVICES="" taskset -c "$((2 * i)),$((2 * i + 1))" scripts/learning_curve_run.sh \
+        > "$RES/$name.out" 2>&1 &   # no GPU: a 2-core machine's trainer runs on its CPU
       i=$((i + 1)); port=$((port + 1))
     done
     wait
