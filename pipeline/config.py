@@ -245,6 +245,11 @@ class BuffersConfig(Section):
         description="draws a buffer may bank ahead of the ratio (0 = auto: 10% of a full buffer's worth, "
         "at least two batch shares)",
     )
+    collector_share: float = Field(
+        1.5, ge=0, le=1_000_000,
+        description="fair shares of a buffer one collector may hold (capacity / live collectors each); beyond it "
+        "its own oldest samples are evicted, so no collector can crowd out the others. 0 = no cap",
+    )
     frame_codec: Literal["raw", "png", "zstd", "jpeg"] = Field(
         "raw", description="how frames travel, sit in the buffers and lie in recordings (pipeline/wire/frames.py): "
         "raw | png, zstd (lossless) | jpeg (lossy, at frame_quality); measured by `charles bench codec`",

@@ -15,7 +15,7 @@ from pipeline.config import load_config
 from pipeline.errors import ConfigError
 from pipeline.serve.buffers import DRAWN, FILLING, LIMITED, Buffers
 from pipeline.serve.replay import ReplayLimit, split_batch, start_threshold
-from pipeline.wire.keys import Keys
+from pipeline.wire.keys import Keys, sample_id
 from tests.factories import stored_rows
 
 
@@ -169,3 +169,49 @@ def test_data_wanted_until_full_then_while_the_trainer_spends_its_bank(r: redis.
     assert not deleting.wants_data()
     deleting.draw(1)
     assert deleting.wants_data()  # draw-and-delete: a drawn sample left a place
+
+
+def owned(r: redis.Redis, keys: Keys, output: str, collector: str) -> set[bytes]:
+    return set(r.zrange(keys.buffer_owned(output, collector), 0, -1))
+
+
+def test_a_collector_over_its_quota_evicts_only_its_own_oldest(r: redis.Redis, keys: Keys) -> None:
+    """Crowding out: a collector flooding valid sets of its own evicted everybody's oldest
+    samples, so an honest collector's data left the pool. Over its quota, its own go."""
+    b = Buffers(r, keys, ["a"], capacity=10, start_fraction=0.0, limit=ReplayLimit(4.0, 10), collector_share=1.0)
+    b.live_collectors = 2
+    assert b.collector_quota == 5
+    b.insert("a", "h0", [b"h-0", b"h-1", b"h-2", b"h-3"], collector="honest")
+    for k in range(4):  # 20 rows, 4x her quota, all newer than the honest ones
+        b.insert("a", f"m{k}", [f"m-{k}-{i}".encode() for i in range(5)], collector="mallory")
+    rows = set(b.rows("a"))
+    assert {b"h-0", b"h-1", b"h-2", b"h-3"} <= rows  # the honest collector's samples all stayed
+    assert rows - {b"h-0", b"h-1", b"h-2", b"h-3"} == {f"m-3-{i}".encode() for i in range(5)}  # her newest 5
+    assert owned(r, keys, "a", "mallory") == {sample_id("mallory", "m3", i).encode() for i in range(5)}
+    assert b.replay_stats()["a"]["evicted"] == 15 and stored_rows(r, keys, "a") == 9
+    # under their quotas both, a full buffer evicts the oldest of anybody's (and forgets its owner)
+    b.insert("a", "h1", [b"h-4", b"h-5"], collector="honest")  # honest over quota by one: its own h-0 leaves
+    assert b"h-0" not in set(b.rows("a")) and b.fills()["a"] == 10
+    b.live_collectors = 1  # quota 10: the buffer's own capacity evicts now
+    b.insert("a", "h2", [b"h-6"], collector="honest")
+    assert b"h-1" not in set(b.rows("a")) and b.fills()["a"] == 10
+    assert (len(owned(r, keys, "a", "honest")) + len(owned(r, keys, "a", "mallory"))
+            == r.zcard(keys.buffer_order("a")) == r.scard(keys.buffer("a")) == 10)
+
+
+def test_the_quota_is_fair_shares_of_the_capacity() -> None:
+    b = Buffers(redis.Redis(), Keys("quota:"), ["a"], capacity=1000, collector_share=1.5)
+    assert b.collector_quota == 1000  # no collector known yet: no cap
+    b.live_collectors = 2
+    assert b.collector_quota == 750
+    b.live_collectors = 7
+    assert b.collector_quota == 215  # ceil(1000 * 1.5 / 7)
+    b.collector_share = 0  # off
+    assert b.collector_quota == 1000
+
+
+def test_draw_and_delete_forgets_the_owner_too(r: redis.Redis, keys: Keys) -> None:
+    b = Buffers(r, keys, ["a"], capacity=100, start_fraction=0.0, limit=ReplayLimit(1.0), collector_share=1.0)
+    b.insert("a", "s", [f"x-{i}".encode() for i in range(6)], collector="c1")
+    assert len(b.draw(6).rows["a"]) == 6
+    assert not r.exists(keys.buffer_owned("a", "c1"))

@@ -86,7 +86,7 @@ def test_acl_patterns_cover_each_roles_own_keys() -> None:
     assert any(fnmatchcase(keys.config, p) for p in _patterns(rules["collector"], "%R~"))
     assert not any(fnmatchcase(keys.buffer("steering"), p) for p in _patterns(rules["collector"], "~"))
     assert not any(fnmatchcase(keys.stream("steering", "c1"), p) for p in _patterns(rules["player"], "~"))
-    assert _patterns(rules["player"], "&") == [keys.weights_channel]
+    assert _patterns(rules["player"], "&") == [keys.weights_channel, Keys("run7:", cluster=True).weights_channel]
     assert not any(p.startswith("rq:") for role in ("collector", "player") for p in _patterns(rules[role], "~"))
 
 

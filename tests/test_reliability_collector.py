@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from pipeline.config import load_config
-from pipeline.wire.keys import Keys
+from pipeline.wire.keys import Keys, set_of_sample
 from pipeline.wire.local_redis import RedisServer
 from pipeline.wire.manifest import EntryView, check_entry
 from pipeline.wire.schema import SampleSchema
@@ -75,8 +75,8 @@ def assert_no_partial_sets(r: redis.Redis, keys: Keys, schema: SampleSchema, out
         streams = [k for k in r.scan_iter(match=keys.streams_of("*"), _type="stream") if keys.stream_parts(k)[1] == output]
         for _entry_id, fields in (e for stream in streams for e in r.xrange(stream)):
             head = check_entry(EntryView.of_manifest(fields), schema, outputs)
-            sizes[head.set_id] = head.n  # sample ids are `{set_id}:{row}`
-        per_entry = Counter(i.decode().rsplit(":", 1)[0] for i in r.smembers(keys.buffer(output)))
+            sizes[head.set_id] = head.n
+        per_entry = Counter(set_of_sample(i) for i in r.smembers(keys.buffer(output)))
         assert per_entry, f"nothing was routed into {output}"
         checked = [s for s in per_entry if s in sizes]  # the server trims routed sets beyond stream_keep
         assert checked, f"no routed set of {output} is left in its stream to compare with"

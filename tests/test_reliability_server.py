@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from pipeline.config import load_config
-from pipeline.wire.keys import SERVER_GROUP, Keys
+from pipeline.wire.keys import SERVER_GROUP, Keys, sample_id, set_of_sample
 from pipeline.wire.local_redis import RedisServer
 from tests.factories import TEST_COLLECTOR, publish_entry, sample_set, stored_rows
 from tests.faults import (
@@ -63,7 +63,7 @@ def test_server_killed_with_pending_entries_reclaims_them(redis_server: RedisSer
         for s in sets:
             publish_entry(pipe, keys, OUTPUT, s.entry())
         pipe.execute()
-        for s in sets:  # sample ids are `{set_id}:{row}`
+        for s in sets:
             added[s.set_id] = len(s)
 
     pending_at_kill = []
@@ -92,7 +92,7 @@ def test_server_killed_with_pending_entries_reclaims_them(redis_server: RedisSer
         assert roles.stop("server") == 0
     finally:
         roles.stop_all()
-    per_entry = Counter(i.decode().rsplit(":", 1)[0] for i in r.smembers(keys.buffer(OUTPUT)))
+    per_entry = Counter(set_of_sample(i) for i in r.smembers(keys.buffer(OUTPUT)))
     assert set(per_entry) == set(added), "an entry was lost" if set(added) - set(per_entry) else "unknown entries"
     assert per_entry == Counter(added), "a set reached the buffer partly or twice"
     assert stored_rows(r, keys, OUTPUT) == sum(added.values())  # no orphan payloads
@@ -135,7 +135,7 @@ def test_bad_entries_dead_lettered_while_server_keeps_running(redis_server: Redi
         # still alive and routing
         late = sample_set(cfg, OUTPUT, 3, seed=99)
         publish_entry(r, keys, OUTPUT, late.entry())
-        wait_for(lambda: r.sismember(keys.buffer(OUTPUT), f"{late.set_id}:2"), 30, "a late good set to be routed", roles)
+        wait_for(lambda: r.sismember(keys.buffer(OUTPUT), sample_id(TEST_COLLECTOR, late.set_id, 2)), 30, "a late good set to be routed", roles)
         assert r.xpending(stream, SERVER_GROUP)["pending"] == 0
         assert int(r.hget(keys.counters, "deadlettered")) == len(bad)
         assert roles.alive("server") and roles.stop("server") == 0

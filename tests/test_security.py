@@ -26,7 +26,7 @@ import torch
 
 from pipeline.errors import WeightsError
 from pipeline.wire.acl import ROLES
-from pipeline.wire.keys import EVALUATE_QUEUE, SERVER_GROUP, Keys
+from pipeline.wire.keys import EVALUATE_QUEUE, SERVER_GROUP, Keys, sample_id
 from pipeline.wire.local_redis import free_port
 from pipeline.wire.weights import from_blob
 from tests.factories import TEST_COLLECTOR, publish_entry
@@ -338,14 +338,18 @@ def test_a_collector_cannot_read_rewrite_expire_or_rename_over_anothers_rows(acl
     server = Server(admin, k, cfg, rescan_s=0)
     server.setup()
     server.route_once(block_ms=10)
-    buffered = {i: admin.get(k.buffer_row("steering", f"{victim.set_id}:{i}")) for i in range(2)}
+    buffered = {i: admin.get(k.buffer_row("steering", sample_id("sec-bob6", victim.set_id, i))) for i in range(2)}
     assert all(buffered.values())
-    # mallory republishes bob's routed set id with frames of her own, on her own stream
+    # mallory republishes bob's routed set id with frames of her own, on her own stream: sample
+    # ids carry their collector, so hers land beside his, as hers, and his rows stay as they were
     forged_cols = {**cols, "frames": 255 - cols["frames"]}
-    SetPublisher(mallory, k, 50, 10).publish(SampleSet("steering", "sec-mallory6", "e9", forged_cols, {},
-                                                       set_id=victim.set_id))
+    forged = SampleSet("steering", "sec-mallory6", "e9", forged_cols, {}, set_id=victim.set_id)
+    SetPublisher(mallory, k, 50, 10).publish(forged)
     server.route_once(block_ms=10)
-    assert {i: admin.get(k.buffer_row("steering", f"{victim.set_id}:{i}")) for i in range(2)} == buffered
+    assert {i: admin.get(k.buffer_row("steering", sample_id("sec-bob6", victim.set_id, i))) for i in range(2)} == buffered
+    assert admin.exists(k.buffer_row("steering", sample_id("sec-mallory6", victim.set_id, 0)))
+    SetPublisher(mallory, k, 50, 10).publish(forged)  # her own set once more: refused, never renamed over
+    server.route_once(block_ms=10)
     reasons = [f[b"reason"].decode() for _, f in admin.xrange(k.deadletter)]
     assert any("already in the buffer" in reason for reason in reasons), reasons
 
@@ -559,3 +563,75 @@ def test_redis_refuses_weak_admin_password(tmp_path: Path) -> None:
     res = subprocess.run([*CLI, "redis", "--data-dir", str(tmp_path)], env=env, capture_output=True, text=True,
                          timeout=30)
     assert res.returncode != 0 and "too weak" in res.stderr
+
+
+def test_a_collector_flooding_valid_sets_cannot_crowd_out_another(acl_redis: AclRedis) -> None:
+    """The gap left by #6: a machine flooding plausible sets of its own made the full buffer
+    evict everybody's oldest samples, the honest collector's first. Each collector now holds at
+    most `collector_share` fair shares of a buffer; beyond that its own oldest leave."""
+    from pipeline.collect.episode import SetPublisher
+    from pipeline.serve.server import Server
+    from pipeline.wire.manifest import SampleSet
+    from pipeline.wire.presence import Presence
+    from tests.factories import sample_set, tiny_config
+
+    k, admin = acl_redis.keys, acl_redis.client()
+    names = {"mallory": "sec-mallory7", "bob": "sec-bob7"}
+    mallory, bob = (acl_redis.machine("collector", name) for name in names.values())
+    for client, name in ((mallory, names["mallory"]), (bob, names["bob"])):
+        Presence(client, k, "collector", name).beat(state="collecting")
+    cfg = tiny_config(buffers={"capacity": 40, "collector_share": 1.5, "stream_maxlen": 1000})
+    server = Server(admin, k, cfg, rescan_s=0)
+    server.setup()
+    server.supply_jobs()  # the server learns who is alive: a quota of 30 samples each (fewer if more are alive)
+    quota = server.buffers.shards[0].collector_quota
+    assert quota <= 30
+    honest = SampleSet("steering", names["bob"], "e1", sample_set(cfg, "steering", 8, seed=1).columns, {})
+    SetPublisher(bob, k, 1000, 10).publish(honest)
+    server.route_once(block_ms=10)
+    refused_before = admin.xlen(k.deadletter)
+    flood = SetPublisher(mallory, k, 1000, 100)
+    for seed in range(2, 30):  # 224 valid samples, 7x what the buffer holds
+        flood.publish(SampleSet("steering", names["mallory"], f"e{seed}",
+                                sample_set(cfg, "steering", 8, seed=seed).columns, {}))
+    while server.route_once(block_ms=10):
+        pass
+    ids = {i.decode() for i in admin.smembers(k.buffer("steering"))}
+    assert {sample_id(names["bob"], honest.set_id, i) for i in range(8)} <= ids  # bob's samples all stayed
+    assert len([i for i in ids if i.startswith(names["mallory"] + "/")]) == quota
+    assert admin.xlen(k.deadletter) == refused_before  # her sets were valid: routed, at her own samples' expense
+
+
+def test_every_users_keys_are_its_own_on_a_redis_cluster_too(acl_redis: AclRedis) -> None:
+    """On a Redis Cluster the keys outside the shards carry `{global}` and the shard keys a
+    shard's tag: the users' patterns named only the plain layout, so a machine's own presence,
+    jobs and weights were denied there (and the trainer's buffers). Checked with ACL DRYRUN,
+    Redis' own ACL engine, on the cluster's key names."""
+    k = Keys(acl_redis.prefix, cluster=True)
+    admin = acl_redis.client()
+    acl_redis.machine("collector", "sec-cl1")
+    acl_redis.machine("player", "sec-pl1")
+    shard = k.for_collector("sec-cl1", 3)
+
+    def allowed(user: str, *command: str) -> bool:
+        return admin.execute_command("ACL", "DRYRUN", user, *command) in (b"OK", "OK")
+
+    for command in (("SET", k.presence("collector", "sec-cl1"), "x", "EX", "10"),
+                    ("HSET", k.status("collector", "sec-cl1"), "state", "idle"), ("BRPOP", k.jobs("sec-cl1"), "1"),
+                    ("HGET", k.config, "json"), ("HGET", k.weights_latest, "version"),
+                    ("XADD", shard.stream("steering", "sec-cl1"), "*", "meta", "x"),
+                    ("SET", shard.incoming("sec-cl1", "s1", 0), "row", "EX", "60")):
+        assert allowed("sec-cl1", *command), command
+    for command in (("SET", k.presence("collector", "sec-other"), "x"), ("BRPOP", k.jobs("sec-other"), "1"),
+                    ("XADD", shard.stream("steering", "sec-other"), "*", "meta", "x"),
+                    ("SET", shard.buffer_row("steering", "x"), "x"), ("HSET", k.config, "json", "{}")):
+        assert not allowed("sec-cl1", *command), command
+    for command in (("SET", k.frame("sec-pl1", "hood"), "jpeg", "EX", "5"), ("HGET", k.weights_latest, "blob"),
+                    ("SUBSCRIBE", k.weights_channel)):
+        assert allowed("sec-pl1", *command), command
+    assert not allowed("sec-pl1", "SET", k.frame("sec-pl2", "hood"), "jpeg")
+    for command in (("SADD", shard.buffer("steering"), "id"), ("HINCRBY", shard.counters, "x", "1"),
+                    ("HSET", k.weights_latest, "version", "1"), ("SET", k.presence("trainer", "t1"), "x"),
+                    ("HGET", k.config, "json")):
+        assert allowed("trainer", *command), command
+    assert not allowed("trainer", "HSET", k.config, "json", "{}")

@@ -16,7 +16,7 @@ from pipeline.games.base import WEATHERS, Capabilities, Environment
 from pipeline.games.sim import SimGame
 from pipeline.serve.server import Server, check_environment, sample_environment
 from pipeline.wire.config_store import fetch_config
-from pipeline.wire.keys import RECORDER_GROUP, SERVER_GROUP, Keys
+from pipeline.wire.keys import RECORDER_GROUP, SERVER_GROUP, Keys, sample_id
 from pipeline.wire.manifest import SampleSet, manifest
 from pipeline.wire.presence import Presence, live_workers
 from tests.factories import TEST_COLLECTOR, publish_entry, sample_set, stored_rows, tiny_config
@@ -151,7 +151,7 @@ def test_full_buffer_evicts_oldest_and_backlog_is_bounded(r: redis.Redis, keys: 
     assert server.stream_lag(keys.stream("steering", TEST_COLLECTOR)) == 0  # a full buffer keeps reading ...
     assert r.scard(keys.buffer("steering")) == 4  # ... and evicts its oldest samples
     assert {i.decode() for i in r.smembers(keys.buffer("steering"))} == {
-        f"{s.set_id}:{i}" for s in sets[-2:] for i in range(2)}
+        sample_id(TEST_COLLECTOR, s.set_id, i) for s in sets[-2:] for i in range(2)}
     assert server.buffers.replay_stats()["steering"]["evicted"] == 2
     assert stored_rows(r, keys, "steering") == 4  # evicted rows are deleted with their ids
 
@@ -253,8 +253,8 @@ def test_rows_renamed_into_the_buffer_and_checked_against_their_heads(r: redis.R
     r.xadd(keys.stream("steering", TEST_COLLECTOR), manifest(missing.entry()))  # a manifest whose rows never arrived
     for _ in range(3):
         server.route_once(block_ms=10)
-    assert r.smembers(keys.buffer("steering")) == {f"{good.set_id}:{i}".encode() for i in range(3)}
-    assert r.get(keys.buffer_row("steering", f"{good.set_id}:2")) == good.entry()["r2"]  # byte for byte
+    assert r.smembers(keys.buffer("steering")) == {sample_id(TEST_COLLECTOR, good.set_id, i).encode() for i in range(3)}
+    assert r.get(keys.buffer_row("steering", sample_id(TEST_COLLECTOR, good.set_id, 2))) == good.entry()["r2"]  # byte for byte
     assert not list(r.scan_iter(match=keys.incoming(TEST_COLLECTOR, "*") + "*"))  # renamed, or deleted with the refusal
     reasons = [e[1][b"reason"].decode() for e in r.xrange(keys.deadletter)]
     assert reasons == ["row 1 is missing or differs from its header (expired?)",
@@ -269,7 +269,7 @@ def test_rows_copied_while_a_recorder_reads_the_streams(r: redis.Redis, keys: Ke
     publish_entry(r, keys, "steering", s.entry(), ttl=600)
     server.route_once(block_ms=10)
     assert r.scard(keys.buffer("steering")) == 2
-    assert r.get(keys.incoming(TEST_COLLECTOR, s.set_id, 0)) == r.get(keys.buffer_row("steering", f"{s.set_id}:0"))
+    assert r.get(keys.incoming(TEST_COLLECTOR, s.set_id, 0)) == r.get(keys.buffer_row("steering", sample_id(TEST_COLLECTOR, s.set_id, 0)))
     assert 0 < r.ttl(keys.incoming(TEST_COLLECTOR, s.set_id, 0)) <= 600  # left for the recorder, still bounded
 
 

@@ -7,8 +7,15 @@ collector writes a set's rows as `incoming` keys; the server checks the set's ma
 one Lua script compares every row with its checked head and length, renames the rows into
 the buffer, adds the ids, adds the limit's tokens, evicts the oldest samples beyond
 capacity and acknowledges the stream entry — all or nothing, so a crash never half-routes
-a set and a row cannot change between check and routing. Ids are `{set id}:{row}`, so
-routing a set twice cannot duplicate a sample.
+a set and a row cannot change between check and routing. Ids are `{collector}/{set id}:{row}`,
+so routing a set twice cannot duplicate a sample, and no collector's set id can collide with
+another's.
+
+No collector can crowd the others out: each one's ids also sit in a sorted set of its own
+(`Keys.buffer_owned`), and a collector holding more than its quota of a buffer
+(`collector_share` fair shares of the capacity, over the live collectors) has its own
+oldest samples evicted, not the others'. A compromised machine flooding valid sets of its
+own therefore turns over only its own part of the pool.
 
 The trainer draws with one Lua script that checks every buffer against the start
 threshold and the replay limit, and draws from all of them, or from none. With draw-and-
@@ -22,6 +29,7 @@ meantime is simply missing from that batch.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,7 +47,7 @@ INSERTED = "inserted"
 DRAWN, FILLING, LIMITED = "ok", "filling", "limited"
 
 # KEYS: per buffer the id set, then per buffer the order zset, then per buffer the replay hash.
-# ARGV: threshold, drawn prefix, ttl, delete (1|0), then per buffer: row prefix, n.
+# ARGV: threshold, drawn prefix, ttl, delete (1|0), then per buffer: row prefix, n, owned prefix.
 # Returns {'filling'} when a buffer is below the threshold, {'limited'} when one lacks the
 # tokens of the replay limit (draw-and-delete needs none: a sample drawn is gone), else
 # {'ok', keys of buffer 1, keys of buffer 2, ...}.
@@ -52,14 +60,14 @@ for i = 1, nb do
   end
 end
 for i = 1, nb do
-  local n = tonumber(ARGV[4 + 2 * i])
+  local n = tonumber(ARGV[3 + 3 * i])
   if not delete and n > 0 and tonumber(redis.call('HGET', KEYS[2 * nb + i], 'tokens') or '0') < n then
     return {'limited'}
   end
 end
 local out = {'ok'}
 for i = 1, nb do
-  local prefix, n = ARGV[3 + 2 * i], tonumber(ARGV[4 + 2 * i])
+  local prefix, n, owned = ARGV[2 + 3 * i], tonumber(ARGV[3 + 3 * i]), ARGV[4 + 3 * i]
   local got = {}
   if n > 0 then
     if delete then
@@ -72,6 +80,10 @@ for i = 1, nb do
           got[#got + 1] = key
         end
         redis.call('ZREM', KEYS[nb + i], id)
+        local owner = string.match(id, '^(.*)/')  -- none in ids routed before owners were kept
+        if owner then
+          redis.call('ZREM', owned .. owner, id)
+        end
       end
     else
       for _, id in ipairs(redis.call('SRANDMEMBER', KEYS[i], n)) do
@@ -87,9 +99,10 @@ return out
 """
 
 
-# KEYS: stream, buffer id set, counters, order zset, replay hash.  ARGV: group, entry id,
-# 'copy' | 'rename', incoming prefix, buffer row prefix, set id, n, capacity, samples per
-# insert, tolerance, the counters' sets-routed and samples-routed fields, then per row: head, length.
+# KEYS: stream, buffer id set, counters, order zset, replay hash, the collector's owned zset.
+# ARGV: group, entry id, 'copy' | 'rename', incoming prefix, buffer row prefix, set id, n,
+# capacity, samples per insert, tolerance, the counters' sets-routed and samples-routed
+# fields, the collector, its quota, the owned prefix, then per row: head, length.
 # Returns {1, n, evicted} when routed, {0, i} when row i is missing or differs from its head,
 # {2, i} when row i of this set id is already in the buffer (a set republished, by its own
 # collector or under another's id: never renamed over what is there).
@@ -98,8 +111,10 @@ local group, entry, mode = ARGV[1], ARGV[2], ARGV[3]
 local src, dst, set_id, n = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
 local capacity, spi, tolerance = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local sets_field, samples_field = ARGV[11], ARGV[12]
+local owner, quota, owned = ARGV[13], tonumber(ARGV[14]), ARGV[15]
+set_id = owner .. '/' .. set_id
 for i = 0, n - 1 do
-  local key, head, len = src .. i, ARGV[13 + 2 * i], tonumber(ARGV[14 + 2 * i])
+  local key, head, len = src .. i, ARGV[16 + 2 * i], tonumber(ARGV[17 + 2 * i])
   -- a row of another type (a collector may write any) must be refused, not raise WRONGTYPE
   if redis.call('TYPE', key).ok ~= 'string' or redis.call('STRLEN', key) ~= len
       or redis.call('GETRANGE', key, 0, #head - 1) ~= head then
@@ -120,6 +135,7 @@ local function flush()
     scored[#scored + 1] = id
   end
   redis.call('ZADD', KEYS[4], unpack(scored))
+  redis.call('ZADD', KEYS[6], unpack(scored))
   ids = {}
 end
 for i = 0, n - 1 do
@@ -140,6 +156,27 @@ local tokens = tonumber(redis.call('HGET', KEYS[5], 'tokens') or '0') + n * spi
 redis.call('HSET', KEYS[5], 'tokens', tostring(math.min(tokens, tolerance)))
 redis.call('HINCRBY', KEYS[5], 'inserted', n)
 local evicted = 0
+local function evict(id)
+  if redis.call('SREM', KEYS[2], id) == 1 then
+    redis.call('UNLINK', dst .. id)
+    evicted = evicted + 1
+    return 1
+  end
+  return 0
+end
+-- over its quota, the collector's own oldest samples leave first
+local over = redis.call('ZCARD', KEYS[6]) - quota
+while over > 0 do
+  local own = redis.call('ZPOPMIN', KEYS[6], math.min(over, 1000))
+  if #own == 0 then
+    break
+  end
+  for j = 1, #own, 2 do
+    redis.call('ZREM', KEYS[4], own[j])
+    evict(own[j])
+    over = over - 1
+  end
+end
 local excess = redis.call('SCARD', KEYS[2]) - capacity
 while excess > 0 do
   local oldest = redis.call('ZPOPMIN', KEYS[4], math.min(excess, 1000))
@@ -147,11 +184,11 @@ while excess > 0 do
     break
   end
   for j = 1, #oldest, 2 do
-    if redis.call('SREM', KEYS[2], oldest[j]) == 1 then
-      redis.call('UNLINK', dst .. oldest[j])
-      evicted = evicted + 1
-      excess = excess - 1
+    local holder = string.match(oldest[j], '^(.*)/')  -- none in ids routed before owners were kept
+    if holder then
+      redis.call('ZREM', owned .. holder, oldest[j])
     end
+    excess = excess - evict(oldest[j])
   end
 end
 if evicted > 0 then
@@ -182,6 +219,10 @@ class Buffers:
     capacity: int
     start_fraction: float = 0.9
     limit: ReplayLimit = field(default_factory=ReplayLimit)
+    #: fair shares of a buffer one collector may hold (0: no cap); see `collector_quota`
+    collector_share: float = 0.0
+    #: collectors the server saw alive in this shard at its last look (`ShardedBuffers.set_live_collectors`)
+    live_collectors: int = 0
 
     def __post_init__(self) -> None:
         self._draw = self.r.register_script(_DRAW_LUA)
@@ -224,20 +265,31 @@ class Buffers:
             return False
         return any(s["tokens"] < self.limit.tolerance / 2 for s in self.replay_stats().values())
 
+    @property
+    def collector_quota(self) -> int:
+        """Samples of one output buffer a single collector may hold: `collector_share` fair
+        shares of the capacity over the live collectors (all of it while one or none is known)."""
+        if self.collector_share <= 0:
+            return self.capacity
+        return min(self.capacity, math.ceil(self.capacity * self.collector_share / max(1, self.live_collectors)))
+
     def route_set(self, output: str, stream: str, group: str, entry_id: str, collector: str, set_id: str,
                   heads: list[tuple[bytes, int]], copy: bool = False) -> str | None:
         """Move a checked set's incoming rows (the collector's own) into the buffer (evicting
-        its oldest samples beyond capacity) and acknowledge its entry; `copy` leaves the
-        incoming rows for another reader (the recorder). Returns None when routed, else why not."""
+        the collector's own oldest samples beyond its quota, then the oldest beyond capacity)
+        and acknowledge its entry; `copy` leaves the incoming rows for another reader (the
+        recorder). Returns None when routed, else why not."""
         args: list[object] = [group, entry_id, "copy" if copy else "rename",
                               self.keys.incoming(collector, set_id), self.keys.buffer_row_prefix(output), set_id,
                               len(heads),
                               self.capacity, self.limit.samples_per_insert, self.limit.tolerance,
-                              Counter.sets_routed(output), Counter.samples_routed(output)]
+                              Counter.sets_routed(output), Counter.samples_routed(output),
+                              collector, self.collector_quota, self.keys.buffer_owned(output, "")]
         for head, length in heads:
             args += [head, length]
         keys = [stream, self.keys.buffer(output), self.keys.counters,
-                self.keys.buffer_order(output), self.keys.buffer_replay(output)]
+                self.keys.buffer_order(output), self.keys.buffer_replay(output),
+                self.keys.buffer_owned(output, collector)]
         ok, index, *_ = self._route(keys=keys, args=args)
         if ok == 1:
             return None
@@ -245,15 +297,17 @@ class Buffers:
             return f"set {set_id} is already in the buffer (republished)"
         return f"row {index} is missing or differs from its header (expired?)"
 
-    def insert(self, output: str, set_id: str, rows: list[bytes], ttl_s: int = 600) -> None:
-        """Put finished rows into a buffer the way routing does (limit, order, eviction), for
-        benches and tests that stand in for collectors and the server."""
+    def insert(self, output: str, set_id: str, rows: list[bytes], ttl_s: int = 600,
+               collector: str = INSERTED) -> None:
+        """Put finished rows into a buffer the way routing does (limit, order, quota, eviction),
+        for benches and tests that stand in for collectors and the server."""
         pipe = self.r.pipeline(transaction=False)
         for i, row in enumerate(rows):
-            pipe.set(self.keys.incoming(INSERTED, set_id, i), row, ex=ttl_s)
+            pipe.set(self.keys.incoming(collector, set_id, i), row, ex=ttl_s)
         pipe.execute()
         heads = [(row[: row_head_size(row)], len(row)) for row in rows]
-        bad = self.route_set(output, self.keys.stream(output, INSERTED), SERVER_GROUP, "0-0", INSERTED, set_id, heads)
+        bad = self.route_set(output, self.keys.stream(output, collector), SERVER_GROUP, "0-0", collector, set_id,
+                             heads)
         if bad is not None:
             raise ValueError(f"set {set_id} not inserted: {bad}")
 
@@ -267,7 +321,7 @@ class Buffers:
         args: list[object] = [self.threshold, self.keys.drawn(uuid.uuid4().hex), DRAWN_TTL_S,
                               int(self.limit.delete_on_draw)]
         for name, n in zip(self.outputs, shares, strict=True):
-            args += [self.keys.buffer_row_prefix(name), n]
+            args += [self.keys.buffer_row_prefix(name), n, self.keys.buffer_owned(name, "")]
         keys = ([self.keys.buffer(n) for n in self.outputs] + [self.keys.buffer_order(n) for n in self.outputs]
                 + [self.keys.buffer_replay(n) for n in self.outputs])
         state, *res = self._draw(keys=keys, args=args)
@@ -299,4 +353,6 @@ class Buffers:
             ids = [i.decode() for i in self.r.sscan_iter(self.keys.buffer(name), count=1000)]
             for start in range(0, len(ids), 1000):
                 self.r.unlink(*(self.keys.buffer_row(name, i) for i in ids[start : start + 1000]))
-            self.r.delete(self.keys.buffer(name), self.keys.buffer_order(name), self.keys.buffer_replay(name))
+            owned = [k.decode() for k in self.r.scan_iter(match=self.keys.buffer_owned(name, "*"), count=1000)]
+            for key in [self.keys.buffer(name), self.keys.buffer_order(name), self.keys.buffer_replay(name), *owned]:
+                self.r.delete(key)  # one by one: a cluster's client refuses a multi-key DELETE

@@ -198,6 +198,7 @@ class Server:
         runs (an idle one gets at least one); returns the episodes handed out. Only presence
         keys a heartbeat wrote count (`live_workers`): forged ones get no jobs."""
         collectors = live_workers(self.r, self.keys, "collector")
+        self.buffers.set_live_collectors(collectors)
         pipe = self.r.pipeline(transaction=False)
         for name in collectors:
             pipe.llen(self.keys.jobs(name))

@@ -24,7 +24,7 @@ import redis
 from pipeline.config import Config
 from pipeline.serve.buffers import DRAWN, FILLING, LIMITED, Buffers, Draw
 from pipeline.serve.replay import split_batch
-from pipeline.wire.keys import Keys
+from pipeline.wire.keys import Keys, shard_of
 
 
 def apportion(total: int, weights: list[int]) -> list[int]:
@@ -52,7 +52,13 @@ class ShardedBuffers:
     def for_config(cls, r: redis.Redis, keys: Keys, config: Config) -> ShardedBuffers:
         b = config.buffers
         return cls([Buffers(r, shard_keys, config.output_names(), config.shard_capacity(), b.start_fraction,
-                            config.replay_limit()) for shard_keys in keys.shards(b.shards)])
+                            config.replay_limit(), b.collector_share) for shard_keys in keys.shards(b.shards)])
+
+    def set_live_collectors(self, collectors: list[str]) -> None:
+        """Tell each shard how many live collectors send to it: their quota of its buffers
+        (`Buffers.collector_quota`) is a share of that count."""
+        for i, shard in enumerate(self.shards):
+            shard.live_collectors = sum(1 for c in collectors if shard_of(c, len(self.shards)) == i)
 
     @property
     def outputs(self) -> list[str]:

@@ -25,7 +25,8 @@ MONITOR, ACL, SAVE, MODULE, REPLICAOF, ...), no SELECT/SWAPDB, no FUNCTION/SCRIP
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 
 from pipeline.wire.keys import DEFAULT_PREFIX, RQ_ALL, Keys
 
@@ -40,32 +41,53 @@ _READ_HASH = "+hget +hmget +hgetall"
 _OWN_STATUS = "+set +hset +expire +pexpire +del +exists"
 
 
+def _both(mark: str, k: Keys, name: Callable[[Keys], str]) -> str:
+    """`mark` + a key or glob in both layouts of the prefix: a plain Redis', and a Redis
+    Cluster's, where the keys outside the shards carry the `{global}` tag."""
+    return " ".join(f"{mark}{name(layout)}" for layout in (replace(k, cluster=False), replace(k, cluster=True)))
+
+
+def _sharded(k: Keys, *parts: str) -> str:
+    """A shard key, or glob of them, untagged (one shard on a plain Redis) or in any shard."""
+    return " ".join(f"~{g}" for g in k.sharded(*parts))
+
+
 def collector_rules(k: Keys, name: str) -> str:
     """A collector's rules over the keys of `name` (`*`: every collector, the shared user)."""
     streams = " ".join(f"~{g}" for g in k.collector_family("stream", name))  # untagged, or in any shard
     rows = " ".join(f"~{g}" for g in k.collector_family("incoming", name))
+    own = _both("~", k, lambda x: x.presence("collector", name)) + " " + _both("~", k, lambda x: x.status(
+        "collector", name))
     return (f"{_CONNECTION} ({streams} +xadd) ({rows} +set) "
-            f"(~{k.jobs(name)} +brpop +rpop +llen) (%R~{k.config} {_READ_HASH}) (%R~{k.weights_latest} {_READ_HASH}) "
-            f"(~{k.presence('collector', name)} ~{k.status('collector', name)} {_OWN_STATUS})")
+            f"({_both('~', k, lambda x: x.jobs(name))} +brpop +rpop +llen) "
+            f"({_both('%R~', k, lambda x: x.config)} {_READ_HASH}) "
+            f"({_both('%R~', k, lambda x: x.weights_latest)} {_READ_HASH}) ({own} {_OWN_STATUS})")
 
 
 def player_rules(k: Keys, name: str) -> str:
     """A player's rules over the keys of `name` (`*`: every player, the shared user)."""
-    return (f"{_CONNECTION} &{k.weights_channel} +subscribe +unsubscribe "
-            f"(~{k.presence('player', name)} ~{k.status('player', name)} ~{k.frame(name, '*')} {_OWN_STATUS} +get) "
-            f"(%R~{k.family('weights')} %R~{k.config} {_READ_HASH} +exists)")
+    own = " ".join(_both("~", k, fn) for fn in (lambda x: x.presence("player", name),
+                                                   lambda x: x.status("player", name), lambda x: x.frame(name, "*")))
+    return (f"{_CONNECTION} {_both('&', k, lambda x: x.weights_channel)} +subscribe +unsubscribe "
+            f"({own} {_OWN_STATUS} +get) "
+            f"({_both('%R~', k, lambda x: x.family('weights'))} {_both('%R~', k, lambda x: x.config)} "
+            f"{_READ_HASH} +exists)")
 
 
 def role_rules(prefix: str = DEFAULT_PREFIX) -> dict[str, str]:
-    """ACL rules per role (without user name, password or reset), ready for `ACL SETUSER`."""
+    """ACL rules per role (without user name, password or reset), ready for `ACL SETUSER`;
+    every pattern covers the keys of a plain Redis and of a Redis Cluster."""
     k = Keys(prefix)
-    own_trainer = f"~{k.presence_pattern('trainer')} ~{k.status_pattern('trainer')}"
+    trainer_keys = " ".join(_both("~", k, fn) for fn in (
+        lambda x: x.family("weights"), lambda x: x.family("trainer"), lambda x: x.presence_pattern("trainer"),
+        lambda x: x.status_pattern("trainer")))
     return {
         "server": f"~{k.everything} ~{RQ_ALL} &{k.everything} &{RQ_ALL} +@all {DANGEROUS} {_CONNECTION}",
         "trainer": (
-            f"~{k.family('buffer')} ~{k.family('drawn')} ~{k.family('weights')} ~{k.family('trainer')} {own_trainer} "
-            f"~{k.counters} ~{RQ_ALL} &{k.weights_channel} &{RQ_ALL} +@all {DANGEROUS} {_CONNECTION} "
-            f"(%R~{k.config} %R~{k.evaluation}* {_READ_HASH} +exists)"
+            f"{_sharded(k, 'buffer', '*')} {_sharded(k, 'drawn', '*')} {_sharded(k, 'counters')} {trainer_keys} "
+            f"~{RQ_ALL} {_both('&', k, lambda x: x.weights_channel)} &{RQ_ALL} +@all {DANGEROUS} {_CONNECTION} "
+            f"({_both('%R~', k, lambda x: x.config)} {_both('%R~', k, lambda x: x.evaluation + '*')} "
+            f"{_READ_HASH} +exists)"
         ),
         "collector": collector_rules(k, "*"),
         "player": player_rules(k, "*"),

@@ -83,6 +83,18 @@ def shard_tag(shard: int, shards: int) -> str:
     raise AssertionError("unreachable")
 
 
+def sample_id(collector: str, set_id: str, row: int) -> str:
+    """A sample's id in a buffer (the routing script builds the same): the collector's name
+    first, so no two collectors' ids can collide and eviction finds the owner."""
+    return f"{collector}/{set_id}:{row}"
+
+
+def set_of_sample(sample_id: bytes | str) -> str:
+    """The set id part of a `sample_id`."""
+    name = sample_id.decode() if isinstance(sample_id, bytes) else sample_id
+    return name.rpartition("/")[2].rpartition(":")[0]
+
+
 def shard_of(collector: str, shards: int) -> int:
     """The shard a collector publishes to: a stable hash of its id (blake2b, not Python's
     salted `hash`, so every process and restart agrees). No coordination, and even over
@@ -161,6 +173,12 @@ class Keys:
         collector's name: no machine can read or rewrite another's rows."""
         return self._s("incoming", collector, set_id, str(row))
 
+    def sharded(self, *parts: str) -> list[str]:
+        """A shard key or glob (`sharded("buffer", "*")`) untagged and under any shard's tag,
+        for ACLs that must hold on a plain Redis and on a cluster."""
+        name = ":".join(parts)
+        return [self.prefix + name, self.prefix + "{*}:" + name]
+
     def collector_family(self, family: str, collector: str) -> list[str]:
         """Globs of one collector's `stream` or `incoming` keys in any shard, untagged or
         tagged (its ACL's); `collector` "*": every collector's."""
@@ -185,6 +203,11 @@ class Keys:
     def buffer_order(self, output: str) -> str:
         """Sorted set of a buffer's sample ids by insert time: the oldest are evicted first."""
         return self._s("buffer", output, "order")
+
+    def buffer_owned(self, output: str, collector: str) -> str:
+        """Sorted set of the ids in `buffer(output)` that one collector sent, by insert time:
+        over its quota, its own oldest leave first (no collector can crowd out the others)."""
+        return self._s("buffer", output, "owned", collector)
 
     def buffer_replay(self, output: str) -> str:
         """Hash of a buffer's replay limit (`pipeline.serve.replay`): `tokens` (draws banked) and
