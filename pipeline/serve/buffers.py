@@ -164,33 +164,28 @@ local function evict(id)
   end
   return 0
 end
--- over its quota, the collector's own oldest samples leave first
-local over = redis.call('ZCARD', KEYS[6]) - quota
-while over > 0 do
-  local own = redis.call('ZPOPMIN', KEYS[6], math.min(over, 1000))
-  if #own == 0 then
-    break
-  end
-  for j = 1, #own, 2 do
-    redis.call('ZREM', KEYS[4], own[j])
-    evict(own[j])
-    over = over - 1
-  end
-end
-local excess = redis.call('SCARD', KEYS[2]) - capacity
-while excess > 0 do
-  local oldest = redis.call('ZPOPMIN', KEYS[4], math.min(excess, 1000))
-  if #oldest == 0 then
-    break
-  end
-  for j = 1, #oldest, 2 do
-    local holder = string.match(oldest[j], '^(.*)/')  -- none in ids routed before owners were kept
-    if holder then
-      redis.call('ZREM', owned .. holder, oldest[j])
+-- evict up to `count` samples, the oldest of sorted set `order` first; `forget(id)` drops each
+-- from the other sorted set that indexes it
+local function evict_oldest(order, count, forget)
+  while count > 0 do
+    local oldest = redis.call('ZPOPMIN', order, math.min(count, 1000))
+    if #oldest == 0 then
+      break
     end
-    excess = excess - evict(oldest[j])
+    for j = 1, #oldest, 2 do
+      forget(oldest[j])
+      count = count - evict(oldest[j])
+    end
   end
 end
+-- over its quota, the collector's own oldest samples leave first; then the oldest beyond capacity
+evict_oldest(KEYS[6], redis.call('ZCARD', KEYS[6]) - quota, function(id) redis.call('ZREM', KEYS[4], id) end)
+evict_oldest(KEYS[4], redis.call('SCARD', KEYS[2]) - capacity, function(id)
+  local holder = string.match(id, '^(.*)/')  -- none in ids routed before owners were kept
+  if holder then
+    redis.call('ZREM', owned .. holder, id)
+  end
+end)
 if evicted > 0 then
   redis.call('HINCRBY', KEYS[5], 'evicted', evicted)
 end
