@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 import msgpack
 import msgpack_numpy
@@ -344,3 +345,46 @@ def test_drained_streams_of_departed_collectors_are_deleted(r: redis.Redis, keys
     assert not r.exists(keys.stream("steering", "gone"))
     assert r.exists(keys.stream("steering", "alive")) and r.exists(keys.stream("steering", "gone-unread"))
     assert server.route_once(block_ms=10) == 1  # what was left is still routed
+
+
+def _publish_as(r: redis.Redis, keys: Keys, server: Server, collector: str, samples: int, seed: int) -> None:
+    """`samples` per output from one collector, in sets of 4, routed."""
+    from pipeline.collect.episode import SetPublisher
+
+    publisher = SetPublisher(r, keys, 1000, 1000)
+    for k in range(samples // 4):
+        for output in server.outputs:
+            publisher.publish(SampleSet(output, collector, f"e{seed}", sample_set(
+                server.config, output, 4, seed=seed * 1000 + k).columns, {}))
+    while server.route_once(block_ms=10):
+        pass
+
+
+def test_a_flood_cannot_keep_the_other_collectors_from_episodes(r: redis.Redis, keys: Keys) -> None:
+    """A collector flooding valid sets kept the buffers full and the trainer's bank topped up,
+    so the server handed nobody an episode: the honest collectors stood idle. One that another's
+    flood keeps under half its fair share now gets episodes anyway; the flooder does not."""
+    server = make_server(r, keys, buffers={"capacity": 40, "collector_share": 1.5, "stream_maxlen": 1000})
+    for name in ("flooder", "honest"):
+        Presence(r, keys, "collector", name).beat(state="idle")
+    server.supply_jobs()
+    r.delete(keys.jobs("flooder"), keys.jobs("honest"))  # both took their first episode
+    server.starved_window_s = 1.0  # a minute in the server: the test does not wait that long
+    _publish_as(r, keys, server, "honest", 12, seed=1)
+    time.sleep(1.2)  # the honest collector's sets are older than the window ...
+    _publish_as(r, keys, server, "flooder", 80, seed=2)  # ... and the flood fills its quota of 30 in it
+    assert r.scard(keys.buffer("steering")) == 40 and not server.wants_data()  # full, the bank topped up
+    assert server.supply_jobs() == 1
+    assert r.llen(keys.jobs("honest")) == 1 and r.llen(keys.jobs("flooder")) == 0
+
+
+def test_an_honest_fleet_resting_under_the_replay_limit_gets_no_episodes(r: redis.Redis, keys: Keys) -> None:
+    """The rescue above must not undo the replay limit's rest: nobody filled its quota, so nobody
+    counts as starved, however unequal their shares."""
+    server = make_server(r, keys, buffers={"capacity": 40, "collector_share": 1.5, "stream_maxlen": 1000})
+    for name in ("fast", "slow"):
+        Presence(r, keys, "collector", name).beat(state="idle")
+    _publish_as(r, keys, server, "slow", 12, seed=1)
+    _publish_as(r, keys, server, "fast", 28, seed=2)
+    assert not server.wants_data()
+    assert server.supply_jobs() == 0

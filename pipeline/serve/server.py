@@ -26,7 +26,7 @@ from pipeline.config import CollectionConfig, Config
 from pipeline.errors import ConfigError
 from pipeline.games.base import NAMED_FIELDS, Capabilities, Environment, capabilities_of
 from pipeline.serve.router import RouteStats, ShardRouter
-from pipeline.serve.shards import ShardedBuffers
+from pipeline.serve.shards import STARVED_WINDOW_S, ShardedBuffers
 from pipeline.serve.sweeper import SWEEP_S, sweep
 from pipeline.wire.config_store import publish_config
 from pipeline.wire.keys import Counter, Keys
@@ -116,6 +116,7 @@ class Server:
         self.primary = 0 in served
         self.waiting = 0  # episodes handed out and not yet taken, at the last supply
         self.swept = 0  # keys a remote machine wrote without a TTL or over their cap, deleted
+        self.starved_window_s = STARVED_WINDOW_S  # how far back `ShardedBuffers.starved` counts inserts
         self.max_bytes = int(config.buffers.max_message_mb * 1024 * 1024)
         self.rng = random.Random(seed)
         # what the backend varies between episodes (its class is imported: the server needs the plug-in)
@@ -195,8 +196,9 @@ class Server:
 
     def supply_jobs(self) -> int:
         """Keep each live collector's own job list at `jobs_ahead` episodes beyond the one it
-        runs (an idle one gets at least one); returns the episodes handed out. Only presence
-        keys a heartbeat wrote count (`live_workers`): forged ones get no jobs."""
+        runs (an idle one gets at least one) while the buffers want data, and a starved one's
+        when they do not (`ShardedBuffers.starved`); returns the episodes handed out. Only
+        presence keys a heartbeat wrote count (`live_workers`): forged ones get no jobs."""
         collectors = live_workers(self.r, self.keys, "collector")
         self.buffers.set_live_collectors(collectors)
         pipe = self.r.pipeline(transaction=False)
@@ -206,11 +208,13 @@ class Server:
         replies = pipe.execute() if collectors else []
         waiting = dict(zip(collectors, (int(n) for n in replies[::2]), strict=True))
         self.waiting = sum(waiting.values())
-        if not self.wants_data():
-            return 0
+        # no data wanted: only collectors another one's flood keeps from their share
+        served = set(collectors) if self.wants_data() else set(self.buffers.starved(collectors, self.starved_window_s))
         ahead, added = self.config.collection.jobs_ahead, 0
         pipe = self.r.pipeline(transaction=False)
         for name, state in zip(collectors, replies[1::2], strict=True):
+            if name not in served:
+                continue
             target = ahead if state == b"collecting" else max(ahead, 1)
             for _ in range(target - waiting[name]):
                 hand_out(pipe, self.keys, name, self.next_episode(), int(self.config.collection.job_timeout_s))

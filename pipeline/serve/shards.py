@@ -26,6 +26,9 @@ from pipeline.serve.buffers import DRAWN, FILLING, LIMITED, Buffers, Draw
 from pipeline.serve.replay import split_batch
 from pipeline.wire.keys import Keys, shard_of
 
+#: How far back `ShardedBuffers.starved` counts each collector's inserts.
+STARVED_WINDOW_S = 60.0
+
 
 def apportion(total: int, weights: list[int]) -> list[int]:
     """`total` split in proportion to `weights` (largest remainder; all zero weights: evenly)."""
@@ -53,6 +56,32 @@ class ShardedBuffers:
         b = config.buffers
         return cls([Buffers(r, shard_keys, config.output_names(), config.shard_capacity(), b.start_fraction,
                             config.replay_limit(), b.collector_share) for shard_keys in keys.shards(b.shards)])
+
+    def starved(self, collectors: list[str], window_s: float = STARVED_WINDOW_S) -> list[str]:
+        """The collectors kept from their share while the buffers want no data: those with
+        under half a fair share of some buffer's inserts of the last `window_s` while another
+        collector of their shard filled its whole quota in that time. A collector flooding
+        valid sets keeps the buffers full and the trainer's bank topped up, so the server
+        would hand nobody else an episode; these get one anyway. In an honest fleet resting
+        under the replay limit nobody fills a quota, and nobody is starved."""
+        out: list[str] = []
+        for i, shard in enumerate(self.shards):
+            mine = [c for c in collectors if shard_of(c, len(self.shards)) == i]
+            if len(mine) < 2:
+                continue
+            seconds, micros = shard.r.time()
+            since = seconds + micros / 1e6 - window_s
+            pipe = shard.r.pipeline(transaction=False)
+            for name in self.outputs:
+                for collector in mine:
+                    pipe.zcount(shard.keys.buffer_owned(name, collector), since, "+inf")
+            counts = iter(int(n) for n in pipe.execute())
+            fair = shard.capacity / len(mine)
+            for _ in self.outputs:
+                recent = {collector: next(counts) for collector in mine}
+                if max(recent.values()) >= shard.collector_quota:
+                    out += [c for c, n in recent.items() if n < fair / 2 and c not in out]
+        return out
 
     def set_live_collectors(self, collectors: list[str]) -> None:
         """Tell each shard how many live collectors send to it: their quota of its buffers
