@@ -285,8 +285,16 @@ class TrainerConfig(Section):
     augment_shift_px: int = Field(
         0, ge=0, le=32,
         description="move every drawn frame by a random whole-pixel offset of up to this many pixels "
-        "(edges repeated; DrQ): with samples_per_insert > 1 the draws of one sample then differ (0 = off)",
+        "(edges repeated; DrQ): with samples_per_insert > 1 the draws of one sample then differ (0 = off). "
+        "For driving it is label noise: a sideways shift moves the lane the steering label reads "
+        "(docs/evaluation.md (i))",
     )
+    lr_decay_batches: int = Field(
+        0, ge=0, le=10**9,
+        description="batches over which the learning rate falls on a cosine from learning_rate to "
+        "learning_rate x lr_final_fraction, then stays there (0 = constant)",
+    )
+    lr_final_fraction: Fraction = Field(0.1, description="the learning rate's floor, as a share of learning_rate")
     cpu_threads: int = Field(
         1, ge=0, le=256,
         description="torch threads when training on a CPU (0 = torch's default); collectors and "

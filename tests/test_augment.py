@@ -124,3 +124,4 @@ def test_the_learner_trains_on_shifted_frames_only_when_asked() -> None:
                  "controls": torch.zeros(8, 2), "targets": torch.zeros(8, 2)}
         learner.step_tensors(batch)
         assert torch.equal(seen[-1], frames) == (shift == 0)
+

@@ -49,13 +49,14 @@ def cli(max_batches: int | None, device: str | None, niceness: int) -> None:
     t = cfg.trainer
     model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width))
     dist = DistributedContext.from_env()  # set by torchrun: data-parallel over its ranks
+    schedule = {"ema_decay": t.ema_decay, "augment_shift_px": t.augment_shift_px,
+                "lr_decay_batches": t.lr_decay_batches, "lr_final_fraction": t.lr_final_fraction}
     if dist is not None:
         dev = dist.init()
         learner = Learner(model, t.learning_rate, t.weight_decay, dev, t.amp, wrap=lambda m: dist.wrap(m, dev),
-                          ema_decay=t.ema_decay, augment_shift_px=t.augment_shift_px)
+                          **schedule)
     else:
-        learner = Learner(model, t.learning_rate, t.weight_decay, device or t.device, t.amp, ema_decay=t.ema_decay,
-                          augment_shift_px=t.augment_shift_px)
+        learner = Learner(model, t.learning_rate, t.weight_decay, device or t.device, t.amp, **schedule)
     if learner.device.type == "cpu" and t.cpu_threads:
         torch.set_num_threads(t.cpu_threads)
     ckpt = Path(cfg.run.checkpoint_dir) / cfg.run.name

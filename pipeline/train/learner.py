@@ -9,6 +9,7 @@ model, batches, config sha256), so a tool can tell which config a file needs.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import threading
@@ -27,12 +28,23 @@ from pipeline.wire.weights import weights_metadata
 
 log = structlog.get_logger(__name__)
 
+def decayed_learning_rate(base: float, batches: int, decay_batches: int, final_fraction: float) -> float:
+    """The learning rate after `batches`: a cosine from `base` down to `base * final_fraction`
+    over `decay_batches`, then flat (a trainer that runs on for days keeps learning, slowly);
+    `decay_batches` 0 = `base` throughout."""
+    if decay_batches <= 0:
+        return base
+    progress = min(1.0, batches / decay_batches)
+    return base * (final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
 class Learner:
     """Model + optimizer + one `step(columns)`; used by the live trainer and offline training."""
 
     def __init__(self, model: torch.nn.Module, learning_rate: float, weight_decay: float = 0.0,
                  device: str | torch.device = "auto", amp: bool = True, grad_clip: float = 10.0,
-                 wrap: Any = None, ema_decay: float = 0.0, augment_shift_px: int = 0) -> None:
+                 wrap: Any = None, ema_decay: float = 0.0, augment_shift_px: int = 0, lr_decay_batches: int = 0,
+                 lr_final_fraction: float = 0.1) -> None:
         self.device = device if isinstance(device, torch.device) else pick_device(device)
         self.module = model.to(self.device)  # the plain model: heads, weights, checkpoints
         if self.device.type == "cuda":
@@ -46,6 +58,9 @@ class Learner:
         self.amp = amp and self.device.type == "cuda"
         self.grad_clip = grad_clip
         self.augment_shift_px = augment_shift_px  # random shift of the frames of every training step
+        #: the schedule's base, length and floor (`decayed_learning_rate`); it follows `batches`, so a
+        #: resumed checkpoint goes on where it stopped
+        self.lr_schedule = (learning_rate, lr_decay_batches, lr_final_fraction)
         self.batches = 0
         self.last_version = 0
         self._local = threading.local()
@@ -113,6 +128,9 @@ class Learner:
             total, per_output, metrics = compute_loss(self.module, logits, batch, with_metrics=with_metrics)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
+        if self.lr_schedule[1]:
+            for group in self.optimizer.param_groups:
+                group["lr"] = decayed_learning_rate(self.lr_schedule[0], self.batches, *self.lr_schedule[1:])
         grad_norm = torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.grad_clip)
         self.optimizer.step()
         if self.ema is not None:
