@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import time
 
@@ -388,3 +389,21 @@ def test_an_honest_fleet_resting_under_the_replay_limit_gets_no_episodes(r: redi
     _publish_as(r, keys, server, "fast", 28, seed=2)
     assert not server.wants_data()
     assert server.supply_jobs() == 0
+
+
+def test_a_server_that_hands_out_no_episodes_still_knows_its_shards_quotas(r: redis.Redis, keys: Keys) -> None:
+    """Only the primary server hands out episodes; the live collectors that set each shard's
+    quota were read there alone, so a server of shard 1 routed with no cap at all."""
+    import threading
+
+    from pipeline.wire.keys import shard_of
+
+    server = Server(r, keys, tiny_config(buffers={"shards": 2, "capacity": 40}), consumer="server-b", shards=[1],
+                    rescan_s=0)
+    names = [f"collector-{i}" for i in range(6)]
+    for name in names:
+        Presence(r, keys, "collector", name).beat(state="idle")
+    server.run(threading.Event(), Presence(r, keys, "server", "server-b"), deadline=time.monotonic() + 1.5)
+    mine = sum(1 for name in names if shard_of(name, 2) == 1)
+    assert server.buffers.shards[1].live_collectors == mine > 0
+    assert server.buffers.shards[1].collector_quota == min(20, math.ceil(20 * 1.5 / mine))

@@ -147,8 +147,10 @@ class Server:
                     ready = True
                 self.route_once(block_ms=200)
                 if time.monotonic() - last_beat >= 1.0:
+                    collectors = live_workers(self.r, self.keys, "collector")
+                    self.buffers.set_live_collectors(collectors)  # every server: the quotas of its shards
                     if self.primary:
-                        self.supply_jobs()
+                        self.supply_jobs(collectors)
                     self.trim_streams()
                     presence.beat(**self.status())
                     last_beat = time.monotonic()
@@ -194,13 +196,15 @@ class Server:
         half = self.config.buffers.stream_maxlen // 2
         return self.buffers.wants_data() and all(router.max_lag() < half for router in self.routers)
 
-    def supply_jobs(self) -> int:
+    def supply_jobs(self, collectors: list[str] | None = None) -> int:
         """Keep each live collector's own job list at `jobs_ahead` episodes beyond the one it
         runs (an idle one gets at least one) while the buffers want data, and a starved one's
         when they do not (`ShardedBuffers.starved`); returns the episodes handed out. Only
-        presence keys a heartbeat wrote count (`live_workers`): forged ones get no jobs."""
-        collectors = live_workers(self.r, self.keys, "collector")
-        self.buffers.set_live_collectors(collectors)
+        presence keys a heartbeat wrote count (`live_workers`, or `collectors` when the caller
+        just read them): forged ones get no jobs."""
+        if collectors is None:
+            collectors = live_workers(self.r, self.keys, "collector")
+            self.buffers.set_live_collectors(collectors)
         pipe = self.r.pipeline(transaction=False)
         for name in collectors:
             pipe.llen(self.keys.jobs(name))
