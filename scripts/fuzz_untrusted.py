@@ -302,6 +302,17 @@ def honest_ledger(r: redis.Redis, keys: Keys, cfg: Config, server_log: list[dict
     return out
 
 
+def buffer_shares(r: redis.Redis, keys: Keys, cfg: Config) -> dict[str, dict[str, int]]:
+    """Per output, how many samples of each collector its buffers hold (ids start with the collector)."""
+    shares: dict[str, dict[str, int]] = {}
+    for output in cfg.output_names():
+        held: Counter[str] = Counter()
+        for k in keys.shards(cfg.buffers.shards):
+            held.update(i.decode().rpartition("/")[0] for i in r.sscan_iter(k.buffer(output), count=1000))
+        shares[output] = dict(held)
+    return shares
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=600.0)
@@ -353,6 +364,9 @@ def main() -> int:
             break
         time.sleep(0.01)
     alive = {n: p.poll() is None for n, p in system.procs.items()}
+    shares = buffer_shares(admin, keys, cfg)  # while every role still runs
+    # the quota with only the honest collectors live: the largest the attacker can have been given
+    quota = min(cfg.shard_capacity(), -(-cfg.shard_capacity() * cfg.buffers.collector_share // len(HONEST_COLLECTORS)))
     # the honest collectors hand over what they hold and stop; the server routes what is left
     exits = {name: system.stop(name) for name in HONEST_COLLECTORS}
     published = {n: sum(e.get("published", 0) for e in system.events(n, "collector_stopped")) for n in HONEST_COLLECTORS}
@@ -371,10 +385,13 @@ def main() -> int:
         "no honest set refused or dropped (lost, or refused as a duplicate)":
             all(v["refused"] == 0 and v["dropped"] == 0 for v in ledger.values()),
         "the honest collectors published": sum(published.values()) > 0,
+        "the attacker holds at most its quota of each buffer": all(
+            held.get(MALLORY, 0) <= quota * cfg.buffers.shards for held in shares.values()),
     }
     result = {
         "seconds": round(time.monotonic() - t0, 1), "checks": checks, "ok": all(checks.values()),
-        "published": published, "ledger": ledger, "alive_at_end": alive, "stopped_early": stopped_early,
+        "published": published, "ledger": ledger, "buffer_shares": shares, "attacker_quota": quota,
+        "alive_at_end": alive, "stopped_early": stopped_early,
         "exit_codes": exits, "redis_peak_used_mb": round(peak_mb, 1),
         "attacks": {a.name: {"tried": sum(a.tried.values()), "refused": sum(a.refused.values()),
                              "by_kind": dict(a.tried), "violations": a.violations[:20]} for a in (mallory, eve)},
