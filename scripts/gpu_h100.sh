@@ -3,7 +3,7 @@
 # with python3 + torch; the missing wheels, redis-server and its libraries travel in .gpu/, built
 # here by scripts/gpu_pack.sh):
 #
-#   scripts/gpu_h100.sh curve     # (b) learning curve: configs/h100.toml (env SPI: its samples_per_insert) from nothing,
+#   scripts/gpu_h100.sh curve     # (b) learning curve: configs/h100.toml (env SPI: its samples_per_insert, 16) from nothing,
 #                                 #     11 collectors, trainer on cuda, 2 evaluators, 7 minutes
 #   scripts/gpu_h100.sh replay    # side by side: h100.toml with samples_per_insert 1 and 8 (env SPI; env EMA
 #                                 #     sets the second one's ema_decay),
@@ -54,7 +54,7 @@ case "$MODE" in
 import json; s=json.load(open('$f')); t=s.get('trainer') or {}
 print('$d', {k: t.get(k) for k in ('batches','compute_share','wait_limited_s','wait_filling_s','draws_per_insert')})"
     done
-    grep -h '"version_evaluated"' /tmp/lc_*/supervise.log /tmp/lc_*/evaluator-final.log 2>/dev/null | cut -c1-110 | tail -20
+    { grep -h '"version_evaluated"' /tmp/lc_*/supervise.log /tmp/lc_*/evaluator-final.log 2>/dev/null || true; } | cut -c1-110 | tail -20
     if running; then echo "still running"; else
       echo "ended"; mkdir -p "${OUT:-/tmp/out}"; cp "$BG"/out/* "${OUT:-/tmp/out}/" 2>/dev/null || true; fi
     exit 0 ;;
@@ -66,19 +66,20 @@ RES="/tmp/results/$MODE"
 mkdir -p "$RES"
 case "$MODE" in
   curve)
-    # env SPI overrides the config's samples_per_insert
-    sed "s/^samples_per_insert = [0-9.]*/samples_per_insert = ${SPI:-8}.0/" configs/h100.toml > /tmp/h100.toml
+    # env SPI overrides the config's samples_per_insert (16)
+    sed "s/^samples_per_insert = [0-9.]*/samples_per_insert = ${SPI:-16}.0/" configs/h100.toml > /tmp/h100.toml
     CONFIG=/tmp/h100.toml MINUTES="${MINUTES:-7}" CONCURRENCY="collector=11,evaluator=2" COLLECTORS=11 \
       ROLES="redis server trainer collector evaluator" WORK=/tmp/lc_h100 PNG="$RES/learning_curve_h100.png" \
-      LABEL="configs/h100.toml, samples_per_insert ${SPI:-8}, H100 + 16 cores, 11 collectors" scripts/learning_curve_run.sh
+      LABEL="configs/h100.toml, samples_per_insert ${SPI:-16}, H100 + 16 cores, 11 collectors" scripts/learning_curve_run.sh
     cp /tmp/lc_h100/{evaluation.json,summary.json,status.json,supervise.log,evaluator-final.log} "$RES/"
     cp -r /tmp/lc_h100/runs /tmp/lc_h100/status_live "$RES/" || true
     ;;
   replay)
     # side by side on one machine: configs/h100.toml with draw-and-delete (samples_per_insert 1)
     # and with samples_per_insert 8, each with 5 collectors and one 3-process evaluator, MINUTES each
-    sed 's/^processes = [0-9]*/processes = 3/' configs/h100.toml > /tmp/spi1.toml
-    sed "/^\[buffers\]/a samples_per_insert = ${SPI:-8}.0" /tmp/spi1.toml > /tmp/spi8.toml
+    sed 's/^processes = [0-9]*/processes = 3/' configs/h100.toml > /tmp/h100_3.toml
+    sed "s/^samples_per_insert = [0-9.]*/samples_per_insert = 1.0/" /tmp/h100_3.toml > /tmp/spi1.toml
+    sed "s/^samples_per_insert = [0-9.]*/samples_per_insert = ${SPI:-8}.0/" /tmp/h100_3.toml > /tmp/spi8.toml
     if [ -n "${EMA:-}" ]; then sed -i "/^\[trainer\]/a ema_decay = $EMA" /tmp/spi8.toml; fi  # the second run averages too
     port=6501
     for v in spi1 spi8; do
