@@ -60,6 +60,7 @@ print('$d', {k: t.get(k) for k in ('batches','compute_share','wait_limited_s','w
     exit 0 ;;
 esac
 source scripts/gpu_env.sh
+CORES="$(env -u OMP_NUM_THREADS nproc)"  # GNU nproc reports OMP_NUM_THREADS (1 below) as the cores
 export OMP_NUM_THREADS=1
 python3 -c 'import torch, pipeline.evaluate.closed_loop, rq, supervisor; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
 RES="/tmp/results/$MODE"
@@ -124,7 +125,7 @@ case "$MODE" in
       name="${v%%:*}"; sets="${v#*:}"; cp configs/default.toml "/tmp/$name.toml"
       for kv in ${sets//,/ }; do sed -i "s/^${kv%%=*} = [^ ]*/${kv%%=*} = ${kv#*=}/" "/tmp/$name.toml"; done
       CONFIG=/tmp/$name.toml MINUTES="${MINUTES:-15}" SCORE_FROM_MIN="${SCORE_FROM_MIN:-9}" SCORE_PROCESSES=3 \
-        SCORE_CPUS="0-$(( $(nproc) - 1 ))" PORT=$port WORK=/tmp/lc_$name REFS=/tmp/refs_$name \
+        SCORE_CPUS="0-$((CORES - 1))" PORT=$port WORK=/tmp/lc_$name REFS=/tmp/refs_$name \
         PNG="$RES/learning_curve_$name.png" LABEL="default.toml $name ($sets), 2 cores of the H100 host" \
         CUDA_VISIBLE_DEVICES="" taskset -c "$((2 * i)),$((2 * i + 1))" scripts/learning_curve_run.sh \
         > "$RES/$name.out" 2>&1 &   # no GPU: a 2-core machine's trainer runs on its CPU
@@ -140,7 +141,7 @@ case "$MODE" in
   fleet)
     # routed samples/s at 1, 2 and 3 shards against the nodes' raw SET + XADD ceiling (pipeline/bench/fleet.py)
     command -v redis-cli >/dev/null || { echo "redis-cli missing: rebuild .gpu with scripts/gpu_pack.sh" >&2; exit 2; }
-    nproc > "$RES/nproc.txt"
+    echo "$CORES" > "$RES/nproc.txt"
     # configs/xception_270x480.toml: 270x480 frames, zstd (about 6 minutes for both at 15 s a round)
     for cfg in ${FLEET_CONFIGS:-default xception_270x480}; do
       python3 -m pipeline.cli bench fleet --json --config "configs/$cfg.toml" --seconds "${SECONDS_PER_ROUND:-15}" \

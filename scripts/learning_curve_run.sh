@@ -21,7 +21,9 @@ MINUTES="${MINUTES:-30}"
 COLLECTORS="${COLLECTORS:-2}"
 PORT="${PORT:-6496}"
 WORK="${WORK:-$ROOT/var/lc_$NAME}"
-LABEL="${LABEL:-$NAME, $(nproc) CPUs, $COLLECTORS collectors}"
+# GNU nproc counts OMP_NUM_THREADS as the cores (gpu_h100.sh sets it to 1): count the CPUs this may run on
+CORES="$(env -u OMP_NUM_THREADS nproc)"
+LABEL="${LABEL:-$NAME, $CORES CPUs, $COLLECTORS collectors}"
 PNG="${PNG:-$ROOT/docs/img/learning_curve_$NAME.png}"
 ROLES="${ROLES:-redis server trainer collector player evaluator}"
 CONCURRENCY="${CONCURRENCY:-collector=$COLLECTORS}"
@@ -31,7 +33,7 @@ REFS="${REFS:-$ROOT/var/evaluation}"
 
 KEEP_VERSIONS="${KEEP_VERSIONS:-400}"
 SCORE_FROM_MIN="${SCORE_FROM_MIN:-$((MINUTES * 2 / 3))}"
-SCORE_PROCESSES="${SCORE_PROCESSES:-$(nproc)}"
+SCORE_PROCESSES="${SCORE_PROCESSES:-$CORES}"
 
 rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK"
 sed "s/^keep_versions = [0-9]*/keep_versions = $KEEP_VERSIONS/" "$CONFIG" > config.toml
