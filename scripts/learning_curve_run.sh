@@ -11,6 +11,7 @@
 # minute on scored after the run (`charles evaluator --burst --since`, on all cores, SCORE_PROCESSES).
 #
 # Env: CONFIG, MINUTES (30), COLLECTORS (2), CONCURRENCY (charles supervise -c, default collector=$COLLECTORS),
+# SCORE_EPISODES (episodes per environment for the scoring after the run; default: the config's),
 # SCORE_CPUS (the cores the scoring after the run may use, e.g. 0-15, when the run itself was pinned to fewer), PORT (6496), WORK (var/lc_<name>), REFS (var/evaluation: reference scores kept between curves), LABEL, PNG, PYTHON, ROLES (the Procfile roles to start; the
 # dashboard and TensorBoard are left out by default: nobody watches them and their ports may be taken).
 set -euo pipefail
@@ -70,7 +71,10 @@ charles redis > redis.log 2>&1 &
 REDIS_PID=$!
 trap 'kill $REDIS_PID 2>/dev/null || true' EXIT
 for _ in $(seq 50); do charles status --json > /dev/null 2>&1 && break; sleep 0.2; done
-${SCORE_CPUS:+taskset -c "$SCORE_CPUS"} charles evaluator --nice 0 --processes "$SCORE_PROCESSES" --kept-since "$(( $(cat t0) + SCORE_FROM_MIN * 60 ))" \
+# SCORE_EPISODES (per environment): more than the live evaluator's, for tighter intervals; the versions it
+# scored are then scored again on the larger plan
+${SCORE_CPUS:+taskset -c "$SCORE_CPUS"} charles evaluator --nice 0 --processes "$SCORE_PROCESSES" \
+  ${SCORE_EPISODES:+--episodes "$SCORE_EPISODES"} --kept-since "$(( $(cat t0) + SCORE_FROM_MIN * 60 ))" \
   > evaluator-final.log 2>&1 || true
 $PYTHON "$ROOT/scripts/learning_curve.py" export --out "$WORK/evaluation.json" --t0 "$(cat t0)" --label "$LABEL"
 $PYTHON "$ROOT/scripts/learning_curve.py" plot "$WORK/evaluation.json" --out "$PNG" \

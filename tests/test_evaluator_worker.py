@@ -118,8 +118,23 @@ def test_kept_since_scores_every_kept_version_of_the_window_after_a_run(redis_se
     scores = read_scores(r, keys)
     assert set(scores) == {4, 5, 6}, roles.log("evaluator")[-3000:]
     assert [scores[v]["batches"] for v in (4, 5)] == [40, 50]
+    assert [len(scores[v]["episodes"]) for v in (4, 5)] == [2, 2]  # 2 environments x 1
     assert scores[6] == {"version": 6, "ratio_to_npc": 0.5, "kept": "as it was"}
     assert "superseded" not in roles.log("evaluator")
+
+    # the same window again with more episodes: the versions scored on the other plan are scored
+    # again (tighter intervals after a run), a record that names no plan is kept
+    first_plan = scores[4]["reference"]
+    try:
+        proc = roles.start("evaluator", "evaluator", "--kept-since", str(since), "--nice", "0",
+                           "--processes", "2", "--episodes", "2")
+        assert proc.wait(240) == 0, roles.log("evaluator")[-3000:]
+    finally:
+        roles.stop_all()
+    rescored = read_scores(r, keys)
+    assert [len(rescored[v]["episodes"]) for v in (4, 5)] == [4, 4], roles.log("evaluator")[-3000:]
+    assert rescored[4]["reference"] == rescored[5]["reference"] != first_plan
+    assert rescored[6] == {"version": 6, "ratio_to_npc": 0.5, "kept": "as it was"}
 
 
 def test_tampered_or_foreign_weights_are_not_scored(r: redis.Redis, keys: Keys, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -52,13 +52,17 @@ def _heartbeat(jobs: EvaluatorJobs, presence: Presence, stop: threading.Event) -
                    "this time and has no score, oldest first, then exit (a run's history, after the run)")
 @click.option("--processes", type=click.IntRange(min=1, max=64), default=None,
               help="episodes driven at once (default: evaluator.processes)")
-def cli(burst: bool, max_jobs: int | None, niceness: int, kept_since: float | None, processes: int | None) -> None:
+@click.option("--episodes", type=click.IntRange(min=1, max=1000), default=None,
+              help="episodes per environment (default: evaluator.episodes_per_environment); with --kept-since, "
+                   "versions scored on another number are scored again")
+def cli(burst: bool, max_jobs: int | None, niceness: int, kept_since: float | None, processes: int | None,
+        episodes: int | None) -> None:
     """Score every published version closed-loop on the held-out seeds, until SIGTERM."""
     configure_logging("evaluator")
     os.nice(niceness)
     r, keys = connect(), keys_from_env()
     worker_id = new_worker_id("evaluator")
-    jobs = EvaluatorJobs(r, keys, REFERENCE_CACHE, processes)
+    jobs = EvaluatorJobs(r, keys, REFERENCE_CACHE, processes, episodes)
     if kept_since is not None:
         try:
             scored = jobs.score_kept(kept_since)

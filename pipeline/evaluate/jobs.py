@@ -10,6 +10,7 @@ TensorBoard (`eval/*` in the run's log dir, step = trainer batches) and may move
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from pathlib import Path
@@ -43,9 +44,10 @@ class EvaluatorJobs:
     what its heartbeat reports, and the rq job itself (`evaluate_version`)."""
 
     def __init__(self, r: redis.Redis, keys: Keys, reference_cache: Path | None = None,
-                 processes: int | None = None) -> None:
+                 processes: int | None = None, episodes: int | None = None) -> None:
         self.redis = r
         self.processes = processes  # episodes at once, overriding the config's evaluator.processes
+        self.episodes = episodes  # per environment, overriding evaluator.episodes_per_environment
         self.keys = keys
         self.reference_cache = reference_cache  # folder of reference files kept between runs (None: Redis only)
         self.games = GameCache()
@@ -145,32 +147,45 @@ class EvaluatorJobs:
 
     def score_kept(self, since: float) -> list[dict[str, Any]]:
         """Score every version still kept in Redis, published at or after `since`, that has no
-        score yet: oldest first, none skipped as superseded. A learning curve's history, scored
-        after its run on every core (the live evaluator keeps up with only some versions)."""
+        score on this evaluator's plan yet: oldest first, none skipped as superseded. A learning
+        curve's history, scored after its run on every core (the live evaluator keeps up with only
+        some versions), with more episodes than the live one could afford when `episodes` says so."""
+        from pipeline.evaluate.closed_loop import EvalSettings
         from pipeline.wire.weights import WeightsStore
 
+        cfg = self.active_config()
+        plan = EvalSettings.from_config(cfg).reference_key(cfg)
         results = []
         for info in WeightsStore(self.redis, self.keys).kept_infos(since):
             if self.stop.is_set():
                 break
-            if not self.redis.hexists(self.keys.evaluation, str(info.version)):
+            if scored_under_another_plan(self.redis.hget(self.keys.evaluation, str(info.version)), plan):
                 results.append(self.score_version(info.version, info.sha256))
         return results
+
+    def active_config(self) -> Config:
+        """The config the server published, with this evaluator's `processes` and `episodes`."""
+        from pipeline.wire.config_store import fetch_config
+
+        fetched = fetch_config(self.redis, self.keys)
+        if fetched is None:
+            raise NotReadyError("no active config in Redis; is the server running?")
+        overrides: dict[str, int] = {}
+        if self.processes is not None:
+            overrides["processes"] = self.processes
+        if self.episodes is not None:
+            overrides["episodes_per_environment"] = self.episodes
+        cfg = fetched[0]
+        return cfg.model_copy(update={"evaluator": cfg.evaluator.model_copy(update=overrides)})
 
     def score_version(self, version: int, sha256: str | None = None) -> dict[str, Any]:
         """Drive one version (its blob checked against `sha256` when given) and record its scores."""
         from pipeline.evaluate.closed_loop import model_policy, score_policy
         from pipeline.models.loading import build_model_from
-        from pipeline.wire.config_store import fetch_config
         from pipeline.wire.weights import WeightsStore
 
         r, keys = self.redis, self.keys
-        fetched = fetch_config(r, keys)
-        if fetched is None:
-            raise NotReadyError("no active config in Redis; is the server running?")
-        cfg = fetched[0]
-        if self.processes is not None:
-            cfg = cfg.model_copy(update={"evaluator": cfg.evaluator.model_copy(update={"processes": self.processes})})
+        cfg = self.active_config()
         try:
             info, tensors = WeightsStore(r, keys).fetch(version, model=cfg.run.name)
             blob = r.hget(keys.weights_version_blob(version), "blob") or r.hget(keys.weights_best, "blob") or b""
@@ -210,6 +225,15 @@ class EvaluatorJobs:
                  incidents_per_km=round(record["metrics"]["incidents_per_km"], 3), best=moved,
                  wall_s=record["wall_s"])
         return {"version": version, "ratio_to_npc": record["ratio_to_npc"], "best": moved}
+
+
+def scored_under_another_plan(raw_record: bytes | str | None, plan: str) -> bool:
+    """True for a version with no score, or one scored on another plan (other episodes, other
+    game code: its `reference`); a record that names no plan is kept as it is."""
+    if raw_record is None:
+        return True
+    reference = json.loads(raw_record).get("reference")
+    return reference is not None and reference != plan
 
 
 def log_tensorboard(writer: Any, record: dict[str, Any]) -> None:
