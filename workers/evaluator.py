@@ -49,7 +49,7 @@ def _heartbeat(jobs: EvaluatorJobs, presence: Presence, stop: threading.Event) -
               help="CPU priority below players and the trainer")
 @click.option("--kept-since", type=float, default=None, metavar="EPOCH_S",
               help="instead of the queue: score every version still kept in Redis that was published at or after "
-                   "this time and has no score, oldest first, then exit (a run's history, after the run)")
+                   "this time and has no score on this plan (see --episodes), oldest first, then exit (a run's history)")
 @click.option("--processes", type=click.IntRange(min=1, max=64), default=None,
               help="episodes driven at once (default: evaluator.processes)")
 @click.option("--episodes", type=click.IntRange(min=1, max=1000), default=None,
