@@ -104,6 +104,10 @@ class CollectionConfig(Section):
     night_fraction: Fraction = Field(0.15, description="share of episodes at night")
     cars: list[str] = Field(default_factory=lambda: ["sedan", "sports", "truck"])
     traffic_density: tuple[float, float] = (0.0, 1.0)
+    npc_styles: list[str] = Field(
+        default_factory=list, description="NPC driving styles episodes draw from, a repeat weighs it more "
+        "(empty: every style the backend declares, 'normal' twice as often as each other)"
+    )
     jobs_ahead: int = Field(1, ge=0, description="episodes waiting on each live collector's own job list beyond the one it runs")
     job_timeout_s: PositiveFloat = Field(900.0, le=86400)
     max_backlog_sets: PositiveInt = Field(200, le=1_000_000, description="sets a collector holds while Redis is away")

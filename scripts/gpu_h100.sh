@@ -13,7 +13,7 @@
 #                                 #     a DAgger round (env COLLECT_MIN TRAIN_MIN DAGGER_ROUNDS DAGGER_MIN
 #                                 #     DAGGER_TRAIN_MIN DAGGER_BETA SNAPSHOT_EVERY BUDGET_S)
 #   scripts/gpu_h100.sh screen    # issue 20: 2-core `make run` systems side by side, each pinned to 2 cores (taskset),
-#                                 #     the default config and variants of it (env VARIANTS: "name:key=value,key=value ..."),
+#                                 #     the default config and variants of it (env VARIANTS: "name:key=value;key=value ..."),
 #                                 #     MINUTES (15) each, then every version from SCORE_FROM_MIN scored on all cores
 #   scripts/gpu_h100.sh fleet     # issue 19: `charles bench fleet` on the 16 cores: a 3-node Redis Cluster, 1/2/3
 #                                 #     shards, synthetic collectors; default config and xception_270x480 (zstd)
@@ -119,11 +119,12 @@ case "$MODE" in
   screen)
     # each variant: configs/default.toml with `key = value` lines replaced, on cores 2i and 2i+1, the
     # trainer on those cores too (CUDA hidden: the first screen, 2026-12-06, let all six train on the GPU)
-    VARIANTS="${VARIANTS:-default: cap10k:capacity=10000,start_fraction=0.1}"
+    # VARIANTS: "name:key=value;key=value ..." (a value may hold commas: traffic_density=[0.4,1.0])
+    VARIANTS="${VARIANTS:-default: cap10k:capacity=10000;start_fraction=0.1}"
     i=0; port=6510
     for v in $VARIANTS; do
       name="${v%%:*}"; sets="${v#*:}"; cp configs/default.toml "/tmp/$name.toml"
-      for kv in ${sets//,/ }; do sed -i "s/^${kv%%=*} = [^ ]*/${kv%%=*} = ${kv#*=}/" "/tmp/$name.toml"; done
+      for kv in ${sets//;/ }; do sed -i "s/^${kv%%=*} = .*/${kv%%=*} = ${kv#*=}/" "/tmp/$name.toml"; done
       CONFIG=/tmp/$name.toml MINUTES="${MINUTES:-15}" SCORE_FROM_MIN="${SCORE_FROM_MIN:-9}" SCORE_PROCESSES=3 \
         SCORE_CPUS="0-$((CORES - 1))" PORT=$port WORK=/tmp/lc_$name REFS=/tmp/refs_$name \
         PNG="$RES/learning_curve_$name.png" LABEL="default.toml $name ($sets), 2 cores of the H100 host" \

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import math
 import random
 import time
@@ -199,9 +200,25 @@ def test_only_what_the_backend_varies_is_sampled(r: redis.Redis, keys: Keys) -> 
     assert len({e.npc_style for e in sim}) == 3 and len({e.time_of_day for e in sim}) > 40
 
 
+def test_npc_styles_from_the_config() -> None:
+    """`collection.npc_styles` chooses the styles episodes draw from, a repeat weighing it more;
+    left empty, every style the backend declares comes, "normal" twice as often."""
+    def styles(npc_styles: list[str]) -> collections.Counter[str]:
+        cfg = tiny_config(collection={"npc_styles": npc_styles}).collection
+        rng = random.Random(0)
+        return collections.Counter(sample_environment(cfg, rng, SimGame.capabilities).npc_style for _ in range(3000))
+    assert set(styles(["normal"])) == {"normal"}
+    calm_twice = styles(["calm", "calm", "aggressive"])
+    assert set(calm_twice) == {"calm", "aggressive"} and 1.8 < calm_twice["calm"] / calm_twice["aggressive"] < 2.2
+    default = styles([])
+    assert set(default) == {"calm", "normal", "aggressive"} and 1.8 < default["normal"] / default["calm"] < 2.2
+
+
 def test_collection_choices_outside_the_backend_refused(r: redis.Redis, keys: Keys) -> None:
     with pytest.raises(ConfigError, match=r"collection\.cars: \['bus'\] not among the backend's"):
         make_server(r, keys, collection={"cars": ["sedan", "bus"]})
+    with pytest.raises(ConfigError, match=r"collection\.npc_styles: \['reckless'\] not among the backend's"):
+        make_server(r, keys, collection={"npc_styles": ["normal", "reckless"]})
     with pytest.raises(ConfigError, match=r"collection\.weathers: \['fog'\] not among the backend's"):
         check_environment(tiny_config(collection={"weathers": ["clear", "fog"]}).collection,
                           Capabilities(environment={"weather": ("clear", "rain")}))

@@ -41,7 +41,7 @@ IDLE_SLEEP_MS = 10
 
 #: What the collection config chooses for each Environment field a backend may vary.
 _CHOSEN: dict[str, str] = {"map_seed": "map_seeds", "weather": "weathers", "time_of_day": "time_of_day",
-                           "car": "cars", "traffic_density": "traffic_density"}
+                           "car": "cars", "traffic_density": "traffic_density", "npc_style": "npc_styles"}
 
 
 def check_environment(cfg: CollectionConfig, capabilities: Capabilities) -> Capabilities:
@@ -87,9 +87,9 @@ def sample_environment(cfg: CollectionConfig, rng: random.Random, capabilities: 
     if varies("traffic_density"):
         fields["traffic_density"] = round(rng.uniform(*cfg.traffic_density), 3)
     fields["episode_seed"] = rng.randrange(2**31)  # every backend: the seed of its episode's randomness
-    if varies("npc_style"):  # "normal" twice as often as each other style
+    if varies("npc_style"):  # the config's list, or the backend's with "normal" twice as often as each other
         styles = capabilities.environment["npc_style"]
-        fields["npc_style"] = rng.choice([s for s in styles for _ in range(2 if s == "normal" else 1)])
+        fields["npc_style"] = rng.choice(cfg.npc_styles or [s for s in styles for _ in range(2 if s == "normal" else 1)])
     return Environment(**fields)
 
 
