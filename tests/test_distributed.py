@@ -41,14 +41,7 @@ def _free_port() -> int:
 
 
 def test_two_cpu_ranks_agree_on_readiness_and_keep_equal_weights(tmp_path: Path) -> None:
-    port = _free_port()
-    procs = []
-    for rank in range(2):
-        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "CUDA_VISIBLE_DEVICES": "",
-               "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
-        procs.append(subprocess.Popen([sys.executable, "-c", RANK], cwd=ROOT, env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    procs = _start_ranks(RANK, _free_port())
     results = []
     for proc in procs:
         out, err = proc.communicate(timeout=120)
@@ -59,6 +52,41 @@ def test_two_cpu_ranks_agree_on_readiness_and_keep_equal_weights(tmp_path: Path)
     assert not main["one_short"] and not other["one_short"]  # one rank short: nobody steps
     assert main["all"] and other["all"]
     assert main["weights"] == other["weights"]  # gradients averaged over both ranks' batches
+
+
+LEAVER = """
+import os, sys, time, torch
+from pipeline.train.distributed import DistributedContext
+ctx = DistributedContext.from_env()
+device = ctx.init()
+ctx.all_ready(True, device)
+if ctx.rank == 1:
+    os._exit(0)  # killed: never reaches close()
+started = time.monotonic()
+ctx.close()
+print(round(time.monotonic() - started, 1))
+"""
+
+
+def _start_ranks(script: str, port: int) -> list[subprocess.Popen[str]]:
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "CUDA_VISIBLE_DEVICES": "",
+               "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+        procs.append(subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def test_closing_with_a_rank_gone_does_not_hang() -> None:
+    """close() meets the other ranks at a barrier before tearing the group down; a rank that
+    was killed first must not keep the survivor waiting past CLOSE_BARRIER_S."""
+    main, leaver = _start_ranks(LEAVER, _free_port())
+    leaver.communicate(timeout=120)
+    out, err = main.communicate(timeout=120)
+    assert main.returncode == 0, err[-3000:]
+    assert float(out.strip().splitlines()[-1]) < 35.0
 
 
 def test_a_plain_process_is_not_distributed(monkeypatch: pytest.MonkeyPatch) -> None:

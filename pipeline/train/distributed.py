@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
+import structlog
 import torch
+
+log = structlog.get_logger(__name__)
+#: how long a closing rank waits for the others at the closing barrier
+CLOSE_BARRIER_S = 30.0
 
 
 @dataclass
@@ -59,5 +65,14 @@ class DistributedContext:
         return DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True)
 
     def close(self) -> None:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        """Leave the group together: a rank that tears its group down while another still
+        finishes its last collective can abort that one in gloo's teardown ("terminate called
+        without an active exception", seen once under a loaded test suite), so every rank first
+        meets at a barrier; a rank that is gone (crashed, killed) only costs `CLOSE_BARRIER_S`."""
+        if not torch.distributed.is_initialized():
+            return
+        try:
+            torch.distributed.monitored_barrier(group=self._flags, timeout=timedelta(seconds=CLOSE_BARRIER_S))
+        except RuntimeError as exc:  # a peer that left first: nobody to wait for
+            log.warning("distributed_close_alone", rank=self.rank, error=str(exc)[:200])
+        torch.distributed.destroy_process_group()
