@@ -3,9 +3,12 @@ file or key, and exits non-zero; no traceback reaches the terminal (issue 18).""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -75,6 +78,30 @@ def test_sim_out_of_range_traffic_names_the_flag_and_writes_no_video(tmp_path: P
     assert_one_line_error(result, "'--traffic'", "0<=x<=1")
     assert not (tmp_path / "z.mp4").exists()
     assert_one_line_error(charles("sim", "--record", "z.mp4", "--size", "640x", cwd=tmp_path), "'--size'", "640x360")
+
+
+def test_sim_record_stopped_by_ctrl_c_closes_a_playable_video(tmp_path: Path) -> None:
+    """`charles sim --record drive.mp4` stopped by Ctrl-C before its time: exit 0, the summary
+    says "signal", and the MP4 is closed with the frames driven so far."""
+    import cv2
+
+    env = {**os.environ, "CHARLES_ENV_FILE": str(tmp_path / "no.env"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "sim", "--record", "drive.mp4", "--seconds",
+                             "3600"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    video = tmp_path / "drive.mp4"
+    deadline = time.monotonic() + 90
+    while proc.poll() is None and time.monotonic() < deadline and (not video.exists() or video.stat().st_size < 50_000):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["ended"] == "signal" and 0 < summary["frames"] < 3600 * 30
+    capture = cv2.VideoCapture(str(video))
+    readable = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    ok, frame = capture.read()
+    capture.release()
+    assert ok and frame.shape[:2] == (360, 640) and readable > 0
 
 
 def test_record_drive_unknown_weather_names_the_flag_and_leaves_no_folder(tmp_path: Path) -> None:
