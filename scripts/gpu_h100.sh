@@ -12,9 +12,11 @@
 #                                 #     on cuda, snapshots scored closed-loop, the best one kept, then
 #                                 #     a DAgger round (env COLLECT_MIN TRAIN_MIN DAGGER_ROUNDS DAGGER_MIN
 #                                 #     DAGGER_TRAIN_MIN DAGGER_BETA SNAPSHOT_EVERY BUDGET_S)
-#   scripts/gpu_h100.sh screen    # issue 20: 2-core `make run` systems side by side, each pinned to 2 cores (taskset),
+#   scripts/gpu_h100.sh screen    # issue 20: 2-core `make run` systems side by side, each pinned to 2 CPUs (taskset; env CORES_PER_SYSTEM),
 #                                 #     the default config and variants of it (env VARIANTS: "name:key=value;key=value ..."),
 #                                 #     MINUTES (15) each, then every version from SCORE_FROM_MIN scored on all cores
+#   scripts/gpu_h100.sh codecs    # issue 19: `charles bench trainer --device cuda` per frame codec (raw, zstd, jpeg),
+#                                 #     default and xception_270x480, two rounds alternating
 #   scripts/gpu_h100.sh fleet     # issue 19: `charles bench fleet` on the 16 cores: a 3-node Redis Cluster, 1/2/3
 #                                 #     shards, synthetic collectors; default config and xception_270x480 (zstd)
 #                                 #     (env SECONDS_PER_ROUND (15), COLLECTORS per shard (0: by the cores), RATE,
@@ -121,14 +123,15 @@ case "$MODE" in
     # trainer on those cores too (CUDA hidden: the first screen, 2026-12-06, let all six train on the GPU)
     # VARIANTS: "name:key=value;key=value ..." (a value may hold commas: traffic_density=[0.4,1.0])
     VARIANTS="${VARIANTS:-default: cap10k:capacity=10000;start_fraction=0.1}"
+    PER="${CORES_PER_SYSTEM:-2}"  # 4 on a host whose 16 CPUs are 8 cores with two threads each
     i=0; port=6510
     for v in $VARIANTS; do
       name="${v%%:*}"; sets="${v#*:}"; cp configs/default.toml "/tmp/$name.toml"
       for kv in ${sets//;/ }; do sed -i "s/^${kv%%=*} = .*/${kv%%=*} = ${kv#*=}/" "/tmp/$name.toml"; done
       CONFIG=/tmp/$name.toml MINUTES="${MINUTES:-15}" SCORE_FROM_MIN="${SCORE_FROM_MIN:-9}" SCORE_PROCESSES=3 \
         SCORE_CPUS="0-$((CORES - 1))" PORT=$port WORK=/tmp/lc_$name REFS=/tmp/refs_$name \
-        PNG="$RES/learning_curve_$name.png" LABEL="default.toml $name ($sets), 2 cores of the H100 host" \
-        CUDA_VISIBLE_DEVICES="" taskset -c "$((2 * i)),$((2 * i + 1))" scripts/learning_curve_run.sh \
+        PNG="$RES/learning_curve_$name.png" LABEL="default.toml $name ($sets), $PER CPUs of the GPU host" \
+        CUDA_VISIBLE_DEVICES="" taskset -c "$((PER * i))-$((PER * i + PER - 1))" scripts/learning_curve_run.sh \
         > "$RES/$name.out" 2>&1 &   # no GPU: a 2-core machine's trainer runs on its CPU
       i=$((i + 1)); port=$((port + 1))
     done
@@ -148,6 +151,21 @@ case "$MODE" in
       python3 -m pipeline.cli bench fleet --json --config "configs/$cfg.toml" --seconds "${SECONDS_PER_ROUND:-15}" \
         --collectors "${COLLECTORS:-0}" --rate "${RATE:-0}" 2>"$RES/fleet_$cfg.err" | tee "$RES/fleet_$cfg.json"
     done
+    ;;
+  codecs)
+    # the trainer bench on cuda per frame codec, two rounds alternating: the default config (160x120 small CNN)
+    # and configs/xception_270x480.toml (env CODEC_SECONDS, 8)
+    for round in 1 2; do
+      for cfg in default xception_270x480; do
+        for codec in raw zstd jpeg; do
+          sed "s/^frame_codec = .*/frame_codec = \"$codec\"/" "configs/$cfg.toml" > "/tmp/${cfg}_$codec.toml"
+          python3 -m pipeline.cli bench trainer --json --device cuda --seconds "${CODEC_SECONDS:-8}" \
+            --config "/tmp/${cfg}_$codec.toml" 2>>"$RES/codecs.err" | sed "s/^/{\"config\": \"$cfg\", \"codec\": \"$codec\", \"round\": $round, \"bench\": /; s/\$/}/" \
+            | tee -a "$RES/codecs.jsonl"
+        done
+      done
+    done
+    nvidia-smi --query-gpu=name --format=csv,noheader > "$RES/gpu.txt"; lscpu > "$RES/lscpu.txt"
     ;;
   *) echo "unknown mode $MODE" >&2; exit 2 ;;
 esac
