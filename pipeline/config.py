@@ -222,6 +222,15 @@ class BalancingConfig(Section):
     )
     min_bins_filled: Fraction = Field(0.2, description="share of bins a timed-out round needs")
     sample_every: PositiveInt = Field(1, description="consider every k-th frame as a candidate")
+    setting_off_bin: bool = Field(
+        False, description="setting-off ticks (under 3 m/s, throttle over 0.2) get a bin of their own in every "
+        "round (v3/v4) instead of competing for the full-throttle bin; needs collection.setting_off_repeat = 1")
+
+    @model_validator(mode="after")
+    def _check_setting_off_bin(self) -> BalancingConfig:
+        if self.setting_off_bin and self.version == "v1":
+            raise ValueError("balancing.setting_off_bin needs version v3 or v4 (v1 bins combinations of outputs)")
+        return self
 
 
 class BuffersConfig(Section):
@@ -402,6 +411,12 @@ class Config(Section):
             raise ValueError(f"output names must be unique, got {names}")
         if any(o.type == "discrete_delta" for o in self.outputs) and not self.inputs.controls:
             raise ValueError("a discrete_delta output needs inputs.controls = true")
+        if self.balancing.setting_off_bin and self.collection.setting_off_repeat != 1:
+            raise ValueError(
+                "balancing.setting_off_bin keeps setting-off ticks in a bin of their own: set "
+                f"collection.setting_off_repeat = 1 (not {self.collection.setting_off_repeat}), "
+                "repeats would fill that bin with copies of one frame"
+            )
         if self.player.pps is None:
             self.player.pps = self.game.fps
         elif self.player.pps != self.game.fps:

@@ -147,3 +147,51 @@ def test_standing_still_left_out_and_setting_off_offered_again() -> None:
     assert offers(row(1.0, 0.8), skip_standing=True, setting_off_repeat=3) == 3  # setting off
     assert offers(row(12.0, 0.8), skip_standing=True, setting_off_repeat=3) == 1  # cruising
     assert offers(row(12.0, -1.0), skip_standing=True, setting_off_repeat=3) == 1  # braking at speed
+
+
+def moving(accel: float, steer: float, t: float, speed: float) -> dict[str, np.ndarray]:
+    return {**row(accel, steer, t), "speed": np.float32(speed)}
+
+
+@pytest.mark.parametrize(("own_bin", "accel_rows"), [
+    (False, [(1, 0, 10.0)]),  # the full-throttle bin is taken: the setting-off tick is lost
+    (True, [(1, 0, 10.0), (1, 0, 1.0)]),  # its own bin keeps it
+])
+def test_setting_off_gets_a_bin_of_its_own(own_bin: bool, accel_rows: list) -> None:
+    """Evaluation "(s)": setting off competed with every full-throttle tick for one bin."""
+    b = balancer("v3", min_bins_filled=0.3, setting_off_bin=own_bin)
+    assert b.add(moving(1, 0, 0.0, speed=10.0)) == []  # cruising: the accel round's full-throttle bin
+    assert b.add(moving(1, 0, 0.1, speed=10.0)) == []  # again: the steer round's straight bin
+    assert b.add(moving(1, 0, 0.2, speed=1.0)) == []  # setting off
+    sent = dict(b.flush())
+    assert [(float(r["targets"][0]), float(r["targets"][1]), float(r["speed"])) for r in sent["accel"]] == accel_rows
+    assert len(sent["steer"]) == 1
+
+
+def test_the_setting_off_bin_counts_neither_to_full_nor_to_filled() -> None:
+    b = balancer("v3", min_bins_filled=0.3, setting_off_bin=True)
+    assert b.add(moving(1, 0, 0.0, speed=1.0)) == []  # only the setting-off bin holds a row ...
+    assert b.flush() == []  # ... so the round has 0 of its 3 bins: dropped
+    done = feed(b, [(-1, 0), (0, 0), (1, 0)], t0=1.0)  # the three regular bins: complete at once
+    assert [(n, targets_of(r)) for n, r in done] == [("accel", [(-1, 0), (0, 0), (1, 0)])]
+
+
+def test_v4_swaps_beside_a_setting_off_row() -> None:
+    b = balancer("v4", setting_off_bin=True)
+    assert feed(b, [(0, 0), (0, 0)]) == []  # one in each output's round
+    assert b.add(moving(1, 1, 0.3, speed=1.0)) == []  # setting off: the accel round's own bin
+    assert b.add(row(0, 0, 0.4)) == []  # no room: v4 weighs a swap, counting the setting-off row's bins
+    done = feed(b, [(-1, 0), (1, 0)], t0=2.0)
+    assert [n for n, _ in done] == ["accel"]
+    assert len(done[0][1]) == 4  # three regular bins and the setting-off row
+
+
+def test_setting_off_bin_refused_where_it_cannot_work() -> None:
+    with pytest.raises(ValueError, match="v3 or v4"):
+        BalancingConfig(version="v1", setting_off_bin=True)
+    from pipeline.config import Config
+
+    with pytest.raises(ValueError, match="setting_off_repeat = 1"):
+        Config.model_validate({"balancing": {"setting_off_bin": True}, "collection": {"setting_off_repeat": 3}})
+    cfg = Config.model_validate({"balancing": {"setting_off_bin": True}, "collection": {"setting_off_repeat": 1}})
+    assert cfg.balancing.setting_off_bin

@@ -21,6 +21,11 @@ Every row handed to `add` is a candidate: the collector applies `sample_every` i
                   member of that bin whose other-output bins are most common in the round,
                   if that strictly lowers the round's imbalance of the other outputs.
 
+With `setting_off_bin` (v3/v4), a setting-off tick (`is_setting_off`) takes a bin of its own, one
+beyond every output's bins: it no longer competes with every full-throttle tick of the round for
+that bin's places (docs/evaluation.md "(s)"). The extra bin does not count towards a round's
+fullness or filled share, so rounds complete and time out as before.
+
 Bins come from objects with `name`, `num_bins` and `bin_of(targets, controls)` or
 `balance_value` + `bin_index`: an `OutputHead` or a torch-free `pipeline.collect.bins.Binning`.
 """
@@ -54,18 +59,29 @@ class BinSource(Protocol):
     def bin_index(self, value: float) -> int: ...
 
 
-class _Round:
-    """One balancing round: `slots[b]` holds the rows (with their per-output bins) of bin b."""
+SETTING_OFF_MAX_SPEED = 3.0  # m/s: below this, a throttle over SETTING_OFF_MIN_THROTTLE is setting off
+SETTING_OFF_MIN_THROTTLE = 0.2
 
-    def __init__(self, num_bins: int, started: float) -> None:
-        self.slots: list[list[tuple[Row, tuple[int, ...]]]] = [[] for _ in range(num_bins)]
+
+def is_setting_off(row: Row) -> bool:
+    """A tick of getting going: slow, with the throttle (the first target) pressed."""
+    return abs(float(row["speed"])) < SETTING_OFF_MAX_SPEED and float(row["targets"][0]) > SETTING_OFF_MIN_THROTTLE
+
+
+class _Round:
+    """One balancing round: `slots[b]` holds the rows (with their per-output bins) of bin b;
+    slots past the first `regular` (the setting-off bin) do not count towards full or filled."""
+
+    def __init__(self, num_bins: int, started: float, extra: int = 0) -> None:
+        self.slots: list[list[tuple[Row, tuple[int, ...]]]] = [[] for _ in range(num_bins + extra)]
+        self.regular = num_bins
         self.started = started
 
     def filled_share(self) -> float:
-        return sum(1 for s in self.slots if s) / len(self.slots)
+        return sum(1 for s in self.slots[: self.regular] if s) / self.regular
 
     def full(self, per_bin: int) -> bool:
-        return all(len(s) >= per_bin for s in self.slots)
+        return all(len(s) >= per_bin for s in self.slots[: self.regular])
 
     def rows(self) -> list[Row]:
         return [row for slot in self.slots for row, _ in slot]
@@ -85,11 +101,15 @@ class Balancer:
         self.cfg = cfg
         self.outputs = list(outputs)
         self.names = [o.name for o in self.outputs]
+        #: 1 with `setting_off_bin`: the bin index num_bins of every output holds setting off
+        self.extra = int(cfg.setting_off_bin)
         #: candidates seen per output per bin (v3/v4 send rare samples where they are scarce)
-        self.counts = [np.zeros(o.num_bins, dtype=np.int64) for o in self.outputs]
+        self.counts = [np.zeros(o.num_bins + self.extra, dtype=np.int64) for o in self.outputs]
         self.sent = {name: 0 for name in self.names}
 
     def bins_of(self, row: Row) -> tuple[int, ...]:
+        if self.extra and is_setting_off(row):
+            return tuple(o.num_bins for o in self.outputs)
         targets, controls = row["targets"], row["controls"]
         return tuple(o.bin_index(o.balance_value(targets, controls)) for o in self.outputs)
 
@@ -163,7 +183,7 @@ class PerOutputBalancer(Balancer):
         return dict(enumerate(self.rounds))
 
     def _new_round(self, key: Any, now: float) -> None:
-        self.rounds[key] = _Round(self.outputs[key].num_bins, now)
+        self.rounds[key] = _Round(self.outputs[key].num_bins, now, self.extra)
 
     def _reset_rounds(self) -> None:
         self.rounds = [None] * len(self.outputs)
@@ -174,7 +194,7 @@ class PerOutputBalancer(Balancer):
     def _round(self, i: int, now: float) -> _Round:
         rnd = self.rounds[i]
         if rnd is None:
-            rnd = self.rounds[i] = _Round(self.outputs[i].num_bins, now)
+            rnd = self.rounds[i] = _Round(self.outputs[i].num_bins, now, self.extra)
         return rnd
 
     def _rarity_order(self, bins: tuple[int, ...]) -> list[int]:
@@ -228,7 +248,7 @@ class SwapBalancer(PerOutputBalancer):
         return []
 
     def _other_counts(self, rnd: _Round, i: int) -> list[np.ndarray]:
-        counts = [np.zeros(o.num_bins, dtype=np.int64) for o in self.outputs]
+        counts = [np.zeros(o.num_bins + self.extra, dtype=np.int64) for o in self.outputs]
         for slot in rnd.slots:
             for _, b in slot:
                 for j, bj in enumerate(b):

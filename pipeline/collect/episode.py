@@ -24,7 +24,7 @@ import numpy as np
 import redis
 import structlog
 
-from pipeline.collect.balancing import make_balancer
+from pipeline.collect.balancing import is_setting_off, make_balancer
 from pipeline.collect.bins import build_binnings
 from pipeline.collect.context import ContextBuilder
 from pipeline.collect.handoff import EpisodeSpec
@@ -138,7 +138,7 @@ def offers(row: dict[str, np.ndarray], skip_standing: bool, setting_off_repeat: 
     speed, throttle = abs(float(row["speed"])), float(row["targets"][0])
     if skip_standing and speed < 0.5 and throttle <= 0.05:
         return 0
-    if speed < 3.0 and throttle > 0.2:
+    if is_setting_off(row):
         return setting_off_repeat
     return 1
 
