@@ -184,6 +184,11 @@ class InputsConfig(Section):
 
     image: bool = True
     speed: bool = True
+    speed_encoding: Literal["linear", "log"] = Field(
+        "linear",
+        description="speed as the model sees it: linear = speed / 30 m/s (the original); log = log1p(speed), "
+        "which tells a standstill from a slow roll (0 and 0.5 m/s differ by 0.41 instead of 0.017)",
+    )
     purpose: bool = True
     controls: bool = Field(False, description="current control values (discrete_delta needs it)")
     stacked_frames: PositiveInt = Field(1, le=64, description="frames concatenated on channels")

@@ -16,6 +16,7 @@ from pipeline.config import CONFIG_DIR, Config, InputsConfig, ModelConfig, Outpu
 from pipeline.errors import ConfigError, MissingExtraError
 from pipeline.games.base import Controls, Observation
 from pipeline.models import backbone_kind, batch_to_tensors, build_model, compute_loss, predict
+from pipeline.models.encoders import VectorEncoder, purpose_features, speed_features
 from pipeline.wire.schema import ContextSpec, SampleSchema, empty_columns
 
 HAS_TIMM = importlib.util.find_spec("timm") is not None
@@ -235,3 +236,41 @@ def test_collector_context_matches_player_context() -> None:
             assert row["history"][:, 2].tolist() == [t - lag - 12, t - lag - 9, t - lag - 6, t - lag - 3]
             checked += 1
     assert checked > 20
+
+
+def test_log_speed_encoding_tells_a_standstill_from_a_slow_roll() -> None:
+    """`inputs.speed_encoding`: linear keeps the original speed / 30 (what the shipped model was
+    trained on); log puts 0 and 0.5 m/s 0.41 apart, and a model fed it learns "standing -> go,
+    rolling -> brake" where the same steps on speed / 30 do not."""
+    speed = torch.tensor([0.0, 0.5, 3.0, 30.0])
+    torch.testing.assert_close(speed_features(speed, "linear"), speed / 30.0)
+    torch.testing.assert_close(speed_features(speed, "log"), torch.log1p(speed))
+
+    cfg = load_config(CONFIG_DIR / "default.toml")
+    assert cfg.inputs.speed_encoding == "linear"
+    inputs = cfg.inputs.model_copy(update={"speed_encoding": "log"})
+    model = build_model(cfg.model, inputs, cfg.outputs, _hw(cfg)).eval()
+    batch = batch_to_tensors(_columns(cfg, 3), "cpu")
+    net = model.vectors.net
+    assert net is not None
+    with torch.no_grad():
+        parts = torch.cat([torch.log1p(batch["speed"].float())[:, None],
+                           purpose_features(batch["purpose"].float())], dim=1)
+        torch.testing.assert_close(model.vectors(batch), net(parts))
+
+    def final_loss(encoding: str) -> float:
+        torch.manual_seed(0)
+        encoder = VectorEncoder(speed=True, purpose=False, controls=False, out_dim=16, speed_encoding=encoding)
+        head = torch.nn.Linear(16, 1)
+        opt = torch.optim.Adam([*encoder.parameters(), *head.parameters()], lr=1e-3)
+        speeds = torch.tensor([0.0, 0.0, 0.5, 0.5])
+        target = torch.tensor([1.0, 1.0, -1.0, -1.0])
+        for _ in range(500):
+            loss = (head(encoder({"speed": speeds}))[:, 0] - target).abs().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return float(loss.detach())
+
+    assert final_loss("log") < 0.3  # 0.16 (1000 steps: 0.003)
+    assert final_loss("linear") > 0.9  # 0.96 (1000 steps: 0.84)

@@ -68,11 +68,12 @@ class DrivingModel(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN * reps).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD * reps).view(1, -1, 1, 1), persistent=False)
 
-        self.vectors = VectorEncoder(inputs_cfg.speed, inputs_cfg.purpose, inputs_cfg.controls)
+        self.vectors = VectorEncoder(inputs_cfg.speed, inputs_cfg.purpose, inputs_cfg.controls,
+                                     speed_encoding=inputs_cfg.speed_encoding)
         self.history: HistoryEncoder | None = None
         if inputs_cfg.history_length:
             self.history = HistoryEncoder(inputs_cfg.history_length, inputs_cfg.history_encoder,
-                                          model_cfg.lstm_hidden)
+                                          model_cfg.lstm_hidden, speed_encoding=inputs_cfg.speed_encoding)
         trunk_in = img_dim + self.vectors.out_dim + (self.history.out_dim if self.history else 0)
         if trunk_in == 0:
             raise ConfigError("inputs: the model has no input (enable image, speed, purpose, ...)")
