@@ -245,6 +245,7 @@ def test_log_speed_encoding_tells_a_standstill_from_a_slow_roll() -> None:
     speed = torch.tensor([0.0, 0.5, 3.0, 30.0])
     torch.testing.assert_close(speed_features(speed, "linear"), speed / 30.0)
     torch.testing.assert_close(speed_features(speed, "log"), torch.log1p(speed))
+    torch.testing.assert_close(speed_features(-speed, "log"), -torch.log1p(speed))  # reversing keeps its sign
 
     cfg = load_config(CONFIG_DIR / "default.toml")
     assert cfg.inputs.speed_encoding == "linear"

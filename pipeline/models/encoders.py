@@ -18,9 +18,10 @@ HISTORY_DIM = 6
 
 def speed_features(speed: Tensor, encoding: str) -> Tensor:
     """Speed in m/s -> the model's feature. `linear` (/ 30) leaves 0 and 3 m/s 0.1 apart, too
-    little for a standstill to be told from a slow roll; `log` (log1p) puts them 1.39 apart."""
+    little for a standstill to be told from a slow roll; `log` (log1p) puts them 1.39 apart and,
+    like `linear`, keeps the sign of a car that reverses."""
     if encoding == "log":
-        return torch.log1p(speed.abs())
+        return torch.sign(speed) * torch.log1p(speed.abs())
     return speed / SPEED_SCALE
 
 
