@@ -48,12 +48,16 @@ from pipeline.config import Config, load_config  # noqa: E402
 from pipeline.wire.keys import DEFAULT_PREFIX, RQ_ALL, SERVER_GROUP, Keys  # noqa: E402
 from pipeline.wire.local_redis import free_port  # noqa: E402
 from pipeline.wire.manifest import SampleSet, manifest  # noqa: E402
+from pipeline.wire.presence import read_statuses  # noqa: E402
 from pipeline.wire.schema import SampleSchema, empty_columns  # noqa: E402
 
 HONEST_COLLECTORS = ("honest-1", "honest-2")
 HONEST_PLAYER = "honest-pl"
 MALLORY, EVE = "mallory", "eve"
 MAX_ID = "18446744073709551615-18446744073709551615"
+#: a loaded machine can take longer than --seconds to start the honest collectors: the attack then
+#: goes on until one of them has published, this much longer at most
+PUBLISH_GRACE_S = 180.0
 RQ = RQ_ALL[:-1]  # rq's own key names (`rq:suspended`, `rq:pubsub:<worker>`), which attackers try
 
 
@@ -313,6 +317,11 @@ def buffer_shares(r: redis.Redis, keys: Keys, cfg: Config) -> dict[str, dict[str
     return shares
 
 
+def honest_published(admin: redis.Redis, keys: Keys) -> bool:
+    """Some honest collector has published a set (the attacker is no collector role)."""
+    return any(int(s.get("published", 0)) > 0 for s in read_statuses(admin, keys, "collector"))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=600.0)
@@ -350,7 +359,8 @@ def main() -> int:
     rng, own_sets = random.Random(args.seed), []
     peak_mb, t0 = 0.0, time.monotonic()
     stopped_early: dict[str, Any] = {}
-    while time.monotonic() - t0 < args.seconds:
+    while (elapsed := time.monotonic() - t0) < args.seconds or (
+            elapsed < args.seconds + PUBLISH_GRACE_S and not honest_published(admin, keys)):
         for _ in range(20):
             try:
                 mallory_round(mallory, keys, cfg, rng, own_sets, time.monotonic() - t0 > 0.9 * args.seconds)

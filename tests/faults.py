@@ -24,7 +24,7 @@ import redis
 
 from pipeline.config import Config
 from pipeline.serve.buffers import Buffers
-from pipeline.wire.keys import Keys
+from pipeline.wire.keys import SERVER_GROUP, Keys
 from tests.factories import sample_set
 from tests.processes import ROOT, Roles, wait_until
 
@@ -97,6 +97,15 @@ REDIS_AWAY = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 def wait_for(pred: Any, timeout: float, what: str, roles: Roles | None = None, poll: float = 0.25) -> Any:
     """`tests.processes.wait_until` where Redis being away counts as "not yet"."""
     return wait_until(pred, timeout, what, roles, poll, tolerate=REDIS_AWAY)
+
+
+def server_drained(r: redis.Redis, keys: Keys) -> bool:
+    """The server's group has read and acknowledged every entry of every sample stream."""
+    for stream in r.scan_iter(match=keys.streams_of("*"), _type="stream"):
+        for group in r.xinfo_groups(stream):
+            if group["name"] in (SERVER_GROUP, SERVER_GROUP.encode()) and (group["pending"] or group["lag"]):
+                return False
+    return True
 
 
 def status(r: redis.Redis, keys: Keys, role: str) -> list[dict[str, str]]:

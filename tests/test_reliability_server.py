@@ -15,7 +15,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import redis
 
 from pipeline.config import load_config
 from pipeline.wire.keys import SERVER_GROUP, Keys, sample_id, set_of_sample
@@ -25,6 +24,7 @@ from tests.faults import (
     RELIABILITY_CONFIG,
     FaultRoles,
     bad_entries,
+    server_drained,
     unique_prefix,
     wait_for,
     write_config,
@@ -32,19 +32,6 @@ from tests.faults import (
 
 pytestmark = pytest.mark.slow
 OUTPUT = "steering"
-
-
-def _all_routed(r: redis.Redis, keys: Keys, outputs: list[str]) -> bool:
-    for name in outputs:
-        stream = keys.stream(name, TEST_COLLECTOR)
-        if not r.exists(stream):
-            continue
-        if r.xpending(stream, SERVER_GROUP)["pending"]:
-            return False
-        group = next(g for g in r.xinfo_groups(stream) if g["name"] in (SERVER_GROUP, SERVER_GROUP.encode()))
-        if group["lag"]:
-            return False
-    return True
 
 
 def test_server_killed_with_pending_entries_reclaims_them(redis_server: RedisServer, tmp_path: Path) -> None:
@@ -86,7 +73,7 @@ def test_server_killed_with_pending_entries_reclaims_them(redis_server: RedisSer
         r.xclaim(stream, SERVER_GROUP, "server-9", 0, stale, idle=120_000)
         assert r.xpending(stream, SERVER_GROUP)["pending"] >= 10
         roles.start("server", "server", "--config", str(config))
-        wait_for(lambda: _all_routed(r, keys, cfg.output_names()), 60, "every entry to be routed", roles)
+        wait_for(lambda: server_drained(r, keys), 60, "every entry to be routed", roles)
         assert roles.alive("server")
         assert roles.events("server", "reclaimed_own_pending") and roles.events("server", "reclaimed_abandoned")
         assert roles.stop("server") == 0
