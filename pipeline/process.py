@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import threading
@@ -15,16 +16,21 @@ from pipeline.wire.keys import Keys
 from pipeline.wire.redis_conn import retry_forever
 
 log = structlog.get_logger(__name__)
+#: A role still running this long after its stop signal prints every thread's stack to stderr:
+#: the log then says where it was stuck before supervisord's SIGKILL (`ROLE_STOP_WAIT_S`, 20 s).
+STUCK_REPORT_S = 10.0
 
 
-def install_signal_handlers(stop: threading.Event) -> None:
-    """First SIGTERM/SIGINT: finish the current step and exit cleanly. Second: exit now."""
+def install_signal_handlers(stop: threading.Event, stuck_report_s: float = STUCK_REPORT_S) -> None:
+    """First SIGTERM/SIGINT: finish the current step and exit cleanly (still running after
+    `stuck_report_s`: every thread's stack goes to stderr). Second: exit now."""
 
     def handler(signum: int, _frame: FrameType | None) -> None:
         if stop.is_set():
             log.warning("forced_exit", signal=signum)
             os._exit(130)
         log.info("stopping", signal=signum)
+        faulthandler.dump_traceback_later(stuck_report_s)  # a watchdog thread of C: it never delays the exit
         stop.set()
 
     signal.signal(signal.SIGTERM, handler)
