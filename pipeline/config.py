@@ -162,6 +162,12 @@ class OutputConfig(Section):
     )
     key_threshold: Fraction = 0.5
     loss_weight: NonNegativeFloat = 1.0
+    bin_weighting: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="balance at training time: a row's loss in this output weighs frequency(its bin) ** "
+        "-bin_weighting, over the balancing bins (0 = off; 0.5 = 1/sqrt, as the shipped model's steering); "
+        "for buffers collectors fill unbalanced (pipeline/train/bin_weights.py)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> OutputConfig:
@@ -298,7 +304,8 @@ class TrainerConfig(Section):
     ema_decay: float = Field(
         0.998, ge=0.0, lt=1.0,
         description="publish an exponential moving average of the weights with this decay per batch "
-        "(0 = the last iterate); 0.998 averages over about 500 batches",
+        "(0 = the last iterate); 0.998 averages over about 500 batches, and until then the mean of "
+        "the iterates so far",
     )
     augment_shift_px: int = Field(
         0, ge=0, le=32,

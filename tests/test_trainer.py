@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import redis
 import torch
 
+from pipeline.config import Config
 from pipeline.models import build_model
 from pipeline.serve.buffers import Buffers
 from pipeline.serve.server import Server
 from pipeline.train.learner import Learner, checkpoint_exists
-from pipeline.train.live import DataAge, Trainer, TrainerSettings
+from pipeline.train.live import BatchDrawer, DataAge, Trainer, TrainerSettings
+from pipeline.wire.frames import FrameCodec
 from pipeline.wire.keys import Keys
+from pipeline.wire.rows import row_head_size
 from pipeline.wire.schema import SampleSchema
 from pipeline.wire.weights import WeightsStore
 from tests.factories import publish_entry, sample_set, tiny_config
@@ -132,52 +138,82 @@ def test_data_age_and_policy_lag_of_what_is_trained() -> None:
 
 
 def test_published_weights_are_the_moving_average_and_survive_a_checkpoint(tmp_path: Path) -> None:
+    """The average is the mean of the iterates until there are more than the decay's span
+    (4 batches at 0.75), then the moving average; a restart goes on averaging (it used to copy
+    the model over the restored average at the first step)."""
     cfg = tiny_config(model={"width": 8, "dense": 16, "head": [8]})
     hw = (cfg.game.hood_height, cfg.game.hood_width)
     learner = Learner(build_model(cfg.model, cfg.inputs, cfg.outputs, hw), 1e-2, device="cpu", ema_decay=0.75)
     iterates = []
-    for seed in range(3):
+    for seed in range(6):
         learner.step(sample_set(cfg, "steering", 4, seed=seed).columns, with_metrics=False)
         iterates.append({k: v.clone() for k, v in learner.module.state_dict().items()})
     name = next(k for k, v in iterates[0].items() if v.dtype.is_floating_point and v.numel() > 1)
-    first, second, third = (it[name] for it in iterates)
-    expected = 0.75 * (0.75 * first + 0.25 * second) + 0.25 * third  # the first update copies
+    its = [it[name] for it in iterates]
+    expected = 0.75 * (0.75 * sum(its[:4]) / 4 + 0.25 * its[4]) + 0.25 * its[5]
     assert torch.allclose(learner.weights()[name], expected, atol=1e-6)
-    assert not torch.allclose(learner.weights()[name], third)  # not the last iterate
+    assert not torch.allclose(learner.weights()[name], its[5])  # not the last iterate
     learner.save_checkpoint(tmp_path / "ckpt")
     again = Learner(build_model(cfg.model, cfg.inputs, cfg.outputs, hw), 1e-2, device="cpu", ema_decay=0.75)
     again.load_checkpoint(tmp_path / "ckpt")
     assert torch.equal(again.weights()[name], learner.weights()[name])
-    assert torch.equal(again.module.state_dict()[name], third)
+    assert torch.equal(again.module.state_dict()[name], its[5])
+    again.step(sample_set(cfg, "steering", 4, seed=6).columns, with_metrics=False)
+    after_restart = 0.75 * learner.weights()[name] + 0.25 * again.module.state_dict()[name]
+    assert torch.allclose(again.weights()[name], after_restart, atol=1e-6)
+
+
+def _png_buffers(r: redis.Redis, keys: Keys, start_fraction: float, spoil: Callable[[str, list[bytes]], list[bytes]]
+                 ) -> tuple[Config, Buffers]:
+    """Delete-on-draw buffers of 4 PNG rows per output, with `spoil(output, rows)` inserted:
+    a spoilt row keeps its head and length (so routing takes it) but holds no PNG."""
+    cfg = tiny_config(buffers={"capacity": 4, "samples_per_insert": 1.0})
+    buffers = Buffers(r, keys, cfg.output_names(), 4, start_fraction)
+    for output in cfg.output_names():
+        rows = sample_set(cfg, output, 4, seed=len(output)).rows(FrameCodec("png"))
+        buffers.insert(output, f"set-{output}", spoil(output, rows))
+    return cfg, buffers
+
+
+def _spoilt(row: bytes) -> bytes:
+    head = row_head_size(row)
+    return row[:head] + b"\x00" * (len(row) - head)
+
+
+def _first_batch(cfg: Config, buffers: Buffers, batch_size: int) -> tuple[BatchDrawer, tuple[int, Any, dict[str, np.ndarray]]]:
+    """The drawer (stopped) and the first batch it queued."""
+    out: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    drawer = BatchDrawer(buffers, SampleSchema.from_config(cfg), batch_size, out, stop)
+    drawer.start()
+    try:
+        return drawer, out.get(timeout=10)
+    finally:
+        stop.set()
+        drawer.join(5)
 
 
 def test_a_bad_row_costs_only_itself(r: redis.Redis, keys: Keys) -> None:
     """A coded frame can pass routing (the server checks each row's head and length) and still
     not decode: that dropped the whole batch, other collectors' rows with it. Now the batch
     keeps the other rows and `bad_rows` counts the one."""
-    import queue
+    def first_spoilt(output: str, rows: list[bytes]) -> list[bytes]:
+        return [_spoilt(rows[0]), *rows[1:]] if output == "acceleration_braking" else rows
 
-    from pipeline.train.live import BatchDrawer
-    from pipeline.wire.frames import FrameCodec
-    from pipeline.wire.rows import row_head_size
-
-    cfg = tiny_config(buffers={"capacity": 4, "samples_per_insert": 1.0})
-    schema = SampleSchema.from_config(cfg)
-    buffers = Buffers(r, keys, cfg.output_names(), 4, 1.0)
-    for output in cfg.output_names():
-        rows = sample_set(cfg, output, 4, seed=len(output)).rows(FrameCodec("png"))
-        if output == cfg.output_names()[0]:
-            head = row_head_size(rows[0])
-            rows[0] = rows[0][:head] + b"\x00" * (len(rows[0]) - head)  # same head and length, no PNG
-        buffers.insert(output, f"set-{output}", rows)
-    out: queue.Queue = queue.Queue(maxsize=1)
-    stop = threading.Event()
-    drawer = BatchDrawer(buffers, schema, 8, out, stop)
-    drawer.start()
-    try:
-        n, columns, _provenance = out.get(timeout=10)
-    finally:
-        stop.set()
-        drawer.join(5)
+    cfg, buffers = _png_buffers(r, keys, 1.0, first_spoilt)
+    drawer, (n, columns, _provenance) = _first_batch(cfg, buffers, 8)
     assert drawer.bad_rows == 1
     assert n == 7 and len(columns["frames"]) == 7
+
+
+def test_a_batch_left_with_one_row_waits_for_the_next_draw(r: redis.Redis, keys: Keys) -> None:
+    """Batch norm cannot train on one row: a batch that rejection left with one killed the
+    trainer (seen in the fault test). The row now joins the next draw's rows."""
+    def all_spoilt(output: str, rows: list[bytes]) -> list[bytes]:  # a draw of two: one bad row, one good
+        return [_spoilt(row) for row in rows] if output == "acceleration_braking" else rows
+
+    cfg, buffers = _png_buffers(r, keys, 0.25, all_spoilt)
+    assert cfg.output_names() == ["acceleration_braking", "steering"]
+    drawer, (n, columns, provenance) = _first_batch(cfg, buffers, 2)
+    assert n == 2 == len(columns["frames"]) == len(provenance["captured_at"])
+    assert drawer.bad_rows == 2 and buffers.fills()["steering"] == 2  # two draws, the first row kept

@@ -32,6 +32,7 @@ def cli(max_batches: int | None, device: str | None, niceness: int) -> None:
     from pipeline.evaluate.scoreboard import enqueue_evaluation
     from pipeline.models import build_model
     from pipeline.serve.shards import ShardedBuffers
+    from pipeline.train.bin_weights import BinWeights
     from pipeline.train.distributed import DistributedContext
     from pipeline.train.learner import Learner, checkpoint_exists
     from pipeline.train.live import Trainer, TrainerSettings
@@ -50,7 +51,8 @@ def cli(max_batches: int | None, device: str | None, niceness: int) -> None:
     model = build_model(cfg.model, cfg.inputs, cfg.outputs, (cfg.game.hood_height, cfg.game.hood_width))
     dist = DistributedContext.from_env()  # set by torchrun: data-parallel over its ranks
     schedule = {"ema_decay": t.ema_decay, "augment_shift_px": t.augment_shift_px,
-                "lr_decay_batches": t.lr_decay_batches, "lr_final_fraction": t.lr_final_fraction}
+                "lr_decay_batches": t.lr_decay_batches, "lr_final_fraction": t.lr_final_fraction,
+                "row_weights": BinWeights.for_outputs(cfg.outputs)}
     if dist is not None:
         dev = dist.init()
         learner = Learner(model, t.learning_rate, t.weight_decay, dev, t.amp, wrap=lambda m: dist.wrap(m, dev),

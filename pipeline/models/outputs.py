@@ -63,7 +63,8 @@ class OutputHead:
     def encode(self, targets: Tensor, controls: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def loss(self, logits: Tensor, encoded: Tensor) -> Tensor:
+    def loss(self, logits: Tensor, encoded: Tensor, row_weights: Tensor | None = None) -> Tensor:
+        """The batch's loss: the mean over its rows, weighted by `row_weights` when given."""
         raise NotImplementedError
 
     def decode(self, logits: Tensor, controls: Tensor) -> dict[str, Tensor]:
@@ -83,6 +84,10 @@ class OutputHead:
         return values.clamp(max(self.lo, -1.0), min(self.hi, 1.0))
 
 
+def _mean(per_row: Tensor, row_weights: Tensor | None) -> Tensor:
+    return per_row.mean() if row_weights is None else (per_row * row_weights.float()).mean()
+
+
 class RegressionHead(OutputHead):
     """One linear unit; no tanh, so the edges of the range stay reachable without saturating."""
 
@@ -91,8 +96,8 @@ class RegressionHead(OutputHead):
     def encode(self, targets: Tensor, controls: Tensor) -> Tensor:
         return targets[:, self.ci].clamp(self.lo, self.hi).float()
 
-    def loss(self, logits: Tensor, encoded: Tensor) -> Tensor:
-        return F.l1_loss(logits[:, 0].float(), encoded)
+    def loss(self, logits: Tensor, encoded: Tensor, row_weights: Tensor | None = None) -> Tensor:
+        return _mean(F.l1_loss(logits[:, 0].float(), encoded, reduction="none"), row_weights)
 
     def decode(self, logits: Tensor, controls: Tensor) -> dict[str, Tensor]:
         return {CONTROL_NAMES[self.ci]: self._clip(logits[:, 0].float())}
@@ -103,8 +108,8 @@ class _ClassesHead(OutputHead):
 
     values: Tensor
 
-    def loss(self, logits: Tensor, encoded: Tensor) -> Tensor:
-        return F.cross_entropy(logits.float(), encoded)
+    def loss(self, logits: Tensor, encoded: Tensor, row_weights: Tensor | None = None) -> Tensor:
+        return _mean(F.cross_entropy(logits.float(), encoded, reduction="none"), row_weights)
 
     def _nearest(self, x: Tensor) -> Tensor:
         values = self.values.to(x.device)
@@ -163,8 +168,9 @@ class KeysHead(OutputHead):
         cols = [sign * targets[:, ci].float() > self.threshold for ci, sign in self.meanings]
         return torch.stack(cols, dim=1).float()
 
-    def loss(self, logits: Tensor, encoded: Tensor) -> Tensor:
-        return F.binary_cross_entropy_with_logits(logits.float(), encoded)
+    def loss(self, logits: Tensor, encoded: Tensor, row_weights: Tensor | None = None) -> Tensor:
+        per_row = F.binary_cross_entropy_with_logits(logits.float(), encoded, reduction="none").mean(dim=1)
+        return _mean(per_row, row_weights)
 
     def probabilities(self, logits: Tensor) -> Tensor:
         return logits.float().sigmoid()

@@ -18,7 +18,7 @@ from pipeline.config import CONTROL_NAMES
 from pipeline.games.base import Controls
 from pipeline.models.model import DrivingModel
 
-_FLOAT_FIELDS = ("speed", "purpose", "controls", "history", "targets")
+_FLOAT_FIELDS = ("speed", "purpose", "controls", "history", "targets", "row_weights")
 log = structlog.get_logger(__name__)
 
 
@@ -45,18 +45,20 @@ def batch_to_tensors(
 def compute_loss(
     model: DrivingModel, logits: dict[str, Tensor], batch: dict[str, Tensor], with_metrics: bool = True
 ) -> tuple[Tensor, dict[str, Tensor], dict[str, float]]:
-    """(total, {output: loss}, {"output/metric": value}); total = sum of loss_weight * loss.
+    """(total, {output: loss}, {"output/metric": value}); total = sum of loss_weight * loss,
+    each loss a mean over the rows, weighted by the batch's `row_weights` when it has them.
 
     Metrics (`mae`, `accuracy`) cost a device sync each; pass `with_metrics=False` on the
     steps that are not logged.
     """
     targets, controls = batch["targets"], batch["controls"]
+    row_weights = batch.get("row_weights")  # (rows, heads) from `BinWeights`: balancing at training time
     losses: dict[str, Tensor] = {}
     metrics: dict[str, float] = {}
     total: Tensor | None = None
-    for head in model.heads:
+    for k, head in enumerate(model.heads):
         encoded = head.encode(targets, controls)
-        loss = head.loss(logits[head.name], encoded)
+        loss = head.loss(logits[head.name], encoded, None if row_weights is None else row_weights[:, k])
         losses[head.name] = loss
         weighted = loss * head.config.loss_weight
         total = weighted if total is None else total + weighted

@@ -20,10 +20,11 @@ import numpy as np
 import structlog
 import torch
 from safetensors.torch import load_file, save_file
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from pipeline.errors import WeightsError
 from pipeline.models.loading import pick_device
+from pipeline.train.bin_weights import BinWeights
 from pipeline.wire.weights import weights_metadata
 
 log = structlog.get_logger(__name__)
@@ -44,7 +45,7 @@ class Learner:
     def __init__(self, model: torch.nn.Module, learning_rate: float, weight_decay: float = 0.0,
                  device: str | torch.device = "auto", amp: bool = True, grad_clip: float = 10.0,
                  wrap: Any = None, ema_decay: float = 0.0, augment_shift_px: int = 0, lr_decay_batches: int = 0,
-                 lr_final_fraction: float = 0.1) -> None:
+                 lr_final_fraction: float = 0.1, row_weights: BinWeights | None = None) -> None:
         self.device = device if isinstance(device, torch.device) else pick_device(device)
         self.module = model.to(self.device)  # the plain model: heads, weights, checkpoints
         if self.device.type == "cuda":
@@ -58,6 +59,7 @@ class Learner:
         self.amp = amp and self.device.type == "cuda"
         self.grad_clip = grad_clip
         self.augment_shift_px = augment_shift_px  # random shift of the frames of every training step
+        self.row_weights = row_weights  # balancing at training time: each batch's rows weighted in the loss
         #: the schedule's base, length and floor (`decayed_learning_rate`); it follows `batches`, so a
         #: resumed checkpoint goes on where it stopped
         self.lr_schedule = (learning_rate, lr_decay_batches, lr_final_fraction)
@@ -67,9 +69,23 @@ class Learner:
         #: with `ema_decay` > 0, an exponential moving average of the weights (and BatchNorm
         #: statistics) is what `weights()` publishes and checkpoints keep beside the model:
         #: one iterate at a constant learning rate carries the noise of its last batches
+        self.ema_decay = ema_decay
         self.ema: AveragedModel | None = None
         if ema_decay > 0:
-            self.ema = AveragedModel(self.module, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+            self.ema = AveragedModel(self.module, multi_avg_fn=self._average_in, use_buffers=True)
+
+    @torch.no_grad()
+    def _average_in(self, averaged: list[torch.Tensor], current: list[torch.Tensor], _n_averaged: Any) -> None:
+        """The mean of the iterates so far, until there are more than the decay's span
+        (1 / (1 - decay) batches), then the moving average. A plain moving average that starts
+        from the first iterate still gave it 67% of the weight at the first publication (200
+        batches at 0.998), so the first versions drove like an untrained model."""
+        weight = max(1.0 - self.ema_decay, 1.0 / (self.batches + 1))  # `batches` counts the steps before this one
+        for avg, cur in zip(averaged, current, strict=True):
+            if avg.is_floating_point():
+                avg.lerp_(cur, weight)
+            else:  # counters (BatchNorm's batches seen): the model's own
+                avg.copy_(cur)
 
     @property
     def learning_rate(self) -> float:
@@ -96,6 +112,8 @@ class Learner:
         """
         from pipeline.models import batch_to_tensors
 
+        if self.row_weights is not None:
+            columns = {**columns, "row_weights": self.row_weights(columns["targets"], columns["controls"])}
         if self.device.type != "cuda":
             return batch_to_tensors(columns, self.device)
         stream = getattr(self._local, "stream", None)
@@ -199,6 +217,7 @@ class Learner:
                 ema = folder / "ema.safetensors"
                 source = load_file(ema, device=str(self.device)) if ema.is_file() else self.module.state_dict()
                 self.ema.module.load_state_dict(source)
+                self.ema.n_averaged.fill_(1)  # at 0 the next step would copy the model over the average
             flat = load_file(folder / "optimizer.safetensors", device=str(self.device))
         except (OSError, ValueError, RuntimeError) as exc:
             raise WeightsError(f"{folder}: checkpoint cannot be loaded: {exc}") from None

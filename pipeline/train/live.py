@@ -34,6 +34,8 @@ log = structlog.get_logger(__name__)
 LOSS_HISTORY_LEN = 2000
 #: What decoding a drawn row may raise: never fatal, the row is dropped and counted (`bad_rows`).
 ROW_ERRORS = (CharlesError, ValueError, KeyError, TypeError, IndexError)
+#: The smallest batch a training step takes: batch norm needs two values per channel.
+MIN_BATCH_ROWS = 2
 
 
 class BatchDrawer(threading.Thread):
@@ -59,6 +61,7 @@ class BatchDrawer(threading.Thread):
         self.bad_rows = 0
         self.wait_s = {FILLING: 0.0, LIMITED: 0.0}
         self.last_state = FILLING
+        self._held: list[bytes] = []  # good rows too few for a training step: they join the next draw
 
     def run(self) -> None:
         backoff = Backoff()
@@ -77,9 +80,10 @@ class BatchDrawer(threading.Thread):
             except redis.RedisError as exc:  # e.g. OOM, or a script refused: wait, never die
                 backoff.wait_out(exc, "draw", self.stop, event="draw_refused")
                 continue
-            rows = [row for rows in drawn.rows.values() for row in rows]
+            # a held row may be drawn again (under replay it stays in its buffer): once a batch
+            fresh = [row for rows in drawn.rows.values() for row in rows if row not in self._held]
             self.last_state = drawn.state
-            if not rows:  # below the gate, held back by the replay limit, or empty buffers with a zero gate
+            if not fresh:  # below the gate, held back by the replay limit, or empty buffers with a zero gate
                 self.waiting = True
                 pause = 0.25 if drawn.state == FILLING else 0.02
                 if drawn.state in self.wait_s:
@@ -87,15 +91,17 @@ class BatchDrawer(threading.Thread):
                 self.stop.wait(pause)
                 continue
             self.waiting = False
+            rows, self._held = self._held + fresh, []
             provenance: dict[str, np.ndarray] = {}
             try:
                 columns = stack_rows(rows, self.schema, alloc=self.alloc, provenance=provenance)
             except ROW_ERRORS as exc:  # rows were checked on entry; one that still fails costs only itself
                 rows = self._without_bad_rows(rows, exc)
-                if not rows:
-                    continue
                 provenance = {}
-                columns = stack_rows(rows, self.schema, alloc=self.alloc, provenance=provenance)
+                columns = stack_rows(rows, self.schema, alloc=self.alloc, provenance=provenance) if rows else {}
+            if len(rows) < MIN_BATCH_ROWS:  # batch norm cannot train on one row: it joins the next draw
+                self._held = rows
+                continue
             self.drawn_samples += len(rows)
             self.batches.put((len(rows), self.prepare(columns) if self.prepare else columns, provenance))
 
