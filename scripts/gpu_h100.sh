@@ -3,7 +3,8 @@
 # with python3 + torch; the missing wheels, redis-server and its libraries travel in .gpu/, built
 # here by scripts/gpu_pack.sh):
 #
-#   scripts/gpu_h100.sh curve     # (b) learning curve: configs/h100.toml (env SPI: its samples_per_insert, 16) from nothing,
+#   scripts/gpu_h100.sh curve     # (b) learning curve: configs/h100.toml (env SPI: its samples_per_insert, 16;
+#                                 #     env SETS: "key=value;key=value" replaces other keys' lines) from nothing,
 #                                 #     11 collectors, trainer on cuda, 2 evaluators, 7 minutes
 #   scripts/gpu_h100.sh replay    # side by side: h100.toml with samples_per_insert 1 and 8 (env SPI; env EMA
 #                                 #     sets the second one's ema_decay),
@@ -66,14 +67,18 @@ CORES="$(env -u OMP_NUM_THREADS nproc)"  # GNU nproc reports OMP_NUM_THREADS (1 
 export OMP_NUM_THREADS=1
 python3 -c 'import torch, pipeline.evaluate.closed_loop, rq, supervisor; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
 RES="/tmp/results/$MODE"
+# set_keys FILE "key=value;key=value": each key's line in FILE gets that value (curve's SETS, screen's VARIANTS)
+set_keys() { local kv; for kv in ${2//;/ }; do sed -i "s/^${kv%%=*} = .*/${kv%%=*} = ${kv#*=}/" "$1"; done; }
 mkdir -p "$RES"
 case "$MODE" in
   curve)
-    # env SPI overrides the config's samples_per_insert (16)
+    # env SPI overrides the config's samples_per_insert (16); env SETS ("key=value;key=value") other keys
     sed "s/^samples_per_insert = [0-9.]*/samples_per_insert = ${SPI:-16}.0/" configs/h100.toml > /tmp/h100.toml
+    set_keys /tmp/h100.toml "${SETS:-}"
     CONFIG=/tmp/h100.toml MINUTES="${MINUTES:-7}" CONCURRENCY="collector=11,evaluator=2" COLLECTORS=11 \
       ROLES="redis server trainer collector evaluator" WORK=/tmp/lc_h100 PNG="$RES/learning_curve_h100.png" \
-      LABEL="configs/h100.toml, samples_per_insert ${SPI:-16}, H100 + 16 cores, 11 collectors" scripts/learning_curve_run.sh
+      LABEL="configs/h100.toml, samples_per_insert ${SPI:-16} ${SETS:-}, $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1) + $CORES cores, 11 collectors" \
+      scripts/learning_curve_run.sh
     cp /tmp/lc_h100/{evaluation.json,summary.json,status.json,supervise.log,evaluator-final.log} "$RES/"
     cp -r /tmp/lc_h100/runs /tmp/lc_h100/status_live "$RES/" || true
     ;;
@@ -127,7 +132,7 @@ case "$MODE" in
     i=0; port=6510
     for v in $VARIANTS; do
       name="${v%%:*}"; sets="${v#*:}"; cp configs/default.toml "/tmp/$name.toml"
-      for kv in ${sets//;/ }; do sed -i "s/^${kv%%=*} = .*/${kv%%=*} = ${kv#*=}/" "/tmp/$name.toml"; done
+      set_keys "/tmp/$name.toml" "$sets"
       CONFIG=/tmp/$name.toml MINUTES="${MINUTES:-15}" SCORE_FROM_MIN="${SCORE_FROM_MIN:-9}" SCORE_PROCESSES=3 \
         SCORE_CPUS="0-$((CORES - 1))" PORT=$port WORK=/tmp/lc_$name REFS=/tmp/refs_$name \
         PNG="$RES/learning_curve_$name.png" LABEL="default.toml $name ($sets), $PER CPUs of the GPU host" \
