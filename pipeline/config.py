@@ -227,12 +227,13 @@ class BalancingConfig(Section):
     """How collectors balance samples into sample sets (v3 = one output at a time)."""
 
     version: Literal["v1", "v3", "v4"] = "v3"
-    samples_per_bin: PositiveInt = 3
+    samples_per_bin: PositiveInt = 10
     round_timeout_s: PositiveFloat = Field(
-        4.0, description="game seconds before a round is sent with the bins it has"
+        1.0, description="game seconds before a round is sent with the bins it has"
     )
-    min_bins_filled: Fraction = Field(0.2, description="share of bins a timed-out round needs")
-    sample_every: PositiveInt = Field(1, description="consider every k-th frame as a candidate")
+    min_bins_filled: Fraction = Field(0.0, description="share of bins a timed-out round needs")
+    sample_every: PositiveInt = Field(3, description="consider every k-th frame as a candidate (with the other "
+                                      "defaults a round never fills: every candidate is sent, unbalanced)")
     setting_off_bin: bool = Field(
         False, description="setting-off ticks (under 3 m/s, throttle over 0.2) get a bin of their own in every "
         "round (v3/v4) instead of competing for the full-throttle bin; needs collection.setting_off_repeat = 1")

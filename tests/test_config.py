@@ -110,8 +110,6 @@ OPT_IN_BY_DEFAULT_TOML = {
     "collection.model_drives": "DAgger needs a backend with expert labels: a config turns it on (default.toml: 0.5)",
     "trainer.lr_decay_batches": "a decay's length is the machine's batch rate times the minutes it should take: a "
     "config sets its own (default.toml: 5000, ~19 min on 2 cores); left out, the rate stays constant",
-    "balancing.samples_per_bin": "goes with the outputs' bins: default.toml's 5 with its 7 and 9 coarse bins; an "
-    "output that leaves `bins` out gets 22 (0.1 wide), and a config that leaves this out the original's 3 for them",
 }
 
 
