@@ -25,7 +25,7 @@ def tiny_config(**overrides: object) -> Config:
         "game": {"hood_width": 32, "hood_height": 24},
         "collection": {"episode_s": 60.0},
         "model": {"width": 32, "dense": 1024},
-        "balancing": {"samples_per_bin": 1, "round_timeout_s": 20.0, "min_bins_filled": 0.5},
+        "balancing": {"samples_per_bin": 1, "round_timeout_s": 20.0, "min_bins_filled": 0.5, "sample_every": 1},
         "buffers": {"capacity": 20, "stream_maxlen": 50, "samples_per_insert": 1.0},
         "trainer": {"batch_size": 8, "publish_every": 2, "checkpoint_every": 4, "log_every": 1, "ema_decay": 0.0},
         "evaluator": {"episodes_per_environment": 1},
