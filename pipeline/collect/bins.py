@@ -180,6 +180,11 @@ class Binning:
     def bin_of(self, targets: Sequence[float] | np.ndarray, controls: Sequence[float] | np.ndarray) -> int:
         return self.bin_index(self.balance_value(targets, controls))
 
+    def bins_of(self, targets: np.ndarray, controls: np.ndarray) -> np.ndarray:
+        """The bin of every row of (rows, 2) targets and controls, as int64."""
+        return np.fromiter((self.bin_of(t, c) for t, c in zip(targets, controls, strict=True)),
+                           dtype=np.int64, count=len(targets))
+
     def bin_edges(self) -> list[float]:
         """Edges in balance-value space: interval points, or midpoints between class values
         (classes and deltas are nearest-value bins; the outer edges are half a step out)."""

@@ -1,8 +1,9 @@
 """Balancing at training time: per-row loss weights from how common each row's bin is.
 
-Collectors balance by keeping at most `samples_per_bin` a bin in each round, which throws
-frames away and over-represents the rare bins (braking held 45% of the buffers with 22
-bins, docs/evaluation.md "(y)"). The shipped model was trained the other way
+Balanced collection rounds keep at most `samples_per_bin` a bin each, which throws frames
+away and over-represents the rare bins (braking held 45% of the buffers with 22 bins,
+docs/evaluation.md "(y)"; the default collects unbalanced since "(ab)"). The shipped model
+was trained the other way
 (`scripts/train_default.py`): every frame kept, rarer steering seen more often, as
 1 / sqrt(frequency) of its bin. `BinWeights` does that for the live trainer, per output
 (`[[outputs]] bin_weighting`), over the output's own balancing bins: a row's weight in an
@@ -54,8 +55,7 @@ class BinWeights:
             for k, (binning, power) in enumerate(zip(self.binnings, self.powers, strict=True)):
                 if not power:
                     continue
-                bins = np.fromiter((binning.bin_of(t, c) for t, c in zip(targets, controls, strict=True)),
-                                   dtype=np.int64, count=rows)
+                bins = binning.bins_of(targets, controls)
                 counts = self.counts[k]
                 counts *= self.keep ** rows
                 counts += np.bincount(bins, minlength=len(counts))

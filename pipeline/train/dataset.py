@@ -397,7 +397,7 @@ def balanced_weights(dataset: RecordedDataset, binnings: Sequence[Any]) -> np.nd
     targets, controls = dataset.labels()
     weights = np.zeros(len(dataset), dtype=np.float64)
     for b in binnings:
-        bins = np.array([b.bin_of(t, c) for t, c in zip(targets, controls, strict=True)], dtype=np.int64)
+        bins = b.bins_of(targets, controls)
         counts = np.bincount(bins, minlength=b.num_bins).astype(np.float64)
         nonempty = max(1, int((counts > 0).sum()))
         weights += 1.0 / (counts[bins] * nonempty)
