@@ -36,6 +36,10 @@ from tests.processes import ROOT
 
 pytestmark = pytest.mark.slow
 
+#: longer than the 2 s for which Redis (`appendfsync everysec`) may postpone the AOF write(2)
+#: while an earlier fsync is still running; its replies are not held back meanwhile
+KILL_WINDOW_S = 3.0
+
 
 @pytest.fixture
 def aof_redis(tmp_path: Path) -> Iterator[RedisServer]:
@@ -78,9 +82,14 @@ def test_pipeline_survives_redis_restarts(aof_redis: RedisServer, tmp_path: Path
         figures: dict[str, dict[str, float]] = {}
         versions_seen = [_progress(r, keys)["version"]]
         for mode in ("graceful", "kill -9"):
+            kill = mode == "kill -9"
+            if kill:  # count what the collector adds in a window longer than Redis's 2 s postponed AOF write
+                settled = stream_entries_added(r, keys, cfg.output_names())
+                time.sleep(KILL_WINDOW_S)
+                in_window = stream_entries_added(r, keys, cfg.output_names()) - settled
             before = _progress(r, keys)
             t0 = time.monotonic()
-            aof_redis.restart(kill=mode == "kill -9", down_s=2.0)
+            aof_redis.restart(kill=kill, down_s=2.0)
             after_restart = _progress(r, keys)
             assert after_restart["version"] >= before["version"], "weights version went backwards"
             recovered = {}
@@ -90,15 +99,23 @@ def test_pipeline_survives_redis_restarts(aof_redis: RedisServer, tmp_path: Path
                 recovered[key] = round(time.monotonic() - t0, 1)
             versions_seen.append(_progress(r, keys)["version"])
             figures[mode] = recovered
-        assert versions_seen == sorted(versions_seen)
-        # account for every acknowledged XADD: stop the collector (it flushes) and compare
-        assert roles.stop("collector") == 0, roles.log("collector")[-2000:]
-        stopped = roles.events("collector", "collector_stopped")[-1]
-        added = stream_entries_added(r, keys, cfg.output_names())
-        figures["sets"] = {"acknowledged": stopped["published"], "in_redis": added,
-                           "backlog_dropped": stopped["dropped"]}
+            # account for every acknowledged XADD: stop the collector (it flushes) and compare
+            assert roles.stop("collector") == 0, roles.log("collector")[-2000:]
+            acknowledged = sum(e["published"] for e in roles.events("collector", "collector_stopped"))
+            added = stream_entries_added(r, keys, cfg.output_names())
+            figures[f"sets after {mode}"] = {"acknowledged": acknowledged, "in_redis": added}
+            if not kill:  # SHUTDOWN writes the AOF out: nothing acknowledged is lost
+                assert added == acknowledged, f"acknowledged {acknowledged} sets, Redis has {added}"
+                roles.start("collector", "collector")  # a fresh collector for the kill -9 round
+                wait_for(lambda a=added: stream_entries_added(r, keys, cfg.output_names()) > a, 60,
+                         "the new collector to publish", roles)
+            else:  # everysec: a slow fsync may hold the write(2) back up to 2 s; only those sets may go
+                figures[f"sets after {mode}"]["acknowledged_in_last_window"] = in_window
+                assert 0 <= acknowledged - added <= in_window, (
+                    f"acknowledged {acknowledged} sets, Redis has {added}: more lost than the "
+                    f"{in_window} acknowledged in the last {KILL_WINDOW_S} s before the kill")
         print("FIGURES", json.dumps(figures))
-        assert added == stopped["published"], f"acknowledged {stopped['published']} sets, Redis has {added}"
+        assert versions_seen == sorted(versions_seen)
         for name in ("server", "trainer", "player"):
             assert roles.alive(name), f"{name} exited:\n{roles.log(name)[-3000:]}"
             assert roles.events(name, "redis_unavailable"), f"{name} never noticed the outage"
