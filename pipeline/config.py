@@ -299,7 +299,7 @@ class TrainerConfig(Section):
     log_every: PositiveInt = 10
     convcam_every: PositiveInt = 500
     device: Device = Field("auto", description="auto | cpu | cuda | cuda:N")
-    amp: bool = Field(True, description="bf16 mixed precision on CUDA and on a CPU with native bf16 (AVX512-BF16, AMX)")
+    amp: bool = Field(True, description="mixed precision on CUDA")
     prefetch: int = Field(2, ge=0, description="batches drawn ahead while the model trains")
     keep_versions: PositiveInt = Field(5, description="published versions kept for evaluation")
     ema_decay: float = Field(

@@ -84,7 +84,7 @@ def cli(max_batches: int | None, device: str | None, niceness: int) -> None:
     if writer is not None:
         trainer.on_log = TrainerMonitor(writer, trainer.buffers.fills, cfg.buffers.capacity, learner.module,
                                         t.convcam_every)
-    log.info("trainer_ready", device=str(learner.device), amp=learner.amp, params=sum(p.numel() for p in model.parameters()))
+    log.info("trainer_ready", device=str(learner.device), params=sum(p.numel() for p in model.parameters()))
     try:
         trainer.run(stop, max_batches=max_batches)
     finally:

@@ -29,20 +29,6 @@ from pipeline.wire.weights import weights_metadata
 
 log = structlog.get_logger(__name__)
 
-#: torch.cpu's checks for a CPU that runs bf16 natively (private but stable since torch 2.1)
-_NATIVE_BF16_CHECKS = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-
-
-def bf16_autocast_pays(device: torch.device) -> bool:
-    """Whether bf16 mixed precision speeds training up on `device`: on CUDA, and on a CPU
-    with native bf16 instructions (AVX512-BF16 or AMX), where oneDNN ran the default model's
-    step 1.9x as fast as fp32 (docs/evaluation.md "(ac)"). Elsewhere a CPU emulates bf16,
-    slower than fp32, so `amp` leaves it off."""
-    if device.type == "cuda":
-        return True
-    return device.type == "cpu" and any(bool(getattr(torch.cpu, name, lambda: False)()) for name in _NATIVE_BF16_CHECKS)
-
-
 def decayed_learning_rate(base: float, batches: int, decay_batches: int, final_fraction: float) -> float:
     """The learning rate after `batches`: a cosine from `base` down to `base * final_fraction`
     over `decay_batches`, then flat (a trainer that runs on for days keeps learning, slowly);
@@ -70,7 +56,7 @@ class Learner:
         # fused: one kernel for the whole update on a GPU instead of several per tensor
         self.optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay,
                                            fused=self.device.type == "cuda")
-        self.amp = amp and bf16_autocast_pays(self.device)
+        self.amp = amp and self.device.type == "cuda"
         self.grad_clip = grad_clip
         self.augment_shift_px = augment_shift_px  # random shift of the frames of every training step
         self.row_weights = row_weights  # balancing at training time: each batch's rows weighted in the loss
