@@ -109,9 +109,11 @@ def test_pipeline_survives_redis_restarts(aof_redis: RedisServer, tmp_path: Path
                 roles.start("collector", "collector")  # a fresh collector for the kill -9 round
                 wait_for(lambda a=added: stream_entries_added(r, keys, cfg.output_names()) > a, 60,
                          "the new collector to publish", roles)
-            else:  # everysec: a slow fsync may hold the write(2) back up to 2 s; only those sets may go
+            else:  # everysec: a slow fsync may hold the write(2) back up to 2 s; only those sets may go.
+                # At-least-once: a set whose XADD Redis kept but whose reply the kill cut off is sent again
+                # (at most one in flight per output)
                 figures[f"sets after {mode}"]["acknowledged_in_last_window"] = in_window
-                assert 0 <= acknowledged - added <= in_window, (
+                assert -len(cfg.output_names()) <= acknowledged - added <= in_window, (
                     f"acknowledged {acknowledged} sets, Redis has {added}: more lost than the "
                     f"{in_window} acknowledged in the last {KILL_WINDOW_S} s before the kill")
         print("FIGURES", json.dumps(figures))
