@@ -162,6 +162,10 @@ class OutputConfig(Section):
     )
     key_threshold: Fraction = 0.5
     loss_weight: NonNegativeFloat = 1.0
+    loss: Literal["l1", "l2"] = Field(
+        "l1", description="regression: l1 fits the median (a bimodal 'full left or full right' is not averaged "
+        "into 'straight'); l2 fits the mean, so a rare label (braking hard behind a car) pulls the prediction"
+    )
     bin_weighting: float = Field(
         0.0, ge=0.0, le=1.0,
         description="balance at training time: a row's loss in this output weighs frequency(its bin) ** "
@@ -182,6 +186,8 @@ class OutputConfig(Section):
             raise ValueError("type 'keys' drives both controls: set control = 'both'")
         if self.type != "keys" and self.control == "both":
             raise ValueError("control = 'both' is only for type 'keys'")
+        if self.loss != "l1" and self.type != "regression":
+            raise ValueError(f"loss = {self.loss!r} is only for type 'regression' (the others use cross-entropy)")
         return self
 
 

@@ -105,3 +105,30 @@ def test_loss_falls_on_a_learnable_target(cfg: OutputConfig) -> None:
     last = float(head.loss(net(inputs), encoded).detach())
     assert last < 0.5 * first
     assert head.metrics(net(inputs), targets, controls)["mae"] < 0.25
+
+
+def _fit_one_value(cfg: OutputConfig, targets: torch.Tensor) -> float:
+    """The single prediction a regression head settles on for these targets (one free parameter)."""
+    head = build_output(cfg)
+    value = torch.zeros(1, 1, requires_grad=True)
+    opt = torch.optim.Adam([value], lr=0.02)
+    controls = torch.zeros(len(targets), 2)
+    encoded = head.encode(torch.stack([targets, targets], dim=1), controls)
+    for _ in range(600):
+        loss = head.loss(value.expand(len(targets), 1), encoded)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return float(value)
+
+
+def test_regression_l1_fits_the_median_and_l2_the_mean() -> None:
+    """Throttle labels where 30% say 'brake hard': L1 keeps full throttle, L2 eases off."""
+    targets = torch.tensor([1.0] * 7 + [-1.0] * 3)
+    assert _fit_one_value(OutputConfig(name="accel"), targets) == pytest.approx(1.0, abs=0.05)
+    assert _fit_one_value(OutputConfig(name="accel", loss="l2"), targets) == pytest.approx(0.4, abs=0.05)
+
+
+def test_loss_choice_is_only_for_regression() -> None:
+    with pytest.raises(ValueError, match="only for type 'regression'"):
+        OutputConfig(name="steer_cls", type="classification", control="steering", loss="l2")

@@ -1,8 +1,9 @@
 """Output types: one declaration in the config decides target encoding, loss, metrics, decoding and bins.
 
-    regression      size 1; L1 loss (the reference logged MAE; L1 fits the median, so a
+    regression      size 1; L1 loss by default (the reference logged MAE; L1 fits the median, so a
                     bimodal target such as "full left or full right" is not averaged into
-                    "straight" as MSE would, and the loss is the metric). Decode clips to range.
+                    "straight" as MSE would, and the loss is the metric); `loss = "l2"` fits the
+                    mean instead. Decode clips to range.
     classification  `classes` values evenly spaced over the range (endpoints included);
                     cross-entropy on the nearest class; decode = expected value of the softmax
                     (smooth control for a gamepad), `accuracy` = argmax hits the nearest class.
@@ -97,7 +98,8 @@ class RegressionHead(OutputHead):
         return targets[:, self.ci].clamp(self.lo, self.hi).float()
 
     def loss(self, logits: Tensor, encoded: Tensor, row_weights: Tensor | None = None) -> Tensor:
-        return _mean(F.l1_loss(logits[:, 0].float(), encoded, reduction="none"), row_weights)
+        per_row = F.mse_loss if self.config.loss == "l2" else F.l1_loss
+        return _mean(per_row(logits[:, 0].float(), encoded, reduction="none"), row_weights)
 
     def decode(self, logits: Tensor, controls: Tensor) -> dict[str, Tensor]:
         return {CONTROL_NAMES[self.ci]: self._clip(logits[:, 0].float())}
