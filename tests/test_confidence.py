@@ -10,6 +10,7 @@ from pipeline.evaluate.confidence import (
     EXACT_MAX_EPISODES,
     SEED,
     lower_bound,
+    paired_claim,
     resampling,
     score_intervals,
 )
@@ -99,3 +100,34 @@ def test_resampling_enumerates_small_plans_and_lower_bound() -> None:
     assert lower_bound({"ratio_to_npc": 0.8, "intervals": {"ratio_to_npc": [0.6, 0.9]}}) == 0.6
     assert lower_bound({"ratio_to_npc": 0.8, "intervals": None}) == 0.8
     assert lower_bound({"ratio_to_npc": None}) is None
+
+
+def _version(episodes: list[dict], ratio: float, reference: str = "plan-a") -> dict:
+    return {"ratio_to_npc": ratio, "game_score": None, "reference": reference, "episodes": episodes,
+            "intervals": {"level": 0.9, "resamples": 2000}}
+
+
+def test_paired_claim_compares_two_versions_on_the_same_starts_exactly() -> None:
+    # the best: 100 m with 0 incidents on a day start, 100 m with 3 on a night start (MDBI 200/5 = 40)
+    best = _version([ep(100, 0, "day", 9001), ep(100, 3, "night", 9002)], 0.8)
+    # the candidate went 20% farther on both starts with the same incidents: every resample's
+    # MDBI is 1.2 x the best's, so its claim is exactly 1.2 x the best's point estimate
+    farther = _version([ep(120, 0, "day", 9001), ep(120, 3, "night", 9002)], 0.96)
+    assert paired_claim(farther, best) == pytest.approx(0.8 * 1.2)
+    # the same episodes: gain 1 in every resample, the claim is the best's score (not better)
+    assert paired_claim(_version(best["episodes"], 0.8), best) == pytest.approx(0.8)
+    # one incident fewer on the night start; the four ordered resamples AA, AB, BA, BB:
+    #   candidate MDBI 200/2, 200/4 (twice), 200/6; best 200/2, 200/5 (twice), 200/8
+    #   gain 1, 1.25, 1.25, 1.333: numpy's 5th percentile sits at position 0.15 -> 1 + 0.15 * 0.25
+    fewer = _version([ep(100, 0, "day", 9001), ep(100, 2, "night", 9002)], 1.0)
+    assert paired_claim(fewer, best) == pytest.approx(0.8 * (1 + 0.15 * 0.25))
+    # a game's own score: the difference of the two over the same resamples
+    scored = [dict(e, game_score=10.0 * (i + 1), scored=1) for i, e in enumerate(best["episodes"])]
+    plus_two = [dict(e, game_score=e["game_score"] + 2.0) for e in scored]
+    assert paired_claim({**_version(plus_two, 0.8), "game_score": 17.0},
+                        {**_version(scored, 0.8), "game_score": 15.0}, "game_score") == pytest.approx(17.0)
+    # no pairing: another plan, other starts, one episode, no score
+    assert paired_claim(_version(farther["episodes"], 0.96, "plan-b"), best) is None
+    assert paired_claim(_version([ep(120, 0, "day", 9001), ep(120, 3, "rain", 9003)], 0.9), best) is None
+    assert paired_claim(_version(farther["episodes"][:1], 0.9), _version(best["episodes"][:1], 0.8)) is None
+    assert paired_claim({**farther, "ratio_to_npc": None}, best) is None

@@ -20,7 +20,13 @@ from click.testing import CliRunner
 
 from pipeline.errors import ConfigError, WeightsError
 from pipeline.evaluate.closed_loop import BASELINE, NPC, EvalSettings, Evaluator, compare, summarize
-from pipeline.evaluate.scoreboard import best_version, move_best, record_scores
+from pipeline.evaluate.scoreboard import (
+    _MOVE_BEST_LUA,
+    best_version,
+    claim_against_best,
+    move_best,
+    record_scores,
+)
 from pipeline.games.base import Controls, Environment, Observation
 from pipeline.games.sim import SimGame
 from pipeline.models import build_model
@@ -255,6 +261,47 @@ def test_best_moves_only_beyond_the_noise(r: redis.Redis, keys: Keys) -> None:
     assert move_best(r, keys, infos[4], blobs[4], rec(4, 0.7, 0.61, 0.8))  # lower bound above 0.6
     assert best_version(r, keys) == 4
     assert r.hget(keys.weights_best, "score") == b"0.7" and r.hget(keys.weights_best, "lower") == b"0.61"
+
+
+def test_best_compares_episode_for_episode_on_the_same_plan(r: redis.Redis, keys: Keys) -> None:
+    """Against a best that drove the same starts, a version better on those starts moves it
+    although its own interval reaches below the best's score; one better on some and worse on
+    others does not (docs/evaluation.md "(af)")."""
+    store = WeightsStore(r, keys)
+    infos, blobs = {}, {}
+    for v in range(1, 5):
+        infos[v] = store.publish(_model_blob(seed=v)[1], "charles_small_cnn", batches=50 * v)
+        blobs[v] = r.hget(keys.weights_version_blob(v), "blob")
+    starts = [("day", 9001), ("night", 9002), ("rain", 9003), ("traffic", 9004)] * 2
+
+    def rec(version: int, ratio: float, low: float, distances: list[float], incidents: list[int]) -> dict:
+        episodes = [{"environment": e, "map_seed": m, "distance_m": d, "incidents": i, "steps": 100,
+                     "lane_sum": 50.0, "lane_n": 100} for (e, m), d, i in zip(starts, distances, incidents, strict=True)]
+        return {**_record(version, ratio), "reference": "plan", "episodes": episodes,
+                "intervals": {"ratio_to_npc": [low, ratio + 0.2], "level": 0.9, "resamples": 2000}}
+
+    hard = [0, 3, 1, 4, 0, 2, 1, 3]  # the starts' incidents: most of any one interval's width
+    assert move_best(r, keys, infos[1], blobs[1], rec(1, 0.8, 0.6, [500.0] * 8, hard))
+    # 25% farther on every start with the same incidents: better beyond the noise, though its own
+    # lower bound (0.8) does not beat the best's 0.8
+    assert move_best(r, keys, infos[2], blobs[2], rec(2, 1.0, 0.8, [625.0] * 8, hard))
+    assert best_version(r, keys) == 2
+    # about as good: one incident fewer on two starts and more on two others
+    mixed = [0, 2, 2, 4, 0, 1, 2, 3]
+    assert not move_best(r, keys, infos[3], blobs[3], rec(3, 1.05, 0.85, [625.0] * 8, mixed))
+    assert best_version(r, keys) == 2
+    # scored on another plan: its own lower bound decides, and 0.9 does not beat 1.0
+    other = {**rec(4, 1.3, 0.9, [800.0] * 8, hard), "reference": "another plan"}
+    assert claim_against_best(r, keys, other, "charles_small_cnn") == (0.9, "")
+    assert not move_best(r, keys, infos[4], blobs[4], other)
+    # the compare-and-set refuses a claim computed against a best that has moved since
+    claim, against = claim_against_best(r, keys, rec(4, 1.3, 0.9, [800.0] * 8, hard), "charles_small_cnn")
+    assert against == "2" and claim == pytest.approx(1.0 * 800 / 625)
+    r.hset(keys.weights_best, "version", "3")
+    moved = r.register_script(_MOVE_BEST_LUA)(keys=[keys.weights_best],
+                                              args=[repr(claim), "charles_small_cnn", "ratio_to_npc", against,
+                                                    "version", 4])
+    assert moved == -1 and best_version(r, keys) == 3
 
 
 def test_status_shows_evaluation(r: redis.Redis, keys: Keys) -> None:

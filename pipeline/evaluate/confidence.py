@@ -90,7 +90,8 @@ def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def paired(episodes: Sequence[dict[str, Any]], npc_episodes: Sequence[dict[str, Any]] | None) -> bool:
-    """True when the NPC drove the same plan, episode for episode (same environments and maps, in order)."""
+    """True when the other driver (the NPC, or another version) drove the same plan, episode for
+    episode (same environments and maps, in order)."""
     if not npc_episodes or len(npc_episodes) != len(episodes):
         return False
     return all((a["environment"], a["map_seed"]) == (b["environment"], b["map_seed"])
@@ -121,6 +122,36 @@ def score_intervals(episodes: Sequence[dict[str, Any]], npc_episodes: Sequence[d
     out["mean_abs_lane_offset_m"] = percentile_interval(_divide(s["lane_sum"], s["lane_n"]), level)
     out["game_score"] = percentile_interval(_divide(s["game_score"], s["scored"]), level)
     return out
+
+
+def paired_claim(candidate: dict[str, Any], best: dict[str, Any], rank_by: str = "ratio_to_npc") -> float | None:
+    """What `candidate` offers against `best` when both drove the same plan: the best's point
+    estimate moved by the low end of the candidate's gain over the same resampled episodes.
+
+    Every version drives the same reproducible starts, and most of a score's interval is how
+    hard those starts are, which two versions share: compared episode for episode, a version
+    that is better on the same starts is told apart from the best with far fewer episodes than
+    two separate intervals need (docs/evaluation.md "(af)"). The gain is the ratio of the two
+    mean distances between incidents for ratio_to_npc (the NPC's reference is the same for
+    both, so best × gain is the candidate's ratio at the point estimate), the difference of
+    game scores for game_score. None when the two do not pair (another plan, reference or
+    episode list, or too few episodes): then the candidate's own lower bound is its claim.
+    """
+    episodes, best_episodes = candidate.get("episodes") or [], best.get("episodes") or []
+    point, intervals = best.get(rank_by), candidate.get("intervals") or {}
+    if (point is None or candidate.get(rank_by) is None or candidate.get("reference") != best.get("reference")
+            or len(episodes) < 2 or not paired(episodes, best_episodes)):
+        return None
+    n = len(episodes)
+    rs = resampling(n, int(intervals.get("resamples") or 2000))
+    level = float(intervals.get("level") or 0.9)
+    mine, theirs = _sums(episodes, rs.indices), _sums(best_episodes, rs.indices)
+    if rank_by == "game_score":
+        gain = percentile_interval(_divide(mine["game_score"], mine["scored"])
+                                   - _divide(theirs["game_score"], theirs["scored"]), level)
+        return None if gain is None else float(point) + gain[0]
+    gain = percentile_interval(_divide(_mdbi(mine, n), _mdbi(theirs, n)), level)
+    return None if gain is None else float(point) * gain[0]
 
 
 def lower_bound(record: dict[str, Any], name: str = "ratio_to_npc") -> float | None:

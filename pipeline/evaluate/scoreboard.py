@@ -5,9 +5,11 @@
 - `evaluation:reference` caches the NPC's and the baseline's scores per reference key (game,
   plan, durations, Unstuck rules): they do not change between versions, so they are driven once.
 - `weights:best` moves only to a version of the same model that is better by more than the
-  noise: the low end of its ratio_to_npc interval (`pipeline.evaluate.confidence`) must beat the
-  current best's point estimate (a version scored without an interval uses its point
-  estimate: then strictly better is enough). It moves atomically (Lua), and keeps its own copy of the blob: published versions beyond
+  noise: compared with the current best episode for episode when both drove the same plan
+  (`confidence.paired_claim`: the low end of its gain must be above 1), else the low end of its
+  own ratio_to_npc interval (`pipeline.evaluate.confidence`) must beat the current best's point
+  estimate (a version scored without an interval uses its point estimate: then strictly better
+  is enough). It moves atomically (Lua, and only if the best is still the one compared with), and keeps its own copy of the blob: published versions beyond
   `trainer.keep_versions` are deleted, the best one must stay fetchable for players that
   follow it. A move is announced on the weights channel so those players prepare it at once.
 - Evaluation jobs are enqueued by the trainer right after each publication (the job id
@@ -25,7 +27,7 @@ import redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from pipeline.evaluate.confidence import lower_bound
+from pipeline.evaluate.confidence import lower_bound, paired_claim
 from pipeline.wire.keys import EVALUATE_QUEUE, Keys
 from pipeline.wire.weights import WeightsInfo
 
@@ -34,10 +36,15 @@ JOB_TIMEOUT_S = 3 * 3600
 JOB_WAIT_TTL_S = 24 * 3600  # a job nobody picked up in a day is dropped (no evaluator running)
 _JOB_VERSION = re.compile(r"-v(\d+)$")
 
-# KEYS[1] = weights:best; ARGV[1] = the candidate's lower bound, ARGV[2] = model, ARGV[3] = rank_by,
-# ARGV[4..] = field, value, ... (the stored `score` is the best's point estimate of `rank_by`: a
-# candidate must beat it with its lower bound; a best ranked by another measure is replaced)
+# KEYS[1] = weights:best; ARGV[1] = the candidate's claim, ARGV[2] = model, ARGV[3] = rank_by,
+# ARGV[4] = the best's version the claim was computed against ('' = none: its own lower bound),
+# ARGV[5..] = field, value, ... (the stored `score` is the best's point estimate of `rank_by`: a
+# candidate must beat it with its claim; a best ranked by another measure is replaced; -1: the
+# best moved since it was read, compare again)
 _MOVE_BEST_LUA = """
+if ARGV[4] ~= '' and redis.call('HGET', KEYS[1], 'version') ~= ARGV[4] then
+  return -1
+end
 local cur = redis.call('HGET', KEYS[1], 'score')
 local model = redis.call('HGET', KEYS[1], 'model')
 local rank = redis.call('HGET', KEYS[1], 'rank_by') or 'ratio_to_npc'
@@ -45,7 +52,7 @@ if cur and model == ARGV[2] and rank == ARGV[3] and tonumber(cur) >= tonumber(AR
   return 0
 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 return 1
 """
 #: What a version without the ranked score offers (it never beats a best that has one).
@@ -115,10 +122,23 @@ def best_claim(record: dict[str, Any], rank_by: str = "ratio_to_npc") -> float:
     return _NO_SCORE[rank_by] if low is None or record.get(rank_by) is None else low
 
 
+def claim_against_best(r: redis.Redis, keys: Keys, record: dict[str, Any], model: str,
+                       rank_by: str = "ratio_to_npc") -> tuple[float, str]:
+    """The candidate's claim and the best's version it was compared with ('' when not paired):
+    episode for episode against a best of the same model, rank and plan, else its own lower bound."""
+    version, best_model, best_rank, raw = (v.decode() if isinstance(v, bytes) else v for v in
+                                           r.hmget(keys.weights_best, "version", "model", "rank_by", "scores"))
+    if version is not None and raw is not None and best_model == model and (best_rank or "ratio_to_npc") == rank_by:
+        claim = paired_claim(record, json.loads(raw), rank_by)
+        if claim is not None:
+            return claim, version
+    return best_claim(record, rank_by), ""
+
+
 def move_best(r: redis.Redis, keys: Keys, info: WeightsInfo, blob: bytes, record: dict[str, Any],
               rank_by: str = "ratio_to_npc") -> bool:
-    """Point `best` at this version if its lower bound of `rank_by` beats the best's point
-    estimate (or the best was ranked by another measure); True when it moved."""
+    """Point `best` at this version if it beats the best by more than the noise
+    (`claim_against_best`), or the best was ranked by another measure; True when it moved."""
     score = best_score(record, rank_by)
     metrics = record.get("metrics", {})
     fields: dict[str, Any] = {
@@ -129,14 +149,18 @@ def move_best(r: redis.Redis, keys: Keys, info: WeightsInfo, blob: bytes, record
         "incidents_per_km": json.dumps(metrics.get("incidents_per_km")),
         "scores": json.dumps(record), "moved_at": time.time(),
     }
-    args: list[Any] = [repr(best_claim(record, rank_by)), info.model, rank_by]
-    for name, value in fields.items():
-        args += [name, value]
-    moved = bool(r.register_script(_MOVE_BEST_LUA)(keys=[keys.weights_best], args=args))
+    script = r.register_script(_MOVE_BEST_LUA)
+    moved = -1
+    while moved == -1:  # the best moved between reading it and the compare-and-set: compare again
+        claim, against = claim_against_best(r, keys, record, info.model, rank_by)
+        args: list[Any] = [repr(claim), info.model, rank_by, against]
+        for name, value in fields.items():
+            args += [name, value]
+        moved = int(script(keys=[keys.weights_best], args=args))
     if moved:
         note = json.loads(info.notification())
         r.publish(keys.weights_channel, json.dumps({**note, "best": True}))
-    return moved
+    return bool(moved)
 
 
 def best_version(r: redis.Redis, keys: Keys) -> int | None:
