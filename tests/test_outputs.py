@@ -119,7 +119,7 @@ def _fit_one_value(cfg: OutputConfig, targets: torch.Tensor) -> float:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return float(value)
+    return float(value.detach())
 
 
 def test_regression_l1_fits_the_median_and_l2_the_mean() -> None:
