@@ -20,9 +20,8 @@ log = structlog.get_logger("trainer")
 @click.command(name="trainer")
 @click.option("--max-batches", type=int, default=None, help="stop after this many batches (tests)")
 @click.option("--device", default=None, help="override trainer.device (auto | cpu | cuda)")
-@click.option("--nice", "niceness", type=int, default=0, show_default=True,
-              help="CPU priority level with players, above collectors and the evaluator (nice 10): at nice 5 the "
-                   "trainer got only ~3/4 of the core it shared with one of them (CFS weights 335:110)")
+@click.option("--nice", "niceness", type=int, default=5, show_default=True,
+              help="CPU priority below players, above collectors")
 def cli(max_batches: int | None, device: str | None, niceness: int) -> None:
     """Wait for the config, resume from the last checkpoint, train until SIGTERM."""
     configure_logging("trainer")

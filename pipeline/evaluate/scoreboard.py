@@ -10,8 +10,9 @@
   own ratio_to_npc interval (`pipeline.evaluate.confidence`) must beat the current best's point
   estimate (a version scored without an interval uses its point estimate: then strictly better
   is enough). It moves atomically (Lua, and only if the best is still the one compared with),
-  and keeps its own copy of the blob: published versions beyond `trainer.keep_versions` are deleted, the best one must stay fetchable for players that
-  follow it. A move is announced on the weights channel so those players prepare it at once.
+  and keeps its own copy of the blob: published versions beyond `trainer.keep_versions` are
+  deleted, the best one must stay fetchable for players that follow it. A move is announced
+  on the weights channel so those players prepare it at once.
 - Evaluation jobs are enqueued by the trainer right after each publication (the job id
   names the version), so no version is missed while the evaluator is busy or down.
 """
