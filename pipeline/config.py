@@ -123,6 +123,11 @@ class CollectionConfig(Section):
     model_drives_after_version: PositiveInt = Field(
         1, description="DAgger: the NPC drives alone until this weights version is published"
     )
+    nice_once_trained: int = Field(
+        10, ge=0, le=19, description="CPU nice a collector lowers itself to once a weights version exists: "
+        "where it shares cores with the trainer, the trainer comes first then (until then its --nice, so "
+        "the buffers fill). At or below the nice it runs at: no change (a process cannot raise its priority back)"
+    )
 
     @model_validator(mode="after")
     def _ranges(self) -> CollectionConfig:

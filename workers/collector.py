@@ -37,7 +37,8 @@ def _heartbeat(collector: Collector, presence: Presence, stop: threading.Event) 
         presence.beat(state=collector.state, episode=collector.episode or "", episodes=collector.episodes_done,
                       samples=collector.samples, backlog=len(pub.backlog) if pub else 0,
                       published=pub.published if pub else 0, dropped=pub.dropped if pub else 0,
-                      model_ticks=collector.model_ticks, model_version=collector.model_version)
+                      model_ticks=collector.model_ticks, model_version=collector.model_version,
+                      nice=os.nice(0))
         if pub is not None and collector.state == "idle":
             pub.flush()
 

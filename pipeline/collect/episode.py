@@ -12,6 +12,7 @@ by `SetPublisher`, which holds a bounded backlog while Redis is unreachable.
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -285,6 +286,19 @@ class Collector:
             return None
         return MixedDriver(self.model, 1.0 - c.model_drives, c.dagger_segment_s, random.Random(episode))
 
+    def yield_cpu_once_trained(self, nice: int) -> None:
+        """Lower this process's CPU priority to `nice` once the trainer has published a version.
+        Past the buffers' start gate the limiter lets the trainer draw only so much, so every
+        cycle a collector takes beyond that is evicted unread, where it shares the cores the
+        trainer needs (2-core `make run`: docs/evaluation.md (ah)); before it the collectors
+        must fill the buffers, so they keep their start nice until a version exists."""
+        if nice <= os.nice(0):
+            return
+        from pipeline.wire.weights import WeightsStore
+
+        if WeightsStore(self.redis, self.keys).latest_info() is not None:
+            log.info("collector_yields_cpu", nice=os.nice(nice - os.nice(0)))
+
     def run_episode(self, spec: EpisodeSpec, stop: threading.Event | None = None) -> dict[str, Any]:
         """One collection episode with the environment the server chose; `stop` ends it early
         (its sets so far are still published)."""
@@ -293,6 +307,7 @@ class Collector:
         if fetched is None:
             raise NotReadyError("no active config in Redis; is the server running?")
         cfg, _version = fetched
+        self.yield_cpu_once_trained(cfg.collection.nice_once_trained)
 
         binnings = build_binnings(cfg.outputs)
         if self.publisher is None:

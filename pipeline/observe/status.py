@@ -136,6 +136,7 @@ def snapshot(r: redis.Redis, keys: Keys) -> dict[str, Any]:
             "backlog": int(_num(c.get("backlog"))),
             "model_ticks": int(_num(c.get("model_ticks"))),  # DAgger: ticks the model drove
             "model_version": int(_num(c.get("model_version"))),
+            "nice": int(_num(c.get("nice"))),  # its CPU priority: 19 once it yields to the trainer
             "heartbeat_age_s": round(time.time() - _num(c.get("heartbeat")), 2),
         }
         for c in read_statuses(r, keys, "collector")
