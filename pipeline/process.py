@@ -1,4 +1,4 @@
-"""What every long-running process needs: signals, waiting for Redis and for the config."""
+"""What every long-running process needs: signals, waiting for Redis and for the config, its CPU priority."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import faulthandler
 import os
 import signal
 import threading
+from pathlib import Path
 from types import FrameType
 
 import redis
@@ -54,3 +55,18 @@ def wait_for_config(r: redis.Redis, keys: Keys, stop: threading.Event, poll_s: f
             announced = True
         stop.wait(poll_s)
     return None
+
+
+def lower_priority(nice: int) -> int:
+    """Every thread of this process to at least `nice`; returns the main thread's nice.
+    Linux keeps a nice per thread and `os.nice` sets only the caller's, so threads started
+    before (a heartbeat, a runtime's pool) would keep the old one; threads started after
+    inherit their creator's. Never raises a priority: an unprivileged process could not
+    lower its nice again."""
+    tasks = Path("/proc/self/task")
+    for tid in [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [0]:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
+        except ProcessLookupError:  # the thread ended meanwhile
+            pass
+    return os.getpriority(os.PRIO_PROCESS, os.getpid())

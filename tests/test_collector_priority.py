@@ -3,7 +3,8 @@
 
 Each case runs one short episode in a child process (a nice, once lowered, stays lowered:
 the test process must keep its own) against a real redis-server, with the config published
-as a server would, and reads the child's nice after the episode.
+as a server would, and reads the child's nice after the episode: of its main thread, of a
+thread started before it (as the heartbeat is), and the one the collector reports.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pipeline.wire.weights import WeightsStore
 ROOT = Path(__file__).resolve().parent.parent
 
 CHILD = """
-import os, random, sys
+import os, random, sys, threading
 import redis
 from pipeline.collect.episode import Collector
 from pipeline.collect.handoff import EpisodeSpec
@@ -42,8 +43,16 @@ r, keys = redis.Redis.from_url(url), Keys(prefix)
 cfg, _ = fetch_config(r, keys)
 env = sample_environment(cfg.collection, random.Random(3), capabilities_of(cfg.game.backend))
 collector = Collector(r, keys, "collector-priority-test")
+started, done = threading.Event(), threading.Event()
+# a thread started before the yield, as the heartbeat is: Linux keeps a nice per thread
+helper = threading.Thread(target=lambda: (started.set(), done.wait()))
+helper.start()
+started.wait()
 summary = collector.run_episode(EpisodeSpec("priority-ep0", env, 2.0))
 assert summary["ticks"] > 0, summary
+helper_nice = os.getpriority(os.PRIO_PROCESS, helper.native_id)
+done.set()
+assert helper_nice == os.nice(0) == collector.nice, (helper_nice, os.nice(0), collector.nice)
 print(os.nice(0))
 """
 

@@ -38,7 +38,7 @@ def _heartbeat(collector: Collector, presence: Presence, stop: threading.Event) 
                       samples=collector.samples, backlog=len(pub.backlog) if pub else 0,
                       published=pub.published if pub else 0, dropped=pub.dropped if pub else 0,
                       model_ticks=collector.model_ticks, model_version=collector.model_version,
-                      nice=os.nice(0))
+                      nice=collector.nice)
         if pub is not None and collector.state == "idle":
             pub.flush()
 

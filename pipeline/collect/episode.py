@@ -33,6 +33,7 @@ from pipeline.config import Config
 from pipeline.errors import GameError, NotReadyError, WeightsError
 from pipeline.games.base import Controls, Environment, Game, Observation, capabilities_of
 from pipeline.games.options import GameCache
+from pipeline.process import lower_priority
 from pipeline.wire.config_store import fetch_config
 from pipeline.wire.frames import RAW_CODEC, FrameCodec
 from pipeline.wire.keys import Keys
@@ -243,6 +244,7 @@ class Collector:
         self.model_version = 0  # ... and its version (0: none yet)
         self.model_key = ""  # the config the model was built for
         self.model_ticks = 0  # ticks a model drove, over all episodes
+        self.nice = os.getpriority(os.PRIO_PROCESS, os.getpid())  # its CPU priority (`yield_cpu_once_trained`)
         self.state = "idle"
         self.episode: str | None = None
         self.episodes_done = 0
@@ -287,17 +289,18 @@ class Collector:
         return MixedDriver(self.model, 1.0 - c.model_drives, c.dagger_segment_s, random.Random(episode))
 
     def yield_cpu_once_trained(self, nice: int) -> None:
-        """Lower this process's CPU priority to `nice` once the trainer has published a version.
+        """Lower this process's CPU priority (every thread's) to `nice` once the trainer has published a version.
         Past the buffers' start gate the limiter lets the trainer draw only so much, so every
         cycle a collector takes beyond that is evicted unread, where it shares the cores the
         trainer needs (2-core `make run`: docs/evaluation.md (ah)); before it the collectors
         must fill the buffers, so they keep their start nice until a version exists."""
-        if nice <= os.nice(0):
+        if nice <= self.nice:
             return
         from pipeline.wire.weights import WeightsStore
 
         if WeightsStore(self.redis, self.keys).latest_info() is not None:
-            log.info("collector_yields_cpu", nice=os.nice(nice - os.nice(0)))
+            self.nice = lower_priority(nice)
+            log.info("collector_yields_cpu", nice=self.nice)
 
     def run_episode(self, spec: EpisodeSpec, stop: threading.Event | None = None) -> dict[str, Any]:
         """One collection episode with the environment the server chose; `stop` ends it early
