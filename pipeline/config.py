@@ -225,6 +225,9 @@ class ModelConfig(Section):
 
     backbone: str = Field("small_cnn", description="small_cnn | xception | inception_resnet_v2 | regnet | vit | dinov2 | dinov2_small | 'timm:<name>'")
     width: PositiveInt = Field(24, description="small_cnn: channels of the first stage")
+    norm: Literal["batch", "group"] = Field(
+        "batch", description="small_cnn: normalisation after each convolution (group: per image, the same in "
+        "training and at inference)")
     pretrained: str = Field("", description="local file with backbone weights; never downloaded")
     frozen: bool = False
     dual_backbone: bool = False
@@ -232,6 +235,12 @@ class ModelConfig(Section):
     head: list[PositiveInt] = Field(default_factory=lambda: [256, 64, 16])
     lstm_hidden: PositiveInt = 128
     dropout: Fraction = 0.0
+
+    @model_validator(mode="after")
+    def _check_norm(self) -> ModelConfig:
+        if self.norm != "batch" and self.backbone != "small_cnn":
+            raise ValueError(f"model.norm = {self.norm!r} applies to small_cnn only; a timm model keeps its own layers")
+        return self
 
 
 class BalancingConfig(Section):

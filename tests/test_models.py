@@ -204,6 +204,34 @@ def test_unknown_backbone_and_missing_timm() -> None:
         build_model(m.model_copy(update={"backbone": "xception"}), i, o, (64, 64))
 
 
+@pytest.mark.parametrize("norm", ["batch", "group"])
+def test_group_norm_drives_as_it_trained_whatever_else_is_in_the_batch(norm: str) -> None:
+    """A live batch holds one or two environments: with BatchNorm an image's output depends on them
+    and on the running statistics at inference; with GroupNorm it does not."""
+    torch.manual_seed(0)
+    cfg = load_config(CONFIG_DIR / "default.toml")
+    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"norm": norm, "width": 8})})
+    model = build_model(cfg.model, cfg.inputs, cfg.outputs, _hw(cfg))
+    day, night = _columns(cfg, 4, seed=1), _columns(cfg, 4, seed=2)
+    night["frames"] //= 8  # darker images: other statistics
+    mixed = {k: np.concatenate([day[k][:1], night[k][1:]]) for k in day}
+    with torch.no_grad():
+        model.train()
+        with_day = model(batch_to_tensors(day, "cpu"))["steering"][0]
+        with_night = model(batch_to_tensors(mixed, "cpu"))["steering"][0]
+        model.eval()
+        at_inference = model(batch_to_tensors(day, "cpu"))["steering"][0]
+    same = torch.allclose(with_day, with_night, atol=1e-5) and torch.allclose(with_day, at_inference, atol=1e-5)
+    assert same == (norm == "group")
+
+
+def test_group_norm_is_refused_for_a_timm_backbone() -> None:
+    with pytest.raises(ValueError, match="small_cnn only"):
+        ModelConfig(backbone="xception", norm="group")
+    with pytest.raises(ValueError, match="norm"):
+        ModelConfig(norm="layer")
+
+
 # -- context: what the collector labels is what the player feeds -------------------------
 def _obs(t: int) -> Observation:
     frame = np.full((4, 6, 3), t % 256, dtype=np.uint8)

@@ -8,6 +8,7 @@ Pretrained weights come only from a local safetensors file (no download, no pick
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import structlog
@@ -28,26 +29,43 @@ TIMM_ALIASES: dict[str, str] = {
     "dinov2_small": "vit_small_patch14_dinov2",
 }
 SMALL_CNN_STAGES: tuple[int, ...] = (1, 2, 3, 4, 6)
+#: channels per group at most 8 groups: GroupNorm needs the groups to divide the channels
+MAX_GROUPS = 8
 
 
-def _conv_bn_relu(cin: int, cout: int, kernel: int, stride: int) -> nn.Sequential:
+def norm_layer(kind: str, channels: int) -> nn.Module:
+    """`batch`: statistics of the batch in training, running ones at inference; `group`: of each image alone.
+
+    A live batch comes from the last minute of driving, often one or two environments: batch
+    statistics then follow what the collectors drive now, and the running ones the player
+    uses follow them. GroupNorm computes the same thing in training and at inference.
+    """
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(math.gcd(MAX_GROUPS, channels), channels)
+    raise ConfigError(f"model.norm: unknown normalisation {kind!r}; use batch or group")
+
+
+def _conv_norm_relu(cin: int, cout: int, kernel: int, stride: int, norm: str) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False),
-        nn.BatchNorm2d(cout),
+        norm_layer(norm, cout),
         nn.ReLU(inplace=True),
     )
 
 
 class SmallCNN(nn.Module):
-    """Five strided conv stages with BatchNorm/ReLU: about 1/32 of the input size, fast on 2 CPU cores."""
+    """Five strided conv stages with BatchNorm (or GroupNorm)/ReLU: about 1/32 of the input size, fast on 2 CPU cores."""
 
-    def __init__(self, in_chans: int = 3, width: int = 32, stages: tuple[int, ...] = SMALL_CNN_STAGES) -> None:
+    def __init__(self, in_chans: int = 3, width: int = 32, stages: tuple[int, ...] = SMALL_CNN_STAGES,
+                 norm: str = "batch") -> None:
         super().__init__()
         layers = []
         cin = in_chans
         for i, mult in enumerate(stages):
             cout = width * mult
-            layers.append(_conv_bn_relu(cin, cout, 5 if i == 0 else 3, 2))
+            layers.append(_conv_norm_relu(cin, cout, 5 if i == 0 else 3, 2, norm))
             cin = cout
         self.stages = nn.Sequential(*layers)
         self.out_channels = cin
@@ -110,10 +128,12 @@ def build_backbone(
     width: int = 32,
     pretrained: str = "",
     frozen: bool = False,
+    norm: str = "batch",
 ) -> nn.Module:
     """One backbone with `out_channels`; weights from a local file; frozen = no gradients."""
     kind = backbone_kind(name)
-    net: nn.Module = SmallCNN(in_chans, width) if kind == "small_cnn" else TimmBackbone(kind, in_chans, image_hw)
+    net: nn.Module = (SmallCNN(in_chans, width, norm=norm) if kind == "small_cnn"
+                      else TimmBackbone(kind, in_chans, image_hw))
     if pretrained:
         load_pretrained(net, pretrained)
     if frozen:

@@ -55,7 +55,7 @@ class DrivingModel(nn.Module):
             for _ in range(2 if model_cfg.dual_backbone else 1):
                 self.backbones.append(
                     build_backbone(model_cfg.backbone, in_chans, self.image_hw, model_cfg.width,
-                                   model_cfg.pretrained, model_cfg.frozen)
+                                   model_cfg.pretrained, model_cfg.frozen, model_cfg.norm)
                 )
             c, h, w = feature_shape(self.backbones[0], in_chans, self.image_hw)
             c *= len(self.backbones)
