@@ -345,5 +345,6 @@ class Collector:
         self.episodes_done += 1
         self.samples += summary.samples
         self.model_ticks += summary.model_ticks
-        log.info("episode_done", **summary.as_dict(), backlog=len(self.publisher.backlog))
+        log.info("episode_done", **summary.as_dict(), environment=spec.environment.to_dict(),
+                 backlog=len(self.publisher.backlog))
         return summary.as_dict()
