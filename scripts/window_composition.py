@@ -14,15 +14,18 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-#: per window: the share of episodes (or mean) each feature takes from an `environment` dict
-FEATURES: dict[str, Any] = {
+from pipeline.games.sim.look import Look
+
+#: per window: the mean over its episodes of each feature of an `environment` dict (a share for the flags)
+FEATURES: dict[str, Callable[[dict[str, Any]], float]] = {
     "traffic": lambda env: env["traffic_density"],
     "truck": lambda env: env["car"] == "truck",
-    "night": lambda env: not 6.5 <= env["time_of_day"] <= 19.0,
+    "daylight": lambda env: Look.of(env["weather"], env["time_of_day"]).daylight,  # the simulator's: 0 night .. 1 noon
     "wet": lambda env: env["weather"] in ("rain", "fog"),
     "aggressive": lambda env: env["npc_style"] == "aggressive",
     "calm": lambda env: env["npc_style"] == "calm",

@@ -55,4 +55,4 @@ def test_windows_hold_the_episodes_of_the_span_before_each_version(tmp_path: Pat
     assert rows[3]["episodes"] == 2 and rows[3]["window"]["truck"] == 0.0
     expected = float(np.corrcoef([0.5, 1.0, 0.0], [0.5, 0.8, 0.6])[0, 1])
     assert result["correlation"]["truck"]["ratio_to_npc"] == pytest.approx(expected)
-    assert result["correlation"]["night"]["ratio_to_npc"] is None  # every episode by day: nothing to correlate
+    assert result["correlation"]["daylight"]["ratio_to_npc"] is None  # every episode at noon: nothing to correlate

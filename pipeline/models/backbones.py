@@ -29,7 +29,7 @@ TIMM_ALIASES: dict[str, str] = {
     "dinov2_small": "vit_small_patch14_dinov2",
 }
 SMALL_CNN_STAGES: tuple[int, ...] = (1, 2, 3, 4, 6)
-#: channels per group at most 8 groups: GroupNorm needs the groups to divide the channels
+#: GroupNorm's groups: at most this many, and a divisor of the channels (it needs one)
 MAX_GROUPS = 8
 
 
